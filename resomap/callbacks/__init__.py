@@ -1,0 +1,1 @@
+"""Lightning callbacks that measure a run and write its result."""

@@ -1,0 +1,1 @@
+"""Architectures studied by ResoMap; each config in ``conf/model/`` names one builder here."""

@@ -1,0 +1,178 @@
+"""The LightningModule that wraps every architecture: loss, optimisation and metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torchmetrics
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+# The seed study's metric names: per-epoch ``{stage}_f1``, final ``test_f1_score``.
+_F1_NAME = {"train": "f1", "val": "f1", "test": "f1_score"}
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
+                  warmup_fraction: float = 0.05) -> LambdaLR:
+    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to zero."""
+    warmup_steps = max(1, round(warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return LambdaLR(optimizer, factor)
+
+
+def _metrics(num_classes: int) -> torchmetrics.MetricCollection:
+    task = {"task": "multiclass", "num_classes": num_classes}
+    return torchmetrics.MetricCollection({
+        "accuracy": torchmetrics.Accuracy(**task, average="micro"),
+        # Macro recall over all classes is balanced accuracy.
+        "balanced_accuracy": torchmetrics.Recall(**task, average="macro"),
+        "precision": torchmetrics.Precision(**task, average="macro"),
+        "recall": torchmetrics.Recall(**task, average="macro"),
+        "f1": torchmetrics.F1Score(**task, average="macro"),
+    })
+
+
+def _identity(run_config: dict[str, Any] | None) -> tuple[str, int] | None:
+    if not run_config or "model" not in run_config or "res" not in run_config:
+        return None
+    return run_config["model"]["name"], int(run_config["res"])
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written by a run of another model or resolution."""
+
+
+class LitClassifier(pl.LightningModule):
+    """Cross-entropy classification of any ``net`` with torchmetrics for every stage.
+
+    ``run_config`` (plain containers only, so checkpoints load with ``weights_only``)
+    is saved in every checkpoint; resuming checks that model and resolution match.
+    """
+
+    def __init__(self, net: nn.Module, num_classes: int, class_names: list[str],
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., LambdaLR] | None = None,
+                 class_weights: list[float] | None = None, channels_last: bool = True,
+                 run_config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters({"num_classes": num_classes, "class_names": list(class_names),
+                                   "class_weights": class_weights, "run_config": run_config or {}})
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.channels_last = channels_last
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.loss = nn.CrossEntropyLoss(weight=weight)
+        # ModuleDict keys may not shadow Module methods such as ``train``.
+        self.stage_metrics = nn.ModuleDict({f"{stage}_metrics": _metrics(num_classes)
+                                            for stage in ("train", "val", "test")})
+        self.val_per_class = torchmetrics.Recall(task="multiclass", num_classes=num_classes,
+                                                 average=None)
+        self.test_per_class = torchmetrics.Recall(task="multiclass", num_classes=num_classes,
+                                                  average=None)
+        self.test_confusion = torchmetrics.ConfusionMatrix(task="multiclass",
+                                                           num_classes=num_classes)
+        # Per-epoch records and fit time survive resume through the checkpoint.
+        self.history: list[dict[str, float]] = []
+        self.fit_seconds = 0.0
+        self.test_outputs: dict[str, list[torch.Tensor]] = {}
+        self._epoch_start = 0.0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.net(images)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images)
+        loss = self.loss(logits.float(), targets)
+        metrics = self.stage_metrics[f"{stage}_metrics"]
+        metrics.update(logits.detach(), targets)
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(targets))
+        for name, metric in metrics.items():
+            self.log(f"{stage}_{_F1_NAME[stage] if name == 'f1' else name}", metric,
+                     on_step=False, on_epoch=True, prog_bar=name == "balanced_accuracy",
+                     batch_size=len(targets))
+        if stage == "val":
+            self.val_per_class.update(logits.detach(), targets)
+        return loss if stage != "test" else logits
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        logits = self._step(batch, "test")
+        targets = batch[1]
+        self.test_per_class.update(logits, targets)
+        self.test_confusion.update(logits, targets)
+        probabilities = logits.float().softmax(dim=1)
+        self.test_outputs.setdefault("probabilities", []).append(probabilities.cpu())
+        self.test_outputs.setdefault("labels", []).append(targets.cpu())
+
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs = {}
+        self.test_per_class.reset()
+        self.test_confusion.reset()
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        epoch_time = time.perf_counter() - self._epoch_start
+        self.fit_seconds += epoch_time
+        self.log("train_epoch_time", epoch_time, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        per_class = self.val_per_class.compute()
+        self.val_per_class.reset()
+        if self.trainer.sanity_checking:
+            return
+        record = {"epoch": self.current_epoch}
+        record.update({key: float(value) for key, value in self.trainer.callback_metrics.items()
+                       if key.startswith(("val_", "train_")) and value.numel() == 1})
+        record["val_per_class_recall"] = per_class.tolist()
+        self.history = [row for row in self.history if row["epoch"] != self.current_epoch]
+        self.history.append(record)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer,
+                                           total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["resomap"] = {"history": self.history, "fit_seconds": self.fit_seconds}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("hyper_parameters", {}).get("run_config", {})
+        current = self.hparams.run_config
+        mine, theirs = _identity(current), _identity(saved)
+        if mine and theirs and mine != theirs:
+            raise CheckpointMismatchError(
+                f"Refusing to resume: the checkpoint was written by model={theirs[0]} "
+                f"res={theirs[1]}, this run is model={mine[0]} res={mine[1]}. Pass a checkpoint "
+                "of the same model and resolution, or ckpt_path=null to train from scratch."
+            )
+        if self.trainer.state.fn != "fit":
+            return  # testing the best checkpoint must not roll the fit history back
+        state = checkpoint.get("resomap", {})
+        self.history = list(state.get("history", []))
+        self.fit_seconds = float(state.get("fit_seconds", 0.0))

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny generated data set and a runner for the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from resomap.data.synthetic import generate
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_SPEC = {"n_train": 42, "n_val": 21, "n_test": 21, "width": 96, "height": 72, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 7-class synthetic set of 84 small images, generated once per test session."""
+    root = tmp_path_factory.mktemp("data") / "synthetic"
+    return generate(root, workers=1, **TINY_SPEC)
+
+
+def tiny_overrides(root_dir: Path, data_root: Path) -> list[str]:
+    """Overrides for a fast, self-contained run of the real training CLI."""
+    generator = [f"data.generator.{key}={value}" for key, value in TINY_SPEC.items()]
+    return [
+        f"paths.root_dir={root_dir}",
+        f"data.root={data_root}",
+        *generator,
+        "data.num_workers=0",
+        "data.batch_size=16",
+        "data.eval_batch_size=32",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        f"hydra.run.dir={root_dir}/outputs",
+        f"hydra.sweep.dir={root_dir}/multirun",
+    ]
+
+
+def run_module(module: str, args: Sequence[str], cwd: Path, timeout: float = 600,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` as a user would and capture its output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("RESOMAP_ROOT", None)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def train_cli(tmp_path: Path, tiny_data_root: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """``train_cli(*overrides)`` runs ``python -m resomap.train`` on the tiny data in tmp_path."""
+
+    def run(*overrides: str, timeout: float = 600, env: dict[str, str] | None = None):
+        args = [*tiny_overrides(tmp_path, tiny_data_root), *overrides]
+        return run_module("resomap.train", args, cwd=tmp_path, timeout=timeout, env=env)
+
+    return run
