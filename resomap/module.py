@@ -64,12 +64,20 @@ class LitClassifier(pl.LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., LambdaLR] | None = None,
                  class_weights: list[float] | None = None, channels_last: bool = True,
-                 run_config: dict[str, Any] | None = None) -> None:
+                 run_config: dict[str, Any] | None = None, compile: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters({"num_classes": num_classes, "class_names": list(class_names),
                                    "class_weights": class_weights, "run_config": run_config or {}})
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.channels_last = channels_last
+        if compile:
+            # In place, so state_dict keys (and checkpoints) are the same as without compile.
+            self.net.compile()
+        self.compiled = compile
+        # Wall time of the first training step (includes compilation) and the mean of the rest
+        # of that epoch, so compile cost is reported apart from the steady speed.
+        self.step_timing: dict[str, float] = {}
+        self._clock: dict[str, float] = {}
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
@@ -133,7 +141,40 @@ class LitClassifier(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
 
+    def _synchronized_now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if not self._clock:
+            self._clock["start"] = self._synchronized_now()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if "first_end" not in self._clock:
+            self._clock.update(first_end=self._synchronized_now(), steps=0)
+            self.step_timing["first_step_sec"] = self._clock["first_end"] - self._clock["start"]
+        else:
+            self._clock["steps"] += 1
+
+    def _close_step_timing(self) -> None:
+        if self._clock.get("steps") and "later_step_sec" not in self.step_timing:
+            elapsed = self._synchronized_now() - self._clock["first_end"]
+            self.step_timing["later_step_sec"] = elapsed / self._clock["steps"]
+
+    def compile_report(self) -> dict[str, Any]:
+        """``{"enabled", "first_step_sec", "later_step_sec", "overhead_sec"}`` of this fit."""
+        report: dict[str, Any] = {"enabled": self.compiled, **self.step_timing}
+        if "later_step_sec" in self.step_timing:
+            report["overhead_sec"] = self.step_timing["first_step_sec"] - self.step_timing["later_step_sec"]
+        return report
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit":
+            self._close_step_timing()
+
     def on_train_epoch_end(self) -> None:
+        self._close_step_timing()
         epoch_time = time.perf_counter() - self._epoch_start
         self.fit_seconds += epoch_time
         self.log("train_epoch_time", epoch_time, on_epoch=True)

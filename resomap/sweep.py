@@ -15,11 +15,17 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from resomap import experiment, results
+from resomap import distributed, experiment, results
+from resomap.errors import ResoMapError
+from resomap.module import CheckpointMismatchError
 
 log = logging.getLogger(__name__)
 
 FAILURE_FILE = "failure.json"
+USAGE_EXIT = 2
+INTERRUPTED_EXIT = 130
+# Errors the user can fix from the message alone: shown without a traceback.
+USER_ERRORS = (ResoMapError, CheckpointMismatchError)
 
 
 def resume_command(overrides: list[str]) -> str:
@@ -28,19 +34,52 @@ def resume_command(overrides: list[str]) -> str:
     return shlex.join(["python", "-m", "resomap.train", *kept, "ckpt_path=last"])
 
 
+def sweep_resume_command() -> str:
+    """The command line of this multirun again, with ``ckpt_path=last``: finished runs are
+    skipped, the interrupted one resumes, the rest start."""
+    kept = [item for item in sys.argv[1:] if not item.startswith("ckpt_path=")]
+    return shlex.join(["python", "-m", "resomap.train", *kept, "ckpt_path=last"])
+
+
+def report_interrupt(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
+    last = Path(cfg.run_checkpoint_dir) / "last.ckpt"
+    saved = f"its last checkpoint is {last}" if last.is_file() else "no checkpoint was saved yet"
+    lines = [f"Interrupted {cfg.run_name}; {saved}. Resume this run with:",
+             f"  {resume_command(overrides)}"]
+    if multirun:
+        lines += ["The sweep stopped here; resume the whole sweep (finished runs are skipped) with:",
+                  f"  {sweep_resume_command()}"]
+    log.error("\n".join(lines))
+
+
 def run_job(cfg: DictConfig) -> float | None:
-    """Run one job; in a multirun, record a failure and let the other jobs go on."""
+    """Run one job. Bad input ends a single run with one paragraph (exit 2); in a multirun a
+    failure is recorded and the other jobs go on; Ctrl-C stops everything (exit 130)."""
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return experiment.run(cfg)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    overrides = list(hydra_cfg.overrides.task)
+    run = distributed.job_runner(cfg, experiment.run)  # bad combinations stop a sweep at once
     try:
-        return experiment.run(cfg)
+        return run(cfg)
+    except KeyboardInterrupt:
+        report_interrupt(cfg, overrides, multirun)
+        sys.exit(INTERRUPTED_EXIT)
     except Exception as error:
-        overrides = list(hydra_cfg.overrides.task)
-        record = {"run_name": cfg.run_name, "overrides": overrides, "error": repr(error),
-                  "traceback": traceback.format_exc(), "resume": resume_command(overrides)}
+        user_error = isinstance(error, USER_ERRORS)
+        if not multirun:
+            if not user_error:
+                raise
+            log.error("error: %s", error)
+            sys.exit(USAGE_EXIT)
+        record = {"run_name": cfg.run_name, "overrides": overrides,
+                  "error": str(error) if user_error else repr(error),
+                  "traceback": "" if user_error else traceback.format_exc(),
+                  "resume": resume_command(overrides)}
         results.write_json(Path(hydra_cfg.runtime.output_dir) / FAILURE_FILE, record)
-        log.exception("Run %s failed; the sweep goes on", cfg.run_name)
+        if user_error:
+            log.error("Run %s failed; the sweep goes on. error: %s", cfg.run_name, error)
+        else:
+            log.exception("Run %s failed; the sweep goes on", cfg.run_name)
         return None
 
 
@@ -52,8 +91,10 @@ class SweepSummary(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         failures = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{FAILURE_FILE}"))]
-        written = write_aggregates(config.paths.results_dir)
-        log.info("Sweep finished: results aggregated into %s", ", ".join(map(str, written)))
+        written = write_aggregates(config.paths.results_dir,
+                                   evaluate_cross_res=config.get("evaluate_cross_res", True))
+        log.info("Sweep finished: results aggregated into %s; read %s first", written[0].parent,
+                 written[0].parent / "report.html")
         if failures:
             lines = [f"{len(failures)} run(s) failed; resume each with:"]
             lines += [f"  {failure['run_name']}: {failure['error']}\n    {failure['resume']}"

@@ -56,7 +56,9 @@ def train_cli(tmp_path: Path, tiny_data_root: Path) -> Callable[..., subprocess.
     """``train_cli(*overrides)`` runs ``python -m resomap.train`` on the tiny data in tmp_path."""
 
     def run(*overrides: str, timeout: float = 600, env: dict[str, str] | None = None):
-        args = [*tiny_overrides(tmp_path, tiny_data_root), *overrides]
+        flags = [item for item in overrides if item.startswith("-")]
+        values = [item for item in overrides if not item.startswith("-")]
+        args = [*flags, *tiny_overrides(tmp_path, tiny_data_root), *values]
         return run_module("resomap.train", args, cwd=tmp_path, timeout=timeout, env=env)
 
     return run

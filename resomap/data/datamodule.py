@@ -14,16 +14,24 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from resomap.data.io import IMAGE_EXTENSIONS, load_rgb
+from resomap.data import cache
+from resomap.data.batch_augment import BatchAugment, normalize
+from resomap.data.io import IMAGE_EXTENSIONS, is_image_file, load_rgb
+from resomap.data.validate import validate_images
+from resomap.errors import ResoMapError
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
+PIPELINES = ("classic", "cached")
+DEVICE_CACHE = ("auto", "true", "false")
+# Share of free accelerator memory a cached data set may take under device_cache=auto.
+DEVICE_CACHE_SHARE = 0.5
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(ResoMapError, ValueError):
     """The data folder does not have the layout ResoMap reads."""
 
 
@@ -50,6 +58,12 @@ def list_classes(root: Path) -> list[str]:
                 f"only in {split}: {only_here or 'none'}; missing from {split}: {missing or 'none'}. "
                 "Every split must have the same class folders."
             )
+    for split in SPLITS:
+        for name in classes:
+            folder = root / split / name
+            if not any(path.is_file() and is_image_file(path) for path in folder.rglob("*")):
+                raise DatasetLayoutError(f"Class folder {folder} has no images "
+                                         f"({' '.join(IMAGE_EXTENSIONS)}); {expected}.")
     return classes
 
 
@@ -67,7 +81,7 @@ def train_transform(image_size: int, rotation: float, color_jitter: Sequence[flo
                     horizontal_flip: float, vertical_flip: float) -> v2.Compose:
     """Per-image augmentation; the same strength at every resolution, only the size changes."""
     return v2.Compose([
-        v2.Resize((image_size, image_size), antialias=True),
+        cache.resize(image_size),
         v2.RandomHorizontalFlip(horizontal_flip),
         v2.RandomVerticalFlip(vertical_flip),
         v2.RandomRotation(rotation),
@@ -80,7 +94,7 @@ def train_transform(image_size: int, rotation: float, color_jitter: Sequence[flo
 
 def eval_transform(image_size: int) -> v2.Compose:
     return v2.Compose([
-        v2.Resize((image_size, image_size), antialias=True),
+        cache.resize(image_size),
         v2.PILToTensor(),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
@@ -92,6 +106,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     ``generator``, when given, is called with the root to create the data on first use
     (the embedded synthetic set); a user's own folder is read as it is.
+
+    ``pipeline="classic"`` decodes, resizes and augments every image in DataLoader workers
+    in every epoch. ``pipeline="cached"`` decodes each split once into a uint8 cache under
+    ``cache_dir`` (resomap.data.cache), loads whole uint8 batches, and augments and normalises
+    them on the batch's device in ``on_after_batch_transfer`` (resomap.data.batch_augment);
+    ``device_cache`` keeps the whole cached split in accelerator memory (auto: when it fits).
     """
 
     def __init__(self, root: str, image_size: int, batch_size: int = 32,
@@ -99,8 +119,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
                  rotation: float = 15.0, color_jitter: Sequence[float] = (0.2, 0.2, 0.2, 0.02),
                  horizontal_flip: float = 0.5, vertical_flip: float = 0.5,
                  class_weighted_loss: bool = False, pin_memory: bool | None = None,
-                 generator: Callable[..., Path] | None = None, name: str = "imagefolder") -> None:
+                 generator: Callable[..., Path] | None = None, name: str = "imagefolder",
+                 on_bad_image: str = "error", validation_cache: str | None = None,
+                 pipeline: str = "classic", cache_dir: str | None = None,
+                 device_cache: str | bool = "auto", cache_workers: int | None = None) -> None:
         super().__init__()
+        device_cache = str(device_cache).lower()
+        if pipeline not in PIPELINES or device_cache not in DEVICE_CACHE:
+            raise ValueError(
+                f"data.pipeline={pipeline!r}, data.device_cache={device_cache!r}: pipeline must be one "
+                f"of {PIPELINES} and device_cache one of {DEVICE_CACHE}.")
+        if pipeline == "cached" and not cache_dir:
+            raise ValueError("data.pipeline=cached needs data.cache_dir, the folder that holds the "
+                             "decoded images (the configs set it to ${paths.cache_dir}).")
         self.root = Path(root).expanduser().resolve()
         self.image_size = image_size
         self.batch_size = batch_size
@@ -112,8 +143,18 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.generator = generator
         self.name = name
+        self.on_bad_image = on_bad_image
+        self.validation_cache = validation_cache
+        self.fingerprint = ""
+        self.skipped_images: list[str] = []
         self.classes: list[str] = []
         self.datasets: dict[str, datasets.ImageFolder] = {}
+        self.pipeline = pipeline
+        self.cache_dir = cache_dir
+        self.device_cache = device_cache
+        self.cache_workers = cache_workers
+        self.cached: dict[str, cache.CachedSplit] = {}
+        self.batch_augment = BatchAugment(**self.augmentation)
 
     def prepare_data(self) -> None:
         if self.generator is not None:
@@ -123,12 +164,23 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if self.datasets:
             return
         self.classes = list_classes(self.root)
+        self.fingerprint = dataset_fingerprint(self.root)
+        self.skipped_images = validate_images(self.root, SPLITS, self.classes, self.fingerprint,
+                                              self.on_bad_image, self.validation_cache)
+        skipped = {str(self.root / name) for name in self.skipped_images}
         transforms = {"train": train_transform(self.image_size, **self.augmentation),
                       "val": eval_transform(self.image_size), "test": eval_transform(self.image_size)}
         for split in SPLITS:
             dataset = datasets.ImageFolder(str(self.root / split), transform=transforms[split],
-                                           loader=load_rgb, allow_empty=False)
+                                           loader=load_rgb, allow_empty=False,
+                                           is_valid_file=lambda path: is_image_file(path)
+                                           and path not in skipped)
             self.datasets[split] = dataset
+            if self.pipeline == "cached":
+                images, labels = cache.load_or_build(dataset.samples, self.image_size, self.cache_dir,
+                                                     self.name, self.fingerprint, split,
+                                                     self.cache_workers)
+                self.cached[split] = cache.CachedSplit(images, labels)
 
     @property
     def num_classes(self) -> int:
@@ -146,7 +198,50 @@ class ImageFolderDataModule(pl.LightningDataModule):
         counts = torch.tensor(self.class_counts("train"), dtype=torch.float32)
         return counts.sum() / (len(counts) * counts.clamp(min=1))
 
+    def _device_cached(self, split: str) -> cache.CachedSplit | None:
+        """The split in accelerator memory when device_cache allows and it fits, else None."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self.device_cache == "false" or device.type != "cuda":
+            return None
+        dataset = self.cached[split]
+        if isinstance(dataset.images, torch.Tensor) and dataset.images.device == device:
+            return dataset
+        free, _ = torch.cuda.mem_get_info(device)
+        if self.device_cache == "auto" and dataset.nbytes > DEVICE_CACHE_SHARE * free:
+            log.info("Cached %s split (%.1f GB) does not fit in %s; streaming it from host memory",
+                     split, dataset.nbytes / 1e9, device)
+            return None
+        self.cached[split] = dataset.to(device)
+        return self.cached[split]
+
+    def _cached_loader(self, split: str, shuffle: bool) -> DataLoader:
+        """Batches of uint8 images straight from the cache (no per-image Python work)."""
+        on_device = self._device_cached(split)
+        workers = 0 if on_device is not None else self.num_workers
+        return DataLoader(
+            on_device or self.cached[split],
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            collate_fn=cache.passthrough,
+            # Pinned host batches let Lightning's non_blocking copy overlap with compute.
+            pin_memory=self.pin_memory and on_device is None,
+            persistent_workers=workers > 0,
+            multiprocessing_context=multiprocessing.get_context("fork") if workers > 0 else None,
+        )
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor],
+                                dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached batches arrive as uint8 on the device: augment (training only) and normalise there."""
+        images, labels = batch
+        if images.dtype != torch.uint8:
+            return batch
+        training = self.trainer is not None and self.trainer.training
+        return (self.batch_augment(images) if training else normalize(images)), labels
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self.pipeline == "cached":
+            return self._cached_loader(split, shuffle)
         workers = self.num_workers
         return DataLoader(
             self.datasets[split],

@@ -10,20 +10,38 @@ from PIL import Image, ImageOps
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has an image extension: the files the datasets and the validation read."""
+    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Scale 16-bit, 32-bit integer and float greyscale to 8 bits (PIL's ``convert`` clips them)."""
+    pixels = np.asarray(image, dtype=np.float64)
+    if image.mode == "F" and pixels.size and pixels.max() <= 1.0:
+        peak = 1.0
+    elif image.mode.startswith("I;16") or pixels.max(initial=0) > 255:
+        peak = 65535.0
+    else:
+        peak = 255.0
+    return Image.fromarray(np.clip(pixels / peak * 255 + 0.5, 0, 255).astype(np.uint8))
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Decode ``path`` as an upright 8-bit RGB image.
 
-    EXIF orientation is applied; 16-bit and 32-bit greyscale are scaled to 8 bits
-    (PIL's own ``convert`` would clip them); transparency is composited on white.
+    Decodes the whole file, so a truncated or corrupt image raises ``OSError`` here.
+    EXIF orientation is applied; CMYK and palette images go through PIL's conversion;
+    16-bit, 32-bit and float greyscale are scaled to 8 bits; transparency is composited
+    on white.
     """
-    with Image.open(path) as image:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            pixels = np.asarray(image, dtype=np.float64)
-            peak = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
-            image = Image.fromarray(np.clip(pixels / peak * 255 + 0.5, 0, 255).astype(np.uint8))
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    with Image.open(path) as opened:
+        opened.load()
+        image = ImageOps.exif_transpose(opened)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            image = _to_8bit(image)
+        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+                image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, rgba)

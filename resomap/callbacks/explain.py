@@ -1,0 +1,241 @@
+"""Explains a tested model on a fixed sample of test images and adds an ``explain`` section.
+
+The sample depends only on the test file list and ``seed``: every model and resolution
+of a sweep explains the same images, so their maps can be compared
+(resomap/analysis/attribution.py). ``python -m resomap.explain`` calls the same code
+on a saved checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+
+from resomap import results
+from resomap.analysis import attribution
+from resomap.analysis.explain_methods import randomised_copy
+from resomap.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger(__name__)
+
+Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+TARGETS = ("label", "predicted")
+
+
+def select_sample(samples: Sequence[tuple[str, int]], root: str | Path, num_images: int,
+                  seed: int) -> list[tuple[str, int]]:
+    """``num_images`` test images as ``(path relative to root, label)``, class-stratified:
+    classes take turns, each in an order shuffled by ``seed`` (not the run's seed)."""
+    root = Path(root)
+    by_class: dict[int, list[str]] = defaultdict(list)
+    for path, label in samples:
+        by_class[label].append(Path(path).relative_to(root).as_posix())
+    rng = np.random.default_rng(seed)
+    queues = {label: [str(p) for p in rng.permutation(sorted(paths))]
+              for label, paths in sorted(by_class.items())}
+    chosen: list[tuple[str, int]] = []
+    while len(chosen) < num_images and any(queues.values()):
+        for label, queue in queues.items():
+            if queue and len(chosen) < num_images:
+                chosen.append((queue.pop(0), label))
+    return chosen
+
+
+def _in_batches(method: Method, net: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+                batch_size: int) -> torch.Tensor:
+    if len(images) == 0:
+        return torch.zeros(0, *images.shape[-2:])
+    return torch.cat([method(net, images[i:i + batch_size], targets[i:i + batch_size]).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def _display(images: torch.Tensor) -> np.ndarray:
+    """Normalised ``(N, 3, H, W)`` tensors back to ``(N, H, W, 3)`` pixels in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images.cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _normalised(maps: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Maps scaled to a maximum of 1 (float16 keeps them small and precise) and the scales."""
+    peak = maps.flatten(1).amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+    return (maps / peak.view(-1, 1, 1)).numpy().astype(np.float16), peak.numpy()
+
+
+class Explain(pl.Callback):
+    """Grad-CAM, Integrated Gradients and saliency maps of the tested model.
+
+    Runs after testing on ``num_images`` test images chosen by ``seed``; writes
+    ``results_dir/explanations/{run_name}/maps.npz`` (maps at the run's resolution for
+    the label and the predicted class, the image list) and one overlay PNG per image.
+    ``sanity_methods`` are repeated on a re-initialised copy of the model (Adebayo et
+    al. 2018): a low trained-versus-random rank correlation means the method explains
+    the model, not the image alone.
+    """
+
+    def __init__(self, results_dir: str, run_name: str, methods: dict[str, Method],
+                 num_images: int = 8, seed: int = 0, batch_size: int = 8,
+                 sanity_methods: Sequence[str] = (), overlays: bool = True) -> None:
+        unknown = sorted(set(sanity_methods) - set(methods))
+        if unknown:
+            raise ValueError(f"callbacks.explain.sanity_methods names {unknown}, which are not in "
+                             f"callbacks.explain.methods ({', '.join(methods)}).")
+        self.results_dir = results_dir
+        self.run_name = run_name
+        self.methods = dict(methods)
+        self.num_images = num_images
+        self.seed = seed
+        self.batch_size = batch_size
+        self.sanity_methods = list(sanity_methods)
+        self.overlays = overlays
+        self.section: dict[str, Any] | None = None
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.section = None
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.result_section(trainer, pl_module)
+
+    def result_section(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """``{"explain": {...}}`` for the result JSON, computed once per test."""
+        if self.section is None:
+            datamodule = getattr(trainer, "datamodule", None)
+            if not trainer.is_global_zero or datamodule is None or "test" not in datamodule.datasets:
+                return {}
+            self.section = {"explain": self.explain(pl_module.net, datamodule,
+                                                    channels_last=pl_module.channels_last)}
+        return self.section
+
+    def explain(self, net: nn.Module, datamodule: Any, channels_last: bool = False) -> dict[str, Any]:
+        """Explain ``net`` on the sample of ``datamodule``'s test split; write maps and overlays."""
+        started = time.perf_counter()
+        dataset = datamodule.datasets["test"]
+        root = Path(datamodule.root)
+        classes = list(datamodule.classes)
+        sample = select_sample(dataset.samples, root, self.num_images, self.seed)
+        images = torch.stack([dataset.transform(dataset.loader(root / path)) for path, _ in sample])
+        labels = torch.tensor([label for _, label in sample])
+        size = images.shape[-1]
+        device = next(net.parameters()).device
+        out_dir = attribution.explanation_dir(self.results_dir, self.run_name)
+        log.info("Explaining %d test images of %s into %s", len(sample), self.run_name, out_dir)
+
+        # Attributions need gradients in float32, whatever the trainer's context was.
+        was_training = net.training
+        with torch.inference_mode(False), torch.enable_grad(), \
+                torch.autocast(device.type, enabled=False):
+            net.eval()
+            inputs = images.to(device)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                predicted = torch.cat([net(inputs[i:i + self.batch_size]).argmax(1).cpu()
+                                       for i in range(0, len(inputs), self.batch_size)])
+            maps, summaries = self._attribute_all(net, inputs, labels, predicted)
+            net.train(was_training)
+
+        masks = [attribution.load_mask(root, path, size) for path, _ in sample]
+        arrays: dict[str, np.ndarray] = {
+            "images": np.array([path for path, _ in sample]), "labels": labels.numpy(),
+            "predicted": predicted.numpy(), "classes": np.array(classes)}
+        for name in self.methods:
+            for target in TARGETS:
+                key = attribution.map_key(name, target)
+                arrays[key], arrays[f"{key}__max"] = _normalised(maps[key])
+            label_maps = maps[attribution.map_key(name, "label")].numpy()
+            fractions = [attribution.mass_fraction(m, mask) if mask is not None else None
+                         for m, mask in zip(label_maps, masks)]
+            summaries[name]["lesion_mass_fraction"] = attribution.nanmean(fractions)
+            summaries[name]["per_image"]["lesion_mass_fraction"] = fractions
+            if f"random__{name}" in maps:
+                random_maps = maps[f"random__{name}"].numpy()
+                summaries[name]["random_lesion_mass_fraction"] = attribution.nanmean(
+                    [attribution.mass_fraction(m, mask) if mask is not None else None
+                     for m, mask in zip(random_maps, masks)])
+        results.atomic_write_bytes(out_dir / attribution.MAPS_FILE, _npz_bytes(arrays))
+        overlays = self._write_overlays(out_dir, images, sample, predicted, classes, maps)
+        return {
+            "dir": out_dir.relative_to(self.results_dir).as_posix(),
+            "maps_file": attribution.MAPS_FILE,
+            "overlays": overlays,
+            "data_root": str(root),
+            "image_size": size,
+            "seed": self.seed,
+            "targets": list(TARGETS),
+            "images": [{"image": path, "label": classes[label], "predicted": classes[int(guess)]}
+                       for (path, label), guess in zip(sample, predicted)],
+            "lesion_area_fraction": attribution.nanmean(
+                [float(mask.mean()) for mask in masks if mask is not None]),
+            "methods": summaries,
+            "seconds": time.perf_counter() - started,
+        }
+
+    def _attribute_all(self, net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                       predicted: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Maps of every method for both targets (the predicted-class pass only where it differs
+        from the label), and of the sanity methods for a randomised model."""
+        maps: dict[str, torch.Tensor] = {}
+        summaries: dict[str, Any] = {}
+        device_labels = labels.to(inputs.device)
+        differs = (predicted != labels).nonzero().flatten()
+        random_net = randomised_copy(net, self.seed) if self.sanity_methods else None
+        size = inputs.shape[-1]
+        for name, method in self.methods.items():
+            started = time.perf_counter()
+            label_maps = _in_batches(method, net, inputs, device_labels, self.batch_size)
+            predicted_maps = label_maps.clone()
+            predicted_maps[differs] = _in_batches(method, net, inputs[differs],
+                                                  predicted[differs].to(inputs.device), self.batch_size)
+            maps[attribution.map_key(name, "label")] = label_maps
+            maps[attribution.map_key(name, "predicted")] = predicted_maps
+            summary: dict[str, Any] = {**method.settings(net, size), "per_image": {}}
+            if name in self.sanity_methods:
+                random_maps = _in_batches(method, random_net, inputs, device_labels, self.batch_size)
+                maps[f"random__{name}"] = random_maps
+                correlations = [attribution.rank_correlation(a.numpy(), b.numpy())
+                                for a, b in zip(label_maps, random_maps)]
+                summary["sanity_spearman"] = attribution.nanmean(correlations)
+                summary["per_image"]["sanity_spearman"] = correlations
+            finite = all(bool(torch.isfinite(m).all()) for m in (label_maps, predicted_maps))
+            summary["finite"] = finite
+            summary["seconds"] = time.perf_counter() - started
+            summaries[name] = summary
+        return maps, summaries
+
+    def _write_overlays(self, out_dir: Path, images: torch.Tensor, sample: list[tuple[str, int]],
+                        predicted: torch.Tensor, classes: list[str],
+                        maps: dict[str, torch.Tensor]) -> list[str]:
+        if not self.overlays:
+            return []
+        pictures = _display(images)
+        written = []
+        for i, ((path, label), guess) in enumerate(zip(sample, predicted.tolist())):
+            panels = [(f"{name} ({classes[label]})", maps[attribution.map_key(name, "label")][i].numpy())
+                      for name in self.methods]
+            if guess != label:
+                panels += [(f"{name} ({classes[guess]})",
+                            maps[attribution.map_key(name, "predicted")][i].numpy())
+                           for name in self.methods]
+            title = f"{path}  label {classes[label]}, predicted {classes[guess]}"
+            relative = f"overlays/{i:03d}_{Path(path).stem}.png"
+            results.atomic_write_bytes(out_dir / relative,
+                                       attribution.overlay_png(pictures[i], panels, title))
+            written.append(relative)
+        return written
+

@@ -1,0 +1,223 @@
+"""How a run spreads over processes, and how a Hydra job starts them.
+
+Training on several GPUs or machines is Lightning's ``ddp`` strategy (``trainer=ddp``).
+``ddp`` starts its other ranks by re-running the command line, which is right for a
+single run and wrong inside a Hydra multirun (rank 1 would re-run the whole sweep) or a
+joblib/submitit worker (whose command line is not ours). So a multirun job that needs
+several processes runs as a single run in a child process, where ``ddp`` works as in any
+single run. On SLURM (and torchrun) the scheduler starts one process per rank and the
+job runs in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.fabric.plugins.environments import (
+    LightningEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
+from omegaconf import DictConfig, OmegaConf
+
+from resomap import results
+from resomap.callbacks.export import ResultExport
+from resomap.errors import ResoMapError
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[DictConfig], "float | None"]
+# Strategies whose workers are started by multiprocessing: what they compute in the
+# LightningModule and callbacks (history, fit time, profiles) stays in the workers.
+SPAWN_WORDS = ("spawn", "fork", "notebook")
+
+
+class DistributedConfigError(ResoMapError):
+    """A combination of strategy, devices and launcher that cannot run correctly."""
+
+
+class ChildRunError(ResoMapError):
+    """A sweep job run in its own process failed; its error was printed by that process."""
+
+
+def _strategy_name(trainer_cfg: DictConfig) -> str:
+    strategy = trainer_cfg.get("strategy", "auto")
+    if isinstance(strategy, str):
+        return strategy
+    target = str(strategy.get("_target_", ""))
+    return f"{target}(start_method={strategy.get('start_method', 'popen')})"
+
+
+def device_count(trainer_cfg: DictConfig) -> int:
+    """Processes per node Lightning will start: ``trainer.devices`` with ``auto``/-1 resolved."""
+    devices = trainer_cfg.get("devices", "auto")
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, str) and devices.strip().isdigit():
+        return int(devices)
+    if isinstance(devices, str) and "," in devices:
+        return len([item for item in devices.split(",") if item.strip()])
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        return len(devices)
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 1
+
+
+def world_size(trainer_cfg: DictConfig) -> int:
+    return device_count(trainer_cfg) * int(trainer_cfg.get("num_nodes", 1))
+
+
+def is_multi_process(trainer_cfg: DictConfig) -> bool:
+    return world_size(trainer_cfg) > 1 and _strategy_name(trainer_cfg) != "single_device"
+
+
+def scheduler_starts_ranks() -> bool:
+    """True under SLURM ``srun`` or torchrun: one process per rank already exists."""
+    return SLURMEnvironment.detect() or TorchElasticEnvironment.detect()
+
+
+def check(cfg: DictConfig, multirun: bool) -> None:
+    """Refuse what would silently lose results or duplicate work."""
+    trainer_cfg = cfg.trainer
+    strategy = _strategy_name(trainer_cfg)
+    if is_multi_process(trainer_cfg) and any(word in strategy for word in SPAWN_WORDS):
+        raise DistributedConfigError(
+            f"trainer.strategy={strategy} is not supported: spawn- and fork-based strategies run "
+            "training in worker processes, and the per-epoch history, fit time and profiles that "
+            "ResoMap keeps in the LightningModule and callbacks never come back to the process that "
+            "writes the result. Use trainer=ddp (strategy ddp), which works for single runs and, "
+            "started in one process per job, for sweeps with every launcher.")
+    nodes = int(trainer_cfg.get("num_nodes", 1))
+    if multirun and nodes > 1 and not scheduler_starts_ranks():
+        raise DistributedConfigError(
+            f"trainer.num_nodes={nodes} in a multirun started on one machine: a sweep job cannot start "
+            "processes on other machines. Use hydra/launcher=slurm (SLURM starts every rank on "
+            "trainer.num_nodes nodes), or train one run at a time with torchrun or your scheduler; "
+            "trainer.num_nodes=1 trains on this machine's devices.")
+
+
+def resume_if_requeued(cfg: DictConfig) -> None:
+    """A SLURM job requeued after preemption or timeout resumes from its last checkpoint.
+
+    Submitit resubmits the job with the same overrides; ``SLURM_RESTART_COUNT`` is how
+    the job knows it ran before.
+    """
+    if cfg.ckpt_path is None and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+        log.info("SLURM requeued this job (restart %s): resuming %s with ckpt_path=last",
+                 os.environ["SLURM_RESTART_COUNT"], cfg.run_name)
+        cfg.ckpt_path = "last"
+
+
+def assigned_gpus(cfg: DictConfig, job_num: int) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` for job ``job_num`` when ``gpu_per_job`` is on: the
+    ``trainer.devices`` GPUs of slot ``job_num % (GPUs // devices)``. None with fewer than
+    two GPUs (nothing to share, so a no-op on CPU) or when off."""
+    if not cfg.get("gpu_per_job", False):
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = [item for item in visible.split(",") if item] if visible is not None else [
+        str(index) for index in range(torch.cuda.device_count())]
+    if len(gpus) < 2:
+        return None
+    devices = cfg.trainer.get("devices")
+    if not isinstance(devices, int) or not 0 < devices <= len(gpus):
+        raise DistributedConfigError(
+            f"gpu_per_job=true gives each job trainer.devices GPUs out of the {len(gpus)} visible "
+            f"({','.join(gpus)}), so trainer.devices must be a number from 1 to {len(gpus)}; it is "
+            f"{devices!r}. Use trainer=gpu (1 GPU per job) or trainer=ddp trainer.devices=N.")
+    slot = job_num % (len(gpus) // devices)
+    return ",".join(gpus[slot * devices:(slot + 1) * devices])
+
+
+def child_command(hydra_cfg: Any) -> list[str]:
+    """This job as a single run of ``resomap.train`` writing into the job's own folder."""
+    command = [sys.executable, "-m", "resomap.train", f"--config-name={hydra_cfg.job.config_name}"]
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "main" and source.schema == "file":
+            command.append(f"--config-path={source.path}")
+        elif source.provider == "command-line" and source.schema == "file":
+            command.append(f"--config-dir={source.path}")
+    return [*command, *hydra_cfg.overrides.task, f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',
+            "hydra.output_subdir=null"]
+
+
+def run_in_child(cfg: DictConfig, command: list[str], gpus: str | None, cwd: str) -> float | None:
+    """Run ``command`` and return the objective from the result it wrote (None if skipped elsewhere)."""
+    env = dict(os.environ)
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpus
+    completed = subprocess.run(command, env=env, cwd=cwd, check=False)
+    if completed.returncode != 0:
+        raise ChildRunError(
+            f"Run {cfg.run_name} failed in its own process (exit status {completed.returncode}); its "
+            f"error is printed above and logged in {HydraConfig.get().runtime.output_dir}.")
+    path = results.result_path(cfg.paths.results_dir, cfg.run_name)
+    if not path.is_file():
+        return None
+    return results.read_result(path)["test_metrics"].get("balanced_accuracy")
+
+
+def job_runner(cfg: DictConfig, run: Runner) -> Runner:
+    """How this Hydra job runs ``run``: in this process, or as a single run in a child process.
+
+    Raises :class:`DistributedConfigError` for combinations that cannot run correctly, before
+    anything starts, so a sweep stops at its first job instead of failing every job.
+    """
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    check(cfg, multirun)
+    resume_if_requeued(cfg)
+    if not multirun or scheduler_starts_ranks():
+        return run
+    gpus = assigned_gpus(cfg, int(hydra_cfg.job.num))
+    if gpus is None and not is_multi_process(cfg.trainer):
+        return run
+    command = child_command(hydra_cfg)
+    launcher = hydra_cfg.runtime.choices.get("hydra/launcher", "basic")
+    log.info("Job %s (%s launcher, %d processes%s) runs in its own process: %s", cfg.run_name, launcher,
+             world_size(cfg.trainer), f", CUDA_VISIBLE_DEVICES={gpus}" if gpus else "",
+             shlex.join(command))
+    return partial(run_in_child, command=command, gpus=gpus, cwd=hydra_cfg.runtime.cwd)
+
+
+def trainer_for_test(trainer: pl.Trainer, build: Callable[..., pl.Trainer]) -> pl.Trainer | None:
+    """The trainer that tests: ``trainer`` after a one-process fit; after a multi-process fit, a
+    one-device trainer made by ``build`` on global rank 0, and None on the other ranks.
+
+    Under DDP, Lightning's DistributedSampler pads the test set so every rank gets equal
+    batches (some images are counted twice) and each rank keeps only its share of the
+    predictions; testing on one device, as Lightning's own warning advises, keeps the
+    metrics and the saved predictions exact.
+    """
+    if trainer.world_size == 1:
+        return trainer
+    datamodule = trainer.datamodule
+    batch_size = getattr(datamodule, "batch_size", None)
+    for callback in trainer.callbacks:
+        if isinstance(callback, ResultExport):
+            callback.add_section("num_devices", trainer.world_size)
+            callback.add_section("distributed", {
+                "strategy": type(trainer.strategy).__name__, "world_size": trainer.world_size,
+                "num_nodes": trainer.num_nodes,
+                "effective_batch_size": batch_size and batch_size * trainer.world_size
+                * trainer.accumulate_grad_batches,
+                "test_devices": 1})
+    if not trainer.is_global_zero:
+        return None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return build(devices=1, num_nodes=1, strategy="auto", sync_batchnorm=False,
+                 plugins=[LightningEnvironment()])

@@ -1,0 +1,89 @@
+"""Checks a run's config before any work, so a typo costs seconds and one clear message.
+
+Hydra already refuses an unknown config-group option (``model=foo``: "Could not find
+'model/foo'" with the available options); this covers the values Hydra cannot judge.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from resomap.data.validate import ON_BAD_IMAGE
+from resomap.errors import ResoMapError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+class ConfigError(ResoMapError):
+    """A config value that no run can use."""
+
+
+def lightning_precisions() -> list[str]:
+    """Every ``Trainer(precision=...)`` value Lightning accepts, from its own type alias."""
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    def flatten(alias: Any) -> list[Any]:
+        return [value for arg in typing.get_args(alias)
+                for value in (flatten(arg) if typing.get_origin(arg) else [arg])]
+
+    return list(dict.fromkeys(str(value) for value in flatten(_PRECISION_INPUT)))
+
+
+def available_models() -> list[str]:
+    """Options of the ``model`` config group, including any added through Hydra's search path."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return sorted(GlobalHydra.instance().config_loader().get_group_options("model"))
+    return sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """One sentence per invalid value, naming the key, the value and what is valid."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as error:
+        return [f"{error.full_key or 'config'}: {str(error).splitlines()[0]}"]
+    problems = []
+    models = available_models()
+    name = cfg.model.get("name")
+    if name not in models:
+        problems.append(f"model.name={name!r} is not a known model; available: {', '.join(models)}.")
+    res, min_size = cfg.res, cfg.model.get("min_size", 1)
+    grid = ", ".join(key for key in cfg.get("resolution", {}) if key != "default")
+    if not _is_positive_int(res):
+        problems.append(f"res={res!r} must be a positive integer number of pixels "
+                        f"(the study's grid: {grid}).")
+    elif res < min_size:
+        problems.append(f"res={res} is below the smallest input model={name} supports "
+                        f"(model.min_size={min_size}); use res>={min_size}.")
+    for key in ("data.batch_size", "data.eval_batch_size", "trainer.max_epochs",
+                "trainer.accumulate_grad_batches", "oom.min_batch_size"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not _is_positive_int(value):
+            problems.append(f"{key}={value!r} must be a positive integer.")
+    precisions = lightning_precisions()
+    if str(cfg.trainer.precision) not in precisions:
+        problems.append(f"trainer.precision={cfg.trainer.precision!r} is not a Lightning precision; "
+                        f"valid: {', '.join(precisions)}.")
+    on_bad_image = cfg.data.get("on_bad_image", "error")
+    if on_bad_image not in ON_BAD_IMAGE:
+        problems.append(f"data.on_bad_image={on_bad_image!r} is not valid; use one of "
+                        f"{', '.join(ON_BAD_IMAGE)}.")
+    return problems
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every invalid value of ``cfg``."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError("Invalid configuration: " + " ".join(problems))

@@ -1,0 +1,117 @@
+"""A run killed at any moment resumes with ``ckpt_path=last`` into the same MLflow run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_overrides
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 8  # below early stopping's patience, so every run trains all of them
+STEPS_PER_EPOCH = 3  # 42 training images in batches of 16
+RUN = ["model=tiny_cnn", "explain=none", f"trainer.max_epochs={EPOCHS}"]
+
+
+def _command(root: Path, data_root: Path, *overrides: str) -> list[str]:
+    flags = [item for item in overrides if item.startswith("-")]
+    values = [item for item in overrides if not item.startswith("-")]
+    return [sys.executable, "-m", "resomap.train", *flags, *tiny_overrides(root, data_root), *RUN, *values]
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RESOMAP_ROOT", None)
+    return env
+
+
+def _run(root: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(root, data_root, *overrides), cwd=root, env=_env(), capture_output=True,
+                          text=True, timeout=600)
+
+
+def _interrupt_after_first_checkpoint(root: Path, data_root: Path, signum: int, res: int) -> tuple[int, str]:
+    """Start a run, send ``signum`` once its first last.ckpt exists; its exit status and output."""
+    checkpoint = root / "checkpoints" / "simple" / "tiny_cnn" / str(res) / "last.ckpt"
+    process = subprocess.Popen(_command(root, data_root, f"res={res}"), cwd=root, env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        while not checkpoint.exists() and process.poll() is None:
+            time.sleep(0.02)
+        process.send_signal(signum)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, output
+
+
+def _result(root: Path, name: str) -> dict:
+    return json.loads((root / "results" / "test_results" / f"{name}.json").read_text())
+
+
+def _run_id(root: Path, res: int) -> str:
+    (run_id,) = json.loads((root / "checkpoints" / "simple" / "tiny_cnn" / str(res) / "mlflow_run.json")
+                           .read_text()).values()
+    return run_id
+
+
+def _client(root: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{root}/mlflow.db")
+
+
+def _assert_complete(root: Path, name: str) -> None:
+    result = _result(root, name)
+    assert result["global_step"] == EPOCHS * STEPS_PER_EPOCH
+    assert [row["epoch"] for row in result["history"]] == list(range(EPOCHS))
+
+
+def test_sigkilled_sweep_resumes_unfinished_and_skips_finished(tmp_path: Path, tiny_data_root: Path):
+    finished = _run(tmp_path, tiny_data_root, "res=32")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    status, output = _interrupt_after_first_checkpoint(tmp_path, tiny_data_root, signal.SIGKILL, res=48)
+    assert status == -signal.SIGKILL, output[-3000:]
+    killed_step = torch.load(tmp_path / "checkpoints" / "simple" / "tiny_cnn" / "48" / "last.ckpt",
+                             weights_only=True)["global_step"]
+    assert 0 < killed_step < EPOCHS * STEPS_PER_EPOCH
+    killed_run = _run_id(tmp_path, 48)
+    assert _client(tmp_path).get_run(killed_run).info.status == "RUNNING"
+
+    sweep = _run(tmp_path, tiny_data_root, "-m", "res=32,48", "ckpt_path=last")
+    output = sweep.stdout + sweep.stderr
+    assert sweep.returncode == 0, output[-3000:]
+    assert "Skipping tiny_cnn_32" in output
+    assert f"Continuing MLflow run {killed_run}" in output
+    assert "Restoring states from the checkpoint" in output
+    _assert_complete(tmp_path, "tiny_cnn_48")
+    assert _run_id(tmp_path, 48) == killed_run
+    runs = _client(tmp_path).search_runs(
+        [_client(tmp_path).get_experiment_by_name("ResoMap").experiment_id])
+    assert sorted((run.info.run_name, run.info.status) for run in runs) == [
+        ("tiny_cnn_32", "FINISHED"), ("tiny_cnn_48", "FINISHED")]
+    history = _client(tmp_path).get_metric_history(killed_run, "val_loss")
+    assert sorted({metric.step for metric in history}) == list(range(EPOCHS))
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path: Path, tiny_data_root: Path):
+    status, output = _interrupt_after_first_checkpoint(tmp_path, tiny_data_root, signal.SIGTERM, res=32)
+    assert status != 0, output[-3000:]
+    assert "Received SIGTERM" in output and "Interrupted tiny_cnn_32; its last checkpoint is" in output
+    run_id = _run_id(tmp_path, 32)
+    assert _client(tmp_path).get_run(run_id).info.status == "KILLED"
+
+    resumed = _run(tmp_path, tiny_data_root, "res=32", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
+    _assert_complete(tmp_path, "tiny_cnn_32")
+    assert _run_id(tmp_path, 32) == run_id
+    assert _client(tmp_path).get_run(run_id).info.status == "FINISHED"

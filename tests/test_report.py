@@ -1,0 +1,186 @@
+"""The sweep's report end to end: a real 2 models x 2 resolutions sweep, then its files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from resomap.analysis.aggregate import SEED_COLUMNS
+from conftest import run_module, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+MODELS, RESOLUTIONS = ("simple_cnn", "tiny_cnn"), (32, 48)
+# Cheap runs: no tracking server, no explanations, a short latency measurement.
+FAST = ["logger=csv", "explain=none", "callbacks.profile.warmup_runs=1", "callbacks.profile.timed_runs=2"]
+SEED_SEVEN = ("num_experiments", "avg_test_accuracy", "best_test_accuracy", "worst_test_accuracy",
+              "avg_test_f1", "avg_inference_time_sec", "avg_throughput_samples_sec")
+PLOTS = ("balanced_accuracy_vs_resolution", "f1_vs_resolution", "latency_vs_resolution",
+         "throughput_vs_resolution", "memory_vs_resolution", "flops_vs_resolution",
+         "accuracy_vs_latency_pareto", "cross_res_simple_cnn", "cross_res_tiny_cnn")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_data_root: Path) -> Path:
+    """A second seed of one pair, then the 2 x 2 multirun whose end writes the report."""
+    root = tmp_path_factory.mktemp("sweep")
+    base = [*tiny_overrides(root, tiny_data_root), *FAST]
+    extra = run_module("resomap.train", [*base, "model=tiny_cnn", "res=32", "seed=1"], cwd=root)
+    assert extra.returncode == 0, extra.stderr[-3000:]
+    completed = run_module("resomap.train", ["-m", *base, "model=" + ",".join(MODELS),
+                                             "res=" + ",".join(map(str, RESOLUTIONS))], cwd=root)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return root / "results"
+
+
+def _rows(results_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(results_dir / "all_results.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def test_csv_has_one_row_per_run_and_the_seed_columns_first(sweep: Path):
+    columns, rows = _rows(sweep)
+    assert tuple(columns[:18]) == SEED_COLUMNS
+    assert columns[18] == "seed"
+    for extra in ("test_balanced_accuracy", "profile_median_time_sec", "complexity_flops"):
+        assert extra in columns
+    runs = sorted((row["model"], int(row["resolution"]), int(row["seed"])) for row in rows)
+    expected = sorted([(m, r, 0) for m in MODELS for r in RESOLUTIONS] + [("tiny_cnn", 32, 1)])
+    assert runs == expected
+
+
+def test_summary_keeps_the_seed_keys_and_its_best_matches_the_csv(sweep: Path):
+    summary = json.loads((sweep / "results_summary.json").read_text())
+    _, rows = _rows(sweep)
+    assert summary["total_experiments"] == len(rows) == 5
+    assert summary["models"] == list(MODELS) and summary["resolutions"] == list(RESOLUTIONS)
+    for group in (*summary["statistics"]["by_model"].values(), *summary["statistics"]["by_resolution"].values()):
+        assert all(key in group for key in SEED_SEVEN)
+    best_csv = max(float(row["test_balanced_accuracy"]) for row in rows)
+    top = summary["top_5_results"][0]
+    assert top["test_balanced_accuracy"] == pytest.approx(best_csv)
+    assert any(row["model"] == top["model"] and int(row["resolution"]) == top["resolution"]
+               and float(row["test_balanced_accuracy"]) == pytest.approx(best_csv) for row in rows)
+    pairs = {(p["model"], p["resolution"]): p for p in summary["statistics"]["by_model_resolution"]}
+    two_seeds = pairs[("tiny_cnn", 32)]["balanced_accuracy"]
+    assert (two_seeds["method"], two_seeds["n"]) == ("t", 2)
+    assert two_seeds["ci_low"] <= two_seeds["mean"] <= two_seeds["ci_high"]
+    assert pairs[("simple_cnn", 48)]["balanced_accuracy"]["method"] == "bootstrap"
+    for model in MODELS:
+        recommendation = summary["recommendations"][model]
+        assert recommendation["recommended_resolution"] in recommendation["not_significantly_below_best"]
+        assert summary["cost_scaling"][model]["flops"]["k"] == pytest.approx(2, abs=0.5)
+
+
+def test_detailed_report_keeps_the_seed_layout(sweep: Path):
+    text = (sweep / "detailed_report.txt").read_text()
+    headings = ["TOP 10 BEST RESULTS", "RESULTS BY MODEL", "RESULTS BY RESOLUTION", "DETAILED RESULTS TABLE",
+                "End of Report"]
+    positions = [text.index(heading) for heading in headings]
+    assert positions == sorted(positions)
+    assert "Ranked by: test balanced accuracy" in text
+
+
+def test_report_answers_per_model_and_names_data_and_machine(sweep: Path):
+    markdown = (sweep / "report.md").read_text()
+    answer = markdown.split("## Answer", 1)[1].split("\n## ", 1)[0]
+    for model in MODELS:
+        assert re.search(rf"\| {model} \| \*\*(32|48)\*\* \|", answer)
+    assert "How the resolution is chosen" in answer
+    result = json.loads((sweep / "test_results" / "tiny_cnn_32.json").read_text())
+    assert result["device"] in markdown and f"torch {result['versions']['torch']}" in markdown
+    assert "Class balance" in markdown and "nv" in markdown
+    assert "Cost scaling" in markdown and "Train resolution x test resolution" in markdown
+
+
+def test_every_plot_exists_as_a_png(sweep: Path):
+    markdown = (sweep / "report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", markdown)
+    expected = [f"plots/{name}.png" for name in PLOTS]
+    expected += [f"plots/confusion_{m}_{r}.png" for m in MODELS for r in RESOLUTIONS]
+    expected.append("plots/confusion_tiny_cnn_32_seed1.png")
+    assert sorted(linked) == sorted(expected)
+    for name in linked:
+        data = (sweep / name).read_bytes()
+        assert len(data) > 1000 and data.startswith(PNG_SIGNATURE), name
+
+
+def test_cross_resolution_evaluations_are_cached(sweep: Path):
+    for model in MODELS:
+        for res in RESOLUTIONS:
+            cached = json.loads((sweep / "cross_res" / f"{model}_{res}.json").read_text())
+            other = next(r for r in RESOLUTIONS if r != res)
+            evaluation = cached["evaluations"][str(other)]
+            assert 0 <= evaluation["balanced_accuracy"] <= 1 and evaluation["num_images"] == 21
+
+
+def test_html_is_self_contained(sweep: Path):
+    page = (sweep / "report.html").read_text()
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page)
+    assert not re.search(r"https?://", page)
+    images = re.findall(r"<img [^>]*src=\"([^\"]+)\"", page)
+    markdown_images = re.findall(r"!\[", (sweep / "report.md").read_text())
+    assert len(images) == len(markdown_images) > 0
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    assert page.count("<table>") >= 5
+
+
+def test_report_command_on_a_copied_folder_lists_a_corrupt_file(sweep: Path, tmp_path: Path):
+    copied = tmp_path / "elsewhere" / "results"
+    shutil.copytree(sweep, copied)
+    before = {path.name: path.stat().st_mtime_ns for path in (copied / "cross_res").iterdir()}
+    (copied / "test_results" / "broken.json").write_text("{not json")
+    (copied / "test_results" / "other.json").write_text(json.dumps({"model": "x"}))
+    completed = run_module("resomap.report", [f"results_dir={copied}"], cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    output = completed.stdout + completed.stderr
+    assert "broken.json" in output and "Testing" not in output  # cached: nothing re-evaluated
+    assert {path.name: path.stat().st_mtime_ns for path in (copied / "cross_res").iterdir()} == before
+    summary = json.loads((copied / "results_summary.json").read_text())
+    invalid = "\n".join(summary["invalid_files"])
+    assert "broken.json" in invalid and "not readable JSON" in invalid
+    assert "other.json" in invalid and "missing keys" in invalid
+    assert "broken.json" in (copied / "report.md").read_text()
+    assert summary["total_experiments"] == 5
+    assert not (tmp_path / "outputs").exists()  # the report writes only into its results folder
+
+
+def test_report_command_without_results_says_what_it_expects(tmp_path: Path):
+    completed = run_module("resomap.report", [f"results_dir={tmp_path / 'empty'}"], cwd=tmp_path)
+    assert completed.returncode == 1
+    assert "No result files in" in completed.stderr and "results_dir=PATH" in completed.stderr
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install chromium)")
+def test_html_renders_in_headless_chromium_with_its_tables_and_images(sweep: Path, tmp_path: Path):
+    # A copy with a script that records, once the page has loaded, how many images decoded.
+    probe = ("<script>window.addEventListener('load', () => {const images = [...document.images];"
+             "document.body.dataset.imagesTotal = images.length;"
+             "document.body.dataset.imagesLoaded = images.filter(i => i.complete && i.naturalWidth > 0).length;"
+             "document.body.dataset.tables = document.querySelectorAll('table').length;});</script>")
+    page = tmp_path / "report.html"
+    page.write_text((sweep / "report.html").read_text().replace("</body>", probe + "</body>"))
+    completed = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    body = re.search(r"<body[^>]*>", completed.stdout)
+    assert body, completed.stderr[-2000:]
+    attributes = dict(re.findall(r'data-([a-z-]+)="(\d+)"', body.group(0)))
+    assert int(attributes["images-total"]) == len(list((sweep / "plots").glob("*.png")))
+    assert attributes["images-loaded"] == attributes["images-total"]
+    assert int(attributes["tables"]) >= 5
+    assert "Answer: the resolution to use for each model" in completed.stdout
