@@ -100,13 +100,13 @@ def make_datamodule(cfg: DictConfig, pipeline: str) -> pl.LightningDataModule:
 
 def data_throughput(datamodule: Any, device: torch.device) -> float:
     """Training images per second through the loader, on to ``device``, augmented, no model."""
-    augment_on_device = datamodule.pipeline == "cached"
+    datamodule.target_device = device
     images_seen = 0
     started = time.perf_counter()
     for images, labels in datamodule.train_dataloader():
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        if augment_on_device:
+        if images.dtype == torch.uint8:  # cached batches not augmented in the loader's workers
             images = datamodule.batch_augment(images)
         images_seen += len(labels)
     if device.type == "cuda":

@@ -70,8 +70,7 @@ def device_count(trainer_cfg: DictConfig) -> int:
         return len([item for item in devices.split(",") if item.strip()])
     if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
         return len(devices)
-    accelerator = str(trainer_cfg.get("accelerator", "auto"))
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    if on_cuda(trainer_cfg):
         return torch.cuda.device_count()
     return 1
 
@@ -107,6 +106,18 @@ def check(cfg: DictConfig, multirun: bool) -> None:
             "processes on other machines. Use hydra/launcher=slurm (SLURM starts every rank on "
             "trainer.num_nodes nodes), or train one run at a time with torchrun or your scheduler; "
             "trainer.num_nodes=1 trains on this machine's devices.")
+
+
+def on_cuda(trainer_cfg: DictConfig) -> bool:
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def cpu_sync_batchnorm_off(cfg: DictConfig) -> None:
+    """Turn ``trainer.sync_batchnorm`` off for DDP on CPU, where torch's SyncBatchNorm cannot run."""
+    if cfg.trainer.get("sync_batchnorm") and not on_cuda(cfg.trainer):
+        log.info("trainer.sync_batchnorm=true needs CUDA; DDP on CPU keeps per-process BatchNorm")
+        cfg.trainer.sync_batchnorm = False
 
 
 def resume_if_requeued(cfg: DictConfig) -> None:
@@ -180,10 +191,10 @@ def job_runner(cfg: DictConfig, run: Runner) -> Runner:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     check(cfg, multirun)
     resume_if_requeued(cfg)
-    if not multirun or scheduler_starts_ranks():
-        return run
-    gpus = assigned_gpus(cfg, int(hydra_cfg.job.num))
-    if gpus is None and not is_multi_process(cfg.trainer):
+    in_place = not multirun or scheduler_starts_ranks()
+    gpus = None if in_place else assigned_gpus(cfg, int(hydra_cfg.job.num))
+    if in_place or (gpus is None and not is_multi_process(cfg.trainer)):
+        cpu_sync_batchnorm_off(cfg)
         return run
     command = child_command(hydra_cfg)
     launcher = hydra_cfg.runtime.choices.get("hydra/launcher", "basic")
@@ -215,9 +226,10 @@ def trainer_for_test(trainer: pl.Trainer, build: Callable[..., pl.Trainer]) -> p
                 "effective_batch_size": batch_size and batch_size * trainer.world_size
                 * trainer.accumulate_grad_batches,
                 "test_devices": 1})
-    if not trainer.is_global_zero:
-        return None
+    # Every rank leaves the process group, so no later collective (a torchmetrics sync) waits for them.
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    if not trainer.is_global_zero:
+        return None
     return build(devices=1, num_nodes=1, strategy="auto", sync_batchnorm=False,
                  plugins=[LightningEnvironment()])

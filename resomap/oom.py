@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import pickle
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,10 @@ T = TypeVar("T")
 
 class OutOfMemoryAtFloorError(ResoMapError):
     """The run ran out of memory even at the smallest allowed batch size."""
+
+
+class UntrustedCheckpointError(ResoMapError):
+    """A checkpoint holds objects that loading with ``weights_only=True`` refuses."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +97,8 @@ def call_trainer(trainer: pl.Trainer, method: str, **kwargs: Any) -> Any:
 
     Lightning catches KeyboardInterrupt, runs the ``on_exception`` hooks (the last
     checkpoint saves itself there) and calls ``sys.exit(1)``; turning that back into
-    KeyboardInterrupt lets the sweep tell an interrupt from a failure.
+    KeyboardInterrupt lets the sweep tell an interrupt from a failure. A checkpoint
+    refused by ``weights_only=True`` loading becomes one clear error.
     """
     try:
         return getattr(trainer, method)(**kwargs)
@@ -100,3 +106,10 @@ def call_trainer(trainer: pl.Trainer, method: str, **kwargs: Any) -> Any:
         if trainer.interrupted:
             raise KeyboardInterrupt(f"trainer.{method} interrupted") from stop
         raise
+    except pickle.UnpicklingError as error:
+        raise UntrustedCheckpointError(
+            f"Refusing to load checkpoint {kwargs.get('ckpt_path')}: it holds objects other than "
+            "tensors and plain containers, and ResoMap loads checkpoints with weights_only=True so "
+            "that a checkpoint cannot run code. Use a checkpoint written by ResoMap, or "
+            f"ckpt_path=null to train from scratch. ({str(error).splitlines()[0]})"
+        ) from error

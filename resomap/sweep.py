@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
 import traceback
@@ -15,7 +16,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from resomap import distributed, experiment, results
+from resomap import distributed, experiment, results, tracking
 from resomap.errors import ResoMapError
 from resomap.module import CheckpointMismatchError
 
@@ -58,7 +59,11 @@ def run_job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
-    run = distributed.job_runner(cfg, experiment.run)  # bad combinations stop a sweep at once
+    try:
+        run = distributed.job_runner(cfg, experiment.run)
+    except distributed.DistributedConfigError as error:  # stops a sweep at its first job
+        log.error("error: %s", error)
+        sys.exit(USAGE_EXIT)
     try:
         return run(cfg)
     except KeyboardInterrupt:
@@ -67,9 +72,10 @@ def run_job(cfg: DictConfig) -> float | None:
     except Exception as error:
         user_error = isinstance(error, USER_ERRORS)
         if not multirun:
-            if not user_error:
+            if not user_error or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            log.error("error: %s", error)
+            # Like argparse: the message alone on stderr, exit status 2.
+            print(f"error: {error}", file=sys.stderr)
             sys.exit(USAGE_EXIT)
         record = {"run_name": cfg.run_name, "overrides": overrides,
                   "error": str(error) if user_error else repr(error),
@@ -85,6 +91,10 @@ def run_job(cfg: DictConfig) -> float | None:
 
 class SweepSummary(Callback):
     """At the end of a multirun: aggregate the results and list failed runs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Parallel jobs creating one SQLite store at once race on its schema.
+        tracking.prepare_stores(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from resomap.analysis.aggregate import write_aggregates

@@ -10,9 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import run_module, tiny_overrides
 
 from resomap.analysis.aggregate import SEED_COLUMNS
-from conftest import run_module, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,8 @@ def test_summary_keeps_the_seed_keys_and_its_best_matches_the_csv(sweep: Path):
     _, rows = _rows(sweep)
     assert summary["total_experiments"] == len(rows) == 5
     assert summary["models"] == list(MODELS) and summary["resolutions"] == list(RESOLUTIONS)
-    for group in (*summary["statistics"]["by_model"].values(), *summary["statistics"]["by_resolution"].values()):
+    statistics = summary["statistics"]
+    for group in (*statistics["by_model"].values(), *statistics["by_resolution"].values()):
         assert all(key in group for key in SEED_SEVEN)
     best_csv = max(float(row["test_balanced_accuracy"]) for row in rows)
     top = summary["top_5_results"][0]
@@ -168,7 +169,8 @@ def test_html_renders_in_headless_chromium_with_its_tables_and_images(sweep: Pat
     # A copy with a script that records, once the page has loaded, how many images decoded.
     probe = ("<script>window.addEventListener('load', () => {const images = [...document.images];"
              "document.body.dataset.imagesTotal = images.length;"
-             "document.body.dataset.imagesLoaded = images.filter(i => i.complete && i.naturalWidth > 0).length;"
+             "document.body.dataset.imagesLoaded ="
+             " images.filter(i => i.complete && i.naturalWidth > 0).length;"
              "document.body.dataset.tables = document.querySelectorAll('table').length;});</script>")
     page = tmp_path / "report.html"
     page.write_text((sweep / "report.html").read_text().replace("</body>", probe + "</body>"))

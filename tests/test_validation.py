@@ -218,22 +218,22 @@ def test_bad_images_stop_the_run_before_training(train_cli, bad_data_root: Path,
     completed = train_cli("model=tiny_cnn", "res=48", "explain=none", f"data.root={bad_data_root}")
     assert completed.returncode == 2, _output(completed)[-3000:]
     output = _output(completed)
-    assert "error: 3 image(s) under" in output
-    assert all(str(bad_data_root / name) in output for name in BAD_FILES)
+    assert "error: 3 image(s) under" in completed.stderr
+    assert all(str(bad_data_root / name) in completed.stderr for name in BAD_FILES)
     assert "Traceback" not in output and "Epoch 0" not in output
     assert _result_files(tmp_path) == earlier_results
 
 
 @pytest.mark.slow
-def test_layout_error_exits_with_one_paragraph(train_cli, tiny_data_root: Path, tmp_path: Path,
-                                               earlier_results: dict[str, bytes]):
+def test_class_only_in_val_exits_with_one_paragraph(train_cli, tiny_data_root: Path, tmp_path: Path,
+                                                    earlier_results: dict[str, bytes]):
     root = tmp_path / "data"
     shutil.copytree(tiny_data_root, root)
     shutil.copytree(root / "val" / "df", root / "val" / "extra")
     completed = train_cli("model=tiny_cnn", "res=48", "explain=none", f"data.root={root}")
     assert completed.returncode == 2
-    assert f"error: Class folders of {root / 'val'} differ" in _output(completed)
-    assert "Traceback" not in _output(completed)
+    assert f"error: Class folders of {root / 'val'} differ" in completed.stderr
+    assert "only in val: ['extra']" in completed.stderr and "Traceback" not in completed.stderr
     assert _result_files(tmp_path) == earlier_results
 
 
@@ -244,7 +244,7 @@ def test_config_error_exits_with_one_paragraph(train_cli, tmp_path: Path,
                           "trainer.precision=fp16")
     assert completed.returncode == 2
     output = _output(completed)
-    assert "error: Invalid configuration: data.batch_size=0 must be a positive integer." in output
+    assert "error: Invalid configuration: data.batch_size=0 must be a positive integer." in completed.stderr
     assert "trainer.precision='fp16'" in output and "Traceback" not in output
     assert _result_files(tmp_path) == earlier_results
 

@@ -164,7 +164,7 @@ def agreement_table(results_dir: str | Path, grid: int | None = None,
         data_root = loaded[reference_res][0]["explain"].get("data_root")
         masks = [load_mask(data_root, image, side) if data_root else None for image in order]
         common = {}
-        for res, (result, maps) in loaded.items():
+        for res, (_result, maps) in loaded.items():
             index = [maps["images"].tolist().index(image) for image in order]
             common[res] = {method: resample(maps[map_key(method, target)][index].astype(np.float32), side)
                            for method in methods}

@@ -87,7 +87,9 @@ def evaluate_checkpoint(run: dict[str, Any], test_res: int) -> dict[str, float]:
     checkpoint = torch.load(Path(config["run_checkpoint_dir"]) / "best.ckpt", map_location="cpu",
                             weights_only=True)
     hparams = checkpoint["hyper_parameters"]
-    net = instantiate(config["model"]["net"], num_classes=hparams["num_classes"])
+    # The checkpoint's weights replace any pretrained ones: never look for those.
+    fresh = {"pretrained": False} if "pretrained" in config["model"]["net"] else {}
+    net = instantiate(config["model"]["net"], num_classes=hparams["num_classes"], **fresh)
     net.load_state_dict({key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()
                          if key.startswith("net.")})
     module = LitClassifier(net=net, num_classes=hparams["num_classes"], class_names=hparams["class_names"],
@@ -101,8 +103,12 @@ def evaluate_checkpoint(run: dict[str, Any], test_res: int) -> dict[str, float]:
                              precision=resolve_precision(run.get("precision", "32-true"), "auto"))
         trainer.test(module, datamodule=datamodule, verbose=False)
     measured = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
-    return {metric: measured.get(f"test_{metric}") for metric in METRICS} | {
-        "num_images": len(datamodule.datasets["test"])}
+    found = {metric: measured.get(f"test_{metric}") for metric in METRICS}
+    found["num_images"] = len(datamodule.datasets["test"])
+    del trainer, module, net
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return found
 
 
 def _why_not(run: dict[str, Any], test_res: int) -> str | None:
@@ -114,7 +120,7 @@ def _why_not(run: dict[str, Any], test_res: int) -> str | None:
     if not Path(str(config["data"].get("root"))).is_dir():
         return f"data root {config['data'].get('root')} not found"
     if test_res < int(config.get("model", {}).get("min_size", 1)):
-        return f"{test_res} px is below the model's minimum input size"
+        return "below the model's minimum input size"
     return None
 
 
@@ -127,10 +133,11 @@ def build(runs: list[dict[str, Any]], results_dir: Path, resolutions: list[int],
         name, train_res, seed = run["model"], int(run["resolution"]), int(run.get("seed", 0))
         own = {metric: run["test_metrics"].get(metric) for metric in METRICS}
         found.entries.append((name, train_res, seed, train_res, own))
-        run_name = run.get("run_name") or f"{name}_{train_res}"
+        run_name = run.get("run_name") or f"{name}_{train_res}" + (f"_seed{seed}" if seed else "")
         path = cache_path(results_dir, run_name)
         cached = _read_cache(path, run)
         changed = False
+        skipped: dict[str, list[int]] = defaultdict(list)
         for test_res in resolutions:
             if test_res == train_res:
                 continue
@@ -139,12 +146,14 @@ def build(runs: list[dict[str, Any]], results_dir: Path, resolutions: list[int],
                     continue
                 reason = _why_not(run, test_res)
                 if reason:
-                    found.notes.append(f"{run_name} not tested at {test_res} px: {reason}.")
+                    skipped[reason].append(test_res)
                     continue
                 log.info("Testing %s at %d px", run_name, test_res)
                 cached[str(test_res)] = evaluate_checkpoint(run, test_res)
                 changed = True
             found.entries.append((name, train_res, seed, test_res, cached[str(test_res)]))
+        found.notes += [f"{run_name} not tested at {', '.join(map(str, where))} px: {reason}."
+                        for reason, where in skipped.items()]
         if changed:
             results.write_json(path, {"run_name": run_name,
                                       "config_fingerprint": run.get("config_fingerprint"),

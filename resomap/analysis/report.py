@@ -22,7 +22,7 @@ from markdown_it import MarkdownIt
 
 from resomap import results
 from resomap.analysis import plots
-from resomap.analysis.study import EXPONENT_TOLERANCE, FIGURES, Study, pareto_optimal
+from resomap.analysis.study import EXPONENT_TOLERANCE, FIGURES, Study, pareto_optimal, run_name
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,12 @@ def answer_section(study: Study) -> Section:
     rows = []
     for model, rec in study.recommendations.items():
         chosen, best = study.groups[(model, rec.resolution)], study.groups[(model, rec.best_resolution)]
+        untested = [res for (name, res), c in study.comparisons.items() if name == model and c.paired is None]
+        candidates = ", ".join(map(str, rec.candidates))
+        if untested:
+            candidates += f" (untested: {', '.join(map(str, untested))}, see below)"
         rows.append([model, f"**{rec.resolution}**", with_ci(chosen.balanced_accuracy), rec.best_resolution,
-                     with_ci(best.balanced_accuracy), ", ".join(map(str, rec.candidates)),
+                     with_ci(best.balanced_accuracy), candidates,
                      ", ".join(map(str, rec.pareto)) + f" ({' / '.join(['accuracy', *rec.pareto_axes])})"])
     text = table(["Model", "Recommended resolution", "Balanced accuracy [95% CI]", "Best resolution",
                   "Best balanced accuracy [95% CI]", "Not significantly below best", "Pareto-optimal"], rows)
@@ -98,8 +102,11 @@ def answer_section(study: Study) -> Section:
 def data_section(study: Study) -> Section:
     latest = max(study.runs, key=lambda run: str(run.get("timestamp")))
     data, classes = latest.get("data") or {}, latest.get("classes") or []
-    lines = [f"- **Dataset**: {data.get('name', 'unknown')} at `{data.get('root', 'unknown')}` "
-             f"(fingerprint `{data.get('fingerprint', 'n/a')}`)"]
+    if data:
+        lines = [f"- **Dataset**: {data.get('name', 'unknown')} at `{data.get('root', 'unknown')}` "
+                 f"(fingerprint `{data.get('fingerprint', 'n/a')}`)"]
+    else:
+        lines = ["- **Dataset**: not recorded in these results (an older result format)."]
     fingerprints = {(run.get("data") or {}).get("fingerprint") for run in study.runs}
     if len(fingerprints) > 1:
         lines.append(f"- **Warning**: the runs used {len(fingerprints)} different data sets; "
@@ -108,7 +115,8 @@ def data_section(study: Study) -> Section:
                       f"{run.get('precision', '?')})" for run in study.runs})
     lines.append(f"- **Machine**: {'; '.join(devices)}")
     versions = latest.get("versions") or {}
-    lines.append("- **Libraries**: " + ", ".join(f"{name} {version}" for name, version in versions.items()))
+    lines.append("- **Libraries**: " + (", ".join(f"{name} {version}" for name, version in versions.items())
+                                        or "not recorded"))
     text = "\n".join(lines)
     counts = data.get("class_counts") or {}
     if counts and classes:
@@ -238,7 +246,7 @@ def confusion_section(study: Study) -> Section:
     for run in study.runs:
         matrix = run["test_metrics"].get("confusion_matrix")
         if matrix:
-            name = run.get("run_name") or f"{run['model']}_{run['resolution']}"
+            name = run_name(run)
             balanced = run["test_metrics"].get("balanced_accuracy")
             images.append(plots.confusion(matrix, run.get("classes") or [str(i) for i in range(len(matrix))],
                                           f"{name}: balanced accuracy {fmt(balanced)}",

@@ -139,9 +139,15 @@ def load_results(results_dir: str | Path) -> tuple[list[dict[str, Any]], list[st
     return valid, problems
 
 
+def run_name(run: dict[str, Any]) -> str:
+    """The run's name; results of the seed study have none and are named ``{model}_{res}``."""
+    seed = int(run.get("seed", 0))
+    return run.get("run_name") or f"{run['model']}_{run['resolution']}" + (f"_seed{seed}" if seed else "")
+
+
 def load_predictions(results_dir: Path, run: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
     """Test labels and predictions saved beside the run's JSON, or None when absent or unreadable."""
-    name = run.get("predictions_file") or f"{run.get('run_name')}.npz"
+    name = run.get("predictions_file") or f"{run_name(run)}.npz"
     path = results_dir / results.TEST_RESULTS / name
     try:
         with np.load(path) as saved:
@@ -171,7 +177,7 @@ def build_group(results_dir: Path, model: str, resolution: int, runs: list[dict[
         if saved is None:
             continue
         if labels is not None and not np.array_equal(labels, saved[0]):
-            notes.append(f"{run.get('run_name')}: test labels differ from the other seeds; not paired.")
+            notes.append(f"{run_name(run)}: test labels differ from the other seeds; not paired.")
             continue
         labels = saved[0]
         predictions[int(run.get("seed", 0))] = saved[1]

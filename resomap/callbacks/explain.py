@@ -122,8 +122,13 @@ class Explain(pl.Callback):
                                                     channels_last=pl_module.channels_last)}
         return self.section
 
+    @torch.inference_mode(False)
     def explain(self, net: nn.Module, datamodule: Any, channels_last: bool = False) -> dict[str, Any]:
-        """Explain ``net`` on the sample of ``datamodule``'s test split; write maps and overlays."""
+        """Explain ``net`` on the sample of ``datamodule``'s test split; write maps and overlays.
+
+        Runs in float32 with gradients, whatever the trainer's context (inference mode,
+        autocast) is; every tensor is created here, outside inference mode.
+        """
         started = time.perf_counter()
         dataset = datamodule.datasets["test"]
         root = Path(datamodule.root)
@@ -136,14 +141,13 @@ class Explain(pl.Callback):
         out_dir = attribution.explanation_dir(self.results_dir, self.run_name)
         log.info("Explaining %d test images of %s into %s", len(sample), self.run_name, out_dir)
 
-        # Attributions need gradients in float32, whatever the trainer's context was.
         was_training = net.training
-        with torch.inference_mode(False), torch.enable_grad(), \
-                torch.autocast(device.type, enabled=False):
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
             net.eval()
             inputs = images.to(device)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
+            inputs.requires_grad_(True)
             with torch.no_grad():
                 predicted = torch.cat([net(inputs[i:i + self.batch_size]).argmax(1).cpu()
                                        for i in range(0, len(inputs), self.batch_size)])

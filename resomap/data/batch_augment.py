@@ -6,8 +6,9 @@ noisier augmentation than the per-image one. Here every image gets its own flips
 factors and order of the four jitter operations (as ``v2.ColorJitter``), in two cheap passes:
 
 - flips and rotation become one gather of uint8 pixels through a per-image index map computed
-  exactly as ``affine_grid`` + nearest ``grid_sample`` would (``v2.RandomRotation``'s defaults:
-  nearest neighbour, zero fill), so the geometry equals torchvision's pixel for pixel;
+  as ``affine_grid`` + nearest ``grid_sample`` would (``v2.RandomRotation``'s defaults: nearest
+  neighbour, zero fill), so the geometry equals torchvision's pixel for pixel (up to float
+  rounding at exact half-pixel ties);
 - brightness, contrast, saturation and hue are each an affine map of the RGB vector, so the four
   (in each image's order) compose into one 3x3 matrix and offset per image, applied with one
   batched matrix product, clamped to [0, 1] and normalised. Two differences from
@@ -76,32 +77,41 @@ def sample_params(n: int, rotation: float, color_jitter: Sequence[float], horizo
     )
 
 
-def source_index(params: AugmentParams, height: int, width: int) -> torch.Tensor:
-    """(N, H*W) flat source pixel of every output pixel after flips then rotation;
-    ``H*W`` (one past the end) where the rotated image has no source (zero fill)."""
-    n = len(params.angle)
+def _padding(angle: torch.Tensor, height: int, width: int) -> int:
+    """Zero border wide enough that every rotated source pixel falls inside the padded image."""
+    # |cos| + |sin| grows up to 45 degrees, where it is sqrt(2), its maximum.
+    degrees = min(float(angle.abs().max()) if len(angle) else 0.0, 45.0)
+    reach = 0.5 * max(height, width) * (math.cos(math.radians(degrees)) + math.sin(math.radians(degrees)))
+    return int(math.ceil(reach - 0.5 * min(height, width))) + 2
+
+
+def source_index(params: AugmentParams, height: int, width: int, pad: int) -> torch.Tensor:
+    """(N, H*W) flat source pixel, in the image padded by ``pad`` zeros on every side, of every
+    output pixel after flips then rotation.
+
+    Rotation by ``angle`` about the centre maps output offset (u, v) from the centre to source
+    offset (cos u - sin v, sin u + cos v) (``affine_grid`` with align_corners=False); a flip
+    negates a source offset; nearest neighbour rounds half to even, as ``grid_sample``.
+    """
     radians = params.angle.float() * (math.pi / 180.0)
-    cos, sin = radians.cos(), radians.sin()
-    zero = torch.zeros_like(cos)
-    # affine_grid maps output to input coordinates; y points down, so this turns counter-clockwise.
-    theta = torch.stack([torch.stack([cos, -sin * height / width, zero], 1),
-                         torch.stack([sin * width / height, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
-    # grid_sample's unnormalisation (align_corners=False) and nearest rounding (half to even).
-    x = torch.round(((grid[..., 0] + 1) * width - 1) / 2)
-    y = torch.round(((grid[..., 1] + 1) * height - 1) / 2)
-    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-    x = torch.where(params.hflip.view(-1, 1, 1), width - 1 - x, x)
-    y = torch.where(params.vflip.view(-1, 1, 1), height - 1 - y, y)
-    index = (y * width + x).long()
-    return torch.where(inside, index, height * width).view(n, -1)
+    cos, sin = radians.cos().view(-1, 1, 1), radians.sin().view(-1, 1, 1)
+    sign_x = 1.0 - 2.0 * params.hflip.float().view(-1, 1, 1)
+    sign_y = 1.0 - 2.0 * params.vflip.float().view(-1, 1, 1)
+    device = radians.device
+    u = (torch.arange(width, device=device, dtype=torch.float32) + 0.5 - width / 2).view(1, 1, -1)
+    v = (torch.arange(height, device=device, dtype=torch.float32) + 0.5 - height / 2).view(1, -1, 1)
+    x = torch.round(sign_x * cos * u + (-sign_x * sin * v + ((width - 1) / 2 + pad)))
+    y = torch.round(sign_y * sin * u + (sign_y * cos * v + ((height - 1) / 2 + pad)))
+    index = x.add_(y, alpha=width + 2 * pad)
+    return index.view(len(radians), -1).long()
 
 
 def flip_rotate(images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
     """Flip then rotate each uint8 image with its own parameters (one gather, no float copy)."""
     n, channels, height, width = images.shape
-    flat = F.pad(images.reshape(n, channels, height * width), (0, 1))  # the zero fill pixel
-    index = source_index(params, height, width).unsqueeze(1).expand(n, channels, -1)
+    pad = _padding(params.angle, height, width)
+    flat = F.pad(images, (pad, pad, pad, pad)).view(n, channels, -1)
+    index = source_index(params, height, width, pad).unsqueeze(1).expand(n, channels, -1)
     return flat.gather(2, index).view(n, channels, height, width)
 
 
@@ -178,19 +188,24 @@ class BatchAugment:
         return sample_params(n, self.rotation, self.color_jitter, self.horizontal_flip,
                              self.vertical_flip, generator)
 
-    def augment(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        """uint8 (N, 3, H, W) in, augmented float32 in [0, 1] out (not normalised)."""
+    def augment(self, images: torch.Tensor, params: AugmentParams,
+                mean: Sequence[float] = (0.0, 0.0, 0.0),
+                std: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+        """uint8 (N, 3, H, W) in, augmented float32 out: in [0, 1], then ``(x - mean) / std``.
+
+        The normalisation is folded into the colour matrix and the clamp bounds (one pass).
+        """
         params = params.to(images.device)
         n, channels, height, width = images.shape
         pixels = flip_rotate(images, params).view(n, channels, -1).float()
         mean_colour = pixels.mean(dim=2) / 255.0
         matrix, offset = jitter_affine(params, mean_colour)
-        out = torch.baddbmm(offset.unsqueeze(2), matrix / 255.0, pixels)
-        return out.clamp_(0, 1).view(n, channels, height, width)
+        mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1)
+        std_t = torch.tensor(std, device=images.device).view(1, -1, 1)
+        out = torch.baddbmm((offset.unsqueeze(2) - mean_t) / std_t, matrix / (255.0 * std_t), pixels)
+        out = torch.clamp(out, min=-mean_t / std_t, max=(1 - mean_t) / std_t, out=out)
+        return out.view(n, channels, height, width)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augment and normalise a uint8 batch with fresh per-image parameters."""
-        out = self.augment(images, self.sample(len(images), generator))
-        mean = torch.tensor(self.mean, device=out.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=out.device).view(1, -1, 1, 1)
-        return out.sub_(mean).div_(std)
+        return self.augment(images, self.sample(len(images), generator), self.mean, self.std)

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -147,18 +147,25 @@ class CachedSplit(torch.utils.data.Dataset):
 
     ``__getitems__`` lets the DataLoader fetch a batch with one indexing operation instead of
     one call per image; the loader's ``collate_fn`` must then pass batches through unchanged.
+    ``transform``, when given, is applied to each uint8 batch where it is fetched (in the
+    DataLoader's workers, for CPU training).
     """
 
-    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> None:
+    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.images = images
         self.labels = torch.as_tensor(np.asarray(labels)) if isinstance(labels, np.ndarray) else labels
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def to(self, device: torch.device) -> CachedSplit:
         """The whole split moved to ``device`` (for instance GPU memory, when it fits)."""
-        return CachedSplit(self._take(slice(None)).to(device), self.labels.to(device))
+        return CachedSplit(self._take(slice(None)).to(device), self.labels.to(device), self.transform)
+
+    def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> CachedSplit:
+        return CachedSplit(self.images, self.labels, transform)
 
     def _take(self, index: slice | Sequence[int]) -> torch.Tensor:
         if isinstance(self.images, torch.Tensor):
@@ -175,7 +182,8 @@ class CachedSplit(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         labels = self.labels[torch.as_tensor(indices, device=self.labels.device)]
-        return self._take(list(indices)), labels
+        images = self._take(list(indices))
+        return (self.transform(images) if self.transform else images), labels
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = self.__getitems__([index])

@@ -1,0 +1,157 @@
+"""Explanations: captum methods on every architecture, the callback and ``resomap.explain``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_module, tiny_overrides
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from resomap.analysis.explain_methods import (
+    GradCam,
+    IntegratedGradientsMethod,
+    LayerNotFoundError,
+    SaliencyMethod,
+    find_gradcam_layer,
+)
+from resomap.callbacks.explain import select_sample
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+LAST_STAGE = {"simple_cnn": "features", "tiny_cnn": "features", "vgg11": "features",
+              "vgg13": "features", "resnet18": "layer4", "resnet34": "layer4",
+              "mobilenet_v2_small": "features", "mobilenet_v3_small": "features"}
+# Enough epochs on the tiny data for the model to look at the lesion; IG kept cheap.
+EXPLAIN_OVERRIDES = ("model=tiny_cnn", "res=48", "trainer.max_epochs=8",
+                     "callbacks.explain.num_images=7",
+                     "callbacks.explain.methods.integrated_gradients.n_steps=4")
+
+
+def build(model: str) -> torch.nn.Module:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"model={model}"])
+    return instantiate(cfg.model.net, num_classes=7).eval()
+
+
+@pytest.mark.parametrize("model", sorted(LAST_STAGE))
+def test_gradcam_layer_is_found_for_every_architecture(model: str):
+    net = build(model)
+    assert find_gradcam_layer(net, 64) == LAST_STAGE[model]
+    images = torch.randn(2, 3, 64, 64, requires_grad=True)
+    maps = GradCam()(net, images, torch.tensor([0, 3]))
+    assert maps.shape == (2, 64, 64)
+    assert torch.isfinite(maps).all() and (maps >= 0).all()
+
+
+def test_gradcam_layer_can_be_chosen_and_a_wrong_one_is_named():
+    net = build("resnet18")
+    images = torch.randn(1, 3, 64, 64, requires_grad=True)
+    assert GradCam("layer3.1")(net, images, torch.tensor([2])).shape == (1, 64, 64)
+    with pytest.raises(LayerNotFoundError, match="layer='layer9'.*layer4"):
+        GradCam("layer9")(net, images, torch.tensor([2]))
+
+
+@pytest.mark.parametrize("method", [SaliencyMethod(), IntegratedGradientsMethod("black", 4, 8),
+                                    IntegratedGradientsMethod("zeros", 4, 8),
+                                    IntegratedGradientsMethod("blur", 4, 8)],
+                         ids=["saliency", "ig_black", "ig_zeros", "ig_blur"])
+def test_maps_have_the_input_size_and_are_finite(method):
+    net = build("tiny_cnn")
+    for size in (32, 48):
+        maps = method(net, torch.randn(3, 3, size, size, requires_grad=True), torch.tensor([0, 1, 6]))
+        assert maps.shape == (3, size, size)
+        assert torch.isfinite(maps).all() and (maps >= 0).all() and maps.sum() > 0
+
+
+def test_unknown_baseline_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="baseline='noise'.*black, zeros, blur"):
+        IntegratedGradientsMethod("noise")
+
+
+def test_sample_is_stratified_and_the_same_for_every_run(tmp_path: Path):
+    samples = [(str(tmp_path / "test" / c / f"{c}_{i}.jpg"), label)
+               for label, c in enumerate("abc") for i in range(5)]
+    first = select_sample(samples, tmp_path, 7, seed=0)
+    assert first == select_sample(list(reversed(samples)), tmp_path, 7, seed=0)
+    assert [label for _, label in first] == [0, 1, 2, 0, 1, 2, 0]
+    assert first[0][0].startswith("test/a/")
+    assert select_sample(samples, tmp_path, 7, seed=1) != first
+    assert len(select_sample(samples, tmp_path, 100, seed=0)) == 15
+
+
+def _without_timings(section):
+    if isinstance(section, dict):
+        return {key: _without_timings(value) for key, value in section.items() if key != "seconds"}
+    if isinstance(section, list):
+        return [_without_timings(value) for value in section]
+    return section
+
+
+def _assert_close(first, second, path="explain"):
+    if isinstance(first, dict):
+        assert first.keys() == second.keys(), path
+        for key in first:
+            _assert_close(first[key], second[key], f"{path}.{key}")
+    elif isinstance(first, list):
+        assert len(first) == len(second), path
+        for index, (a, b) in enumerate(zip(first, second)):
+            _assert_close(a, b, f"{path}[{index}]")
+    elif isinstance(first, float):
+        assert second == pytest.approx(first, abs=1e-4), path
+    else:
+        assert first == second, path
+
+
+@pytest.mark.slow
+def test_callback_and_command_explain_a_trained_model(train_cli, tmp_path: Path, tiny_data_root: Path):
+    trained = train_cli(*EXPLAIN_OVERRIDES)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    result_file = tmp_path / "results" / "test_results" / "tiny_cnn_48.json"
+    section = json.loads(result_file.read_text())["explain"]
+
+    assert [item["label"] for item in section["images"]] == ["akiec", "bcc", "bkl", "df", "mel",
+                                                              "nv", "vasc"]
+    assert set(section["methods"]) == {"grad_cam", "integrated_gradients", "saliency"}
+    assert section["methods"]["grad_cam"]["layer"] == "features"
+    out = tmp_path / "results" / section["dir"]
+    with np.load(out / section["maps_file"]) as maps:
+        assert maps["images"].tolist() == [item["image"] for item in section["images"]]
+        for method in section["methods"]:
+            for target in ("label", "predicted"):
+                array = maps[f"{method}__{target}"].astype(np.float32)
+                assert array.shape == (7, 48, 48)
+                assert np.isfinite(array).all()
+    assert len(section["overlays"]) == 7
+    for overlay in section["overlays"]:
+        assert (out / overlay).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / overlay).stat().st_size > 1000
+
+    # Sanity check (Adebayo et al.): maps of the re-initialised model barely rank-correlate
+    # with the trained model's, and put less of their mass on the lesion.
+    for method in ("grad_cam", "saliency"):
+        summary = section["methods"][method]
+        assert summary["sanity_spearman"] < 0.5, (method, summary)
+        assert summary["lesion_mass_fraction"] > summary["random_lesion_mass_fraction"], (method, summary)
+        assert summary["lesion_mass_fraction"] > section["lesion_area_fraction"], (method, summary)
+
+    explained = run_module("resomap.explain",
+                           [*tiny_overrides(tmp_path, tiny_data_root), *EXPLAIN_OVERRIDES], cwd=tmp_path)
+    assert explained.returncode == 0, explained.stderr[-3000:]
+    again = json.loads(result_file.read_text())["explain"]
+    _assert_close(_without_timings(section), _without_timings(again))
+    assert math.isfinite(again["seconds"])
+    assert (tmp_path / "results" / "explanations" / "agreement.csv").is_file()
+
+
+@pytest.mark.slow
+def test_explain_command_names_a_missing_checkpoint(tmp_path: Path, tiny_data_root: Path):
+    failed = run_module("resomap.explain", [*tiny_overrides(tmp_path, tiny_data_root),
+                                            "model=tiny_cnn", "res=32"], cwd=tmp_path)
+    assert failed.returncode != 0
+    assert "No checkpoint at" in failed.stderr and "python -m resomap.train model=tiny_cnn res=32" \
+        in failed.stderr

@@ -1,0 +1,65 @@
+"""The profiling callback in a real training run: the result's cost sections and logged metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHEAP = ("explain=none", "logger=csv", "callbacks.profile.warmup_runs=1",
+         "callbacks.profile.timed_runs=3", "callbacks.profile.batch_size=8")
+SEED_KEYS = ("avg_time_sec", "std_time_sec", "min_time_sec", "max_time_sec", "throughput_samples_sec",
+             "peak_cpu_memory_mb")
+STATS = ("mean_sec", "min_sec", "max_sec", "p50_sec", "p95_sec", "per_image_mean_sec",
+         "per_image_p50_sec", "throughput_images_sec")
+
+
+def test_run_records_profiling_and_complexity(train_cli, tmp_path: Path):
+    completed = train_cli("model=tiny_cnn", "res=48", "trainer.max_epochs=2", *CHEAP)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "test_results" / "tiny_cnn_48.json").read_text())
+
+    profiling = result["profiling"]
+    assert all(profiling[key] > 0 for key in SEED_KEYS)
+    assert not any(key.startswith("gpu_") for key in profiling)
+    assert profiling["min_time_sec"] <= profiling["median_time_sec"] <= profiling["max_time_sec"]
+    assert profiling["min_time_sec"] <= profiling["avg_time_sec"] <= profiling["max_time_sec"]
+    assert profiling["throughput_samples_sec"] == pytest.approx(8 / profiling["avg_time_sec"])
+    assert (profiling["precision"], profiling["autocast_dtype"]) == ("bf16-mixed", "bfloat16")
+    assert (profiling["image_size"], profiling["batch_size"], profiling["timed_runs"]) == (48, 8, 3)
+    for name, batch in (("batch_1", 1), ("inference_batch", 8)):
+        latency = profiling["latency"][name]
+        assert latency["batch_size"] == batch and all(latency[key] > 0 for key in STATS)
+        assert latency["min_sec"] <= latency["p50_sec"] <= latency["p95_sec"] <= latency["max_sec"]
+        assert latency["per_image_mean_sec"] == pytest.approx(latency["mean_sec"] / batch)
+        assert latency["throughput_images_sec"] == pytest.approx(1 / latency["per_image_mean_sec"])
+    assert profiling["latency"]["inference_batch"]["mean_sec"] == profiling["avg_time_sec"]
+
+    training = profiling["training"]
+    assert training["fit_wall_time_sec"] > 0 and training["images_per_sec"] > 0
+    assert training["epochs_measured"] == 1 and len(training["epoch_images_per_sec"]) == 2
+    assert training["images_per_sec"] == training["epoch_images_per_sec"][1]
+
+    complexity = result["complexity"]
+    assert complexity["image_size"] == 48
+    assert complexity["flops"] > 0 and complexity["mult_adds"] > 0
+    assert complexity["params_total"] == complexity["params_trainable"] > 0
+    assert complexity["activation_memory_mb"] > 0
+    assert complexity["skipped_ops"] == ["aten::max_pool2d"]
+
+    metrics_file = next((tmp_path / "outputs" / "csv").glob("*/metrics.csv"))
+    logged = [row for row in csv.DictReader(metrics_file.open()) if row.get("profile_avg_time_sec")]
+    assert len(logged) == 1
+    assert float(logged[0]["profile_avg_time_sec"]) == pytest.approx(profiling["avg_time_sec"])
+    assert float(logged[0]["complexity_flops"]) == complexity["flops"]
+    assert float(logged[0]["throughput_samples_sec"]) > 0
+
+
+def test_bad_setting_is_named(train_cli):
+    completed = train_cli("model=tiny_cnn", "res=32", "callbacks.profile.timed_runs=0", *CHEAP[:3])
+    assert completed.returncode != 0
+    assert "callbacks.profile.timed_runs=0 is not valid" in completed.stderr
