@@ -36,7 +36,8 @@ def register_resolvers() -> None:
 TRAINING_KEYS = ("model", "res", "optimizer", "scheduler", "seed", "channels_last")
 TRAINING_TRAINER_KEYS = ("max_epochs", "min_epochs", "gradient_clip_val", "accumulate_grad_batches",
                          "limit_train_batches", "limit_val_batches", "limit_test_batches")
-NON_TRAINING_DATA_KEYS = ("num_workers", "pin_memory", "root", "eval_batch_size")
+NON_TRAINING_DATA_KEYS = ("num_workers", "pin_memory", "root", "eval_batch_size", "cache_dir",
+                          "device_cache")
 
 
 def training_config(cfg: DictConfig) -> dict:

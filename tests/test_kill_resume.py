@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 8  # below early stopping's patience, so every run trains all of them
+EPOCHS = 5  # below early stopping's patience, so every run trains all of them
 STEPS_PER_EPOCH = 3  # 42 training images in batches of 16
 RUN = ["model=tiny_cnn", "explain=none", f"trainer.max_epochs={EPOCHS}"]
 

@@ -28,12 +28,13 @@ from scipy import stats  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from resomap import results  # noqa: E402
+from resomap.config import seed_suffix  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 EXPLANATIONS = "explanations"
 MAPS_FILE = "maps.npz"
-AGREEMENT_TARGET = "true"  # the same class at every resolution, whatever each run predicted
+AGREEMENT_TARGET = "label"  # the same class at every resolution, whatever each run predicted
 TOP_FRACTION = 0.10
 
 
@@ -253,25 +254,48 @@ def _thumbnail(data_root: str | None, image: str, size: int = 160) -> np.ndarray
     return np.asarray(load_rgb(Path(data_root) / image).resize((size, size)))
 
 
-def write_agreement(results_dir: str | Path, grid: int | None = None) -> list[Path]:
+def write_agreement(results_dir: str | Path, grid: int | None = None,
+                    figures_dir: str | Path | None = None) -> tuple[list[dict[str, Any]], list[Path]]:
     """Write ``explanations/agreement.csv``, ``agreement_per_image.csv`` and one grid figure
-    per model (``explanations/agreement_{model}.png``); returns the written paths."""
+    per model (``agreement_{model}.png`` in ``figures_dir``, default ``explanations/``).
+
+    Returns the averaged rows and the written paths (none when no run has explanations).
+    """
     out = Path(results_dir) / EXPLANATIONS
     summary, per_image = agreement_table(results_dir, grid)
     if not summary:
-        return []
+        return [], []
     written = [out / "agreement.csv", out / "agreement_per_image.csv"]
     _write_csv(written[0], summary)
     _write_csv(written[1], per_image)
     for model, seed in sorted({(row["model"], row["seed"]) for row in summary}):
         png = agreement_figure(results_dir, model, seed)
         if png is not None:
-            suffix = results_dir_suffix(seed)
-            path = out / f"agreement_{model}{suffix}.png"
+            path = Path(figures_dir or out) / f"attribution_{model}{seed_suffix(seed)}.png"
             results.atomic_write_bytes(path, png)
             written.append(path)
-    return written
+    return summary, written
 
 
-def results_dir_suffix(seed: int) -> str:
-    return "" if seed == 0 else f"_seed{seed}"
+def report_section(study: Any) -> Any:
+    """The report's "Explanations across resolutions" section (None without explanations)."""
+    from resomap.analysis.report import Section, fmt, plots_dir, table
+
+    summary, written = write_agreement(study.results_dir, figures_dir=plots_dir(study))
+    if not summary:
+        return None
+    rows = [[row["model"], row["resolution"], row["method"], fmt(row["spearman"]),
+             fmt(row["iou_top10"]), fmt(row["lesion_mass_fraction"]), fmt(row["sanity_spearman"])]
+            for row in summary]
+    text = (
+        "Attribution maps of the same test images (label class) at every resolution, resampled to a "
+        "common grid (the model's lowest resolution) and compared with the highest resolution's: "
+        "Spearman rank correlation and IoU of the top-10% regions (1 = the model looks at the same "
+        "evidence), and the share of attribution inside the lesion mask (n/a without masks). "
+        "*Sanity*: rank correlation between the trained model's maps and a randomly re-initialised "
+        "copy's (Adebayo et al. 2018); near 0 means the method explains the model, near 1 that it "
+        "mostly shows the image. Per-image values: `explanations/agreement_per_image.csv`.\n\n"
+        + table(["Model", "Resolution", "Method", "Spearman vs highest", "Top-10% IoU",
+                 "Lesion mass", "Sanity (trained vs random)"], rows))
+    return Section("Explanations across resolutions", text,
+                   [path for path in written if path.suffix == ".png"])

@@ -21,7 +21,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 
 from resomap import results
-from resomap.analysis import plots
+from resomap.analysis import attribution, plots
 from resomap.analysis.study import EXPONENT_TOLERANCE, FIGURES, Study, pareto_optimal, run_name
 
 log = logging.getLogger(__name__)
@@ -268,6 +268,7 @@ SECTIONS: list[SectionBuilder] = [
     cost_section,
     pareto_section,
     cross_res_section,
+    attribution.report_section,
     confusion_section,
     notes_section,
 ]
