@@ -13,6 +13,8 @@ import torchmetrics
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from resomap.errors import ResoMapError
+
 # The seed study's metric names: per-epoch ``{stage}_f1``, final ``test_f1_score``.
 _F1_NAME = {"train": "f1", "val": "f1", "test": "f1_score"}
 
@@ -49,7 +51,7 @@ def _identity(run_config: dict[str, Any] | None) -> tuple[str, int] | None:
     return run_config["model"]["name"], int(run_config["res"])
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ResoMapError):
     """A checkpoint was written by a run of another model or resolution."""
 
 
@@ -108,7 +110,7 @@ class LitClassifier(pl.LightningModule):
         loss = self.loss(logits.float(), targets)
         metrics = self.stage_metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), targets)
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=len(targets))
         for name, metric in metrics.items():
             self.log(f"{stage}_{_F1_NAME[stage] if name == 'f1' else name}", metric,

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from resomap.errors import ResoMapError
 
@@ -103,6 +104,8 @@ def call_trainer(trainer: pl.Trainer, method: str, **kwargs: Any) -> Any:
     try:
         return getattr(trainer, method)(**kwargs)
     except SystemExit as stop:
+        if isinstance(stop, SIGTERMException):
+            raise  # a scheduler's stop: the tracking layer records it and exits 143
         if trainer.interrupted:
             raise KeyboardInterrupt(f"trainer.{method} interrupted") from stop
         raise

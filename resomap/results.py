@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 
 SCHEMA_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 TEST_RESULTS = "test_results"
 REQUIRED_KEYS = ("model", "resolution", "timestamp", "best_val_loss", "test_metrics")
 
@@ -59,6 +61,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 
 from resomap import distributed, experiment, results, tracking
 from resomap.errors import ResoMapError
-from resomap.module import CheckpointMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ FAILURE_FILE = "failure.json"
 USAGE_EXIT = 2
 INTERRUPTED_EXIT = 130
 # Errors the user can fix from the message alone: shown without a traceback.
-USER_ERRORS = (ResoMapError, CheckpointMismatchError)
+USER_ERRORS = (ResoMapError,)
 
 
 def resume_command(overrides: list[str]) -> str:
@@ -62,7 +61,7 @@ def run_job(cfg: DictConfig) -> float | None:
     try:
         run = distributed.job_runner(cfg, experiment.run)
     except distributed.DistributedConfigError as error:  # stops a sweep at its first job
-        log.error("error: %s", error)
+        print(f"error: {error}", file=sys.stderr)
         sys.exit(USAGE_EXIT)
     try:
         return run(cfg)
@@ -101,10 +100,17 @@ class SweepSummary(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         failures = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{FAILURE_FILE}"))]
-        written = write_aggregates(config.paths.results_dir,
-                                   evaluate_cross_res=config.get("evaluate_cross_res", True))
-        log.info("Sweep finished: results aggregated into %s; read %s first", written[0].parent,
-                 written[0].parent / "report.html")
+        try:
+            written = write_aggregates(config.paths.results_dir,
+                                       evaluate_cross_res=config.evaluate_cross_res)
+            log.info("Sweep finished: results aggregated into %s; read %s first", written[0].parent,
+                     written[0].parent / "report.html")
+        except Exception:
+            # Hydra turns an exception here into a warning and exit status 0: report it instead.
+            log.exception("Sweep finished, but its report could not be built; rebuild it with "
+                          "python -m resomap.report results_dir=%s", config.paths.results_dir)
+            failures.append({"run_name": "report", "error": "the report could not be built",
+                             "resume": f"python -m resomap.report results_dir={config.paths.results_dir}"})
         if failures:
             lines = [f"{len(failures)} run(s) failed; resume each with:"]
             lines += [f"  {failure['run_name']}: {failure['error']}\n    {failure['resume']}"

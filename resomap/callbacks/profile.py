@@ -254,5 +254,11 @@ class ProfileCallback(pl.Callback):
         sections = {"profiling": profiling}
         if self.complexity:
             net = getattr(pl_module, "net", pl_module)
-            sections["complexity"] = analyse(net, self.image_size, self.in_channels).section()
+            # fvcore traces with torch.jit, which cannot trace a torch.compile'd forward:
+            # measure the same weights through the plain forward.
+            compiled_call, net._compiled_call_impl = getattr(net, "_compiled_call_impl", None), None
+            try:
+                sections["complexity"] = analyse(net, self.image_size, self.in_channels).section()
+            finally:
+                net._compiled_call_impl = compiled_call
         return sections
