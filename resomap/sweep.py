@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from resomap import distributed, experiment, results, tracking
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 FAILURE_FILE = "failure.json"
 USAGE_EXIT = 2
 INTERRUPTED_EXIT = 130
+TERMINATED_EXIT = 128 + signal.SIGTERM
 # Errors the user can fix from the message alone: shown without a traceback.
 USER_ERRORS = (ResoMapError,)
 
@@ -65,9 +68,10 @@ def run_job(cfg: DictConfig) -> float | None:
         sys.exit(USAGE_EXIT)
     try:
         return run(cfg)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SIGTERMException) as stop:
         report_interrupt(cfg, overrides, multirun)
-        sys.exit(INTERRUPTED_EXIT)
+        # Lightning's SIGTERMException would exit 0; a scheduler must see an interrupted job.
+        sys.exit(TERMINATED_EXIT if isinstance(stop, SIGTERMException) else INTERRUPTED_EXIT)
     except Exception as error:
         user_error = isinstance(error, USER_ERRORS)
         if not multirun:

@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import os
-import signal
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -392,11 +391,8 @@ def tracked_run(cfg: DictConfig, loggers: Iterable[Logger], fingerprint: str,
         yield
         for logger in trackers:
             _log_artifacts(logger, cfg)
-    except (SIGTERMException, KeyboardInterrupt) as error:
+    except (SIGTERMException, KeyboardInterrupt):
         _end(trackers, "KILLED")
-        if isinstance(error, SIGTERMException):
-            # Lightning's SIGTERMException exits with status 0; a scheduler must see an interrupted job.
-            raise SystemExit(128 + signal.SIGTERM) from error
         raise
     except BaseException:
         _end(trackers, "FAILED")
