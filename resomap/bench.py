@@ -28,9 +28,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import resomap  # noqa: F401  (registers the config resolvers)
-from resomap import results
-from resomap.experiment import build_trainer
-from resomap.module import LitClassifier
+from resomap.io import write_json
+from resomap.models.classifier import LitClassifier
+from resomap.run.orchestrate import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             print(f"  {run_row['model']:>12} @ {run_row['res']:>4}: {run_row['epoch_sec']:8.1f} s/epoch"
                   f"  {run_row['run_sec'] / 60:8.1f} min")
     output = Path(cfg.bench.output)
-    results.write_json(output, payload)
+    write_json(output, payload)
     print(f"\nWrote {output}")
     return payload
 

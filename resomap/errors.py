@@ -7,5 +7,5 @@ class ResoMapError(Exception):
     """Bad input (config, data, checkpoint) or a run that cannot succeed as configured.
 
     The message is one paragraph naming the offending key, value or path and what
-    would be valid; ``resomap.sweep.run_job`` prints it as ``error: <message>``.
+    would be valid; ``resomap.run.sweep.run_job`` prints it as ``error: <message>``.
     """

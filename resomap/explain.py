@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 import resomap  # noqa: F401  (registers the config resolvers)
-from resomap.analysis.explain_run import explain_checkpoint
+from resomap.study.explain_run import explain_checkpoint
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="explain_app")

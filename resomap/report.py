@@ -9,8 +9,8 @@ import hydra
 from omegaconf import DictConfig
 
 import resomap  # noqa: F401  (registers the config resolvers)
-from resomap import results
-from resomap.analysis.aggregate import write_aggregates
+from resomap.run import record as results
+from resomap.study.aggregate import write_aggregates
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import hydra
 from omegaconf import DictConfig
 
 import resomap  # noqa: F401  (registers the config resolvers)
-from resomap.analysis.summary import run
 from resomap.errors import ResoMapError
+from resomap.study.costs import run
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 import resomap  # noqa: F401  (registers the config resolvers)
-from resomap.sweep import run_job
+from resomap.run.sweep import run_job
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -9,14 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resomap.analysis.attribution import (
-    agreement_table,
-    mass_fraction,
-    rank_correlation,
-    resample,
-    top_iou,
-    write_agreement,
-)
+from resomap.measure.maps import mass_fraction, rank_correlation, resample, top_iou
+from resomap.study.agreement import agreement_table, write_agreement
 
 
 def _smooth_map(seed: int, size: int = 64) -> np.ndarray:

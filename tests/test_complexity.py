@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-from resomap.analysis.complexity import analyse, architecture_summary, fvcore_flops
+from resomap.measure.complexity import analyse, architecture_summary, fvcore_flops
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from resomap import distributed
+from resomap.run import distributed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

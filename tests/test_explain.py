@@ -13,14 +13,14 @@ from conftest import run_module, tiny_overrides
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from resomap.analysis.explain_methods import (
+from resomap.callbacks.explain import select_sample
+from resomap.measure.attribution import (
     GradCam,
     IntegratedGradientsMethod,
     LayerNotFoundError,
     SaliencyMethod,
     find_gradcam_layer,
 )
-from resomap.callbacks.explain import select_sample
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 LAST_STAGE = {"simple_cnn": "features", "tiny_cnn": "features", "vgg11": "features",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import run_module, tiny_overrides
 
-from resomap.analysis.aggregate import SEED_COLUMNS
+from resomap.study.aggregate import SEED_COLUMNS
 
 pytestmark = pytest.mark.slow
 

@@ -19,10 +19,11 @@ from conftest import REPO_ROOT, tiny_overrides
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from resomap import experiment, results
 from resomap.errors import ResoMapError
-from resomap.module import LitClassifier
-from resomap.oom import OutOfMemoryAtFloorError
+from resomap.models.classifier import LitClassifier
+from resomap.run import orchestrate as experiment
+from resomap.run import record as results
+from resomap.run.oom import OutOfMemoryAtFloorError
 
 pytestmark = pytest.mark.slow
 

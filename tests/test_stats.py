@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from resomap.analysis import stats
-from resomap.analysis.study import pareto_optimal
+from resomap.study import stats
+from resomap.study.study import pareto_optimal
 
 
 def test_balanced_accuracy_is_the_mean_per_class_recall():

@@ -18,7 +18,7 @@ from PIL import Image
 from resomap.data.datamodule import DatasetLayoutError, ImageFolderDataModule, dataset_fingerprint
 from resomap.data.io import load_rgb
 from resomap.data.validate import BadImagesError, validate_images
-from resomap.validation import ConfigError, validate_config
+from resomap.run.validation import ConfigError, validate_config
 
 SPLITS = ("train", "val", "test")
 BAD_FILES = {"train/nv/empty.jpg": "empty file", "train/mel/truncated.jpg": "truncated",

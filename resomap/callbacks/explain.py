@@ -2,7 +2,7 @@
 
 The sample depends only on the test file list and ``seed``: every model and resolution
 of a sweep explains the same images, so their maps can be compared
-(resomap/analysis/attribution.py). ``python -m resomap.explain`` calls the same code
+(resomap/measure/maps.py). ``python -m resomap.explain`` calls the same code
 on a saved checkpoint.
 """
 
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from resomap import results
-from resomap.analysis import attribution
-from resomap.analysis.explain_methods import randomised_copy
 from resomap.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
+from resomap.io import atomic_write_bytes
+from resomap.measure import maps as attribution_maps
+from resomap.measure.attribution import randomised_copy
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Explain(pl.Callback):
         labels = torch.tensor([label for _, label in sample])
         size = images.shape[-1]
         device = next(net.parameters()).device
-        out_dir = attribution.explanation_dir(self.results_dir, self.run_name)
+        out_dir = attribution_maps.explanation_dir(self.results_dir, self.run_name)
         log.info("Explaining %d test images of %s into %s", len(sample), self.run_name, out_dir)
 
         was_training = net.training
@@ -154,29 +154,29 @@ class Explain(pl.Callback):
             maps, summaries = self._attribute_all(net, inputs, labels, predicted)
             net.train(was_training)
 
-        masks = [attribution.load_mask(root, path, size) for path, _ in sample]
+        masks = [attribution_maps.load_mask(root, path, size) for path, _ in sample]
         arrays: dict[str, np.ndarray] = {
             "images": np.array([path for path, _ in sample]), "labels": labels.numpy(),
             "predicted": predicted.numpy(), "classes": np.array(classes)}
         for name in self.methods:
             for target in TARGETS:
-                key = attribution.map_key(name, target)
+                key = attribution_maps.map_key(name, target)
                 arrays[key], arrays[f"{key}__max"] = _normalised(maps[key])
-            label_maps = maps[attribution.map_key(name, "label")].numpy()
-            fractions = [attribution.mass_fraction(m, mask) if mask is not None else None
+            label_maps = maps[attribution_maps.map_key(name, "label")].numpy()
+            fractions = [attribution_maps.mass_fraction(m, mask) if mask is not None else None
                          for m, mask in zip(label_maps, masks)]
-            summaries[name]["lesion_mass_fraction"] = attribution.nanmean(fractions)
+            summaries[name]["lesion_mass_fraction"] = attribution_maps.nanmean(fractions)
             summaries[name]["per_image"]["lesion_mass_fraction"] = fractions
             if f"random__{name}" in maps:
                 random_maps = maps[f"random__{name}"].numpy()
-                summaries[name]["random_lesion_mass_fraction"] = attribution.nanmean(
-                    [attribution.mass_fraction(m, mask) if mask is not None else None
+                summaries[name]["random_lesion_mass_fraction"] = attribution_maps.nanmean(
+                    [attribution_maps.mass_fraction(m, mask) if mask is not None else None
                      for m, mask in zip(random_maps, masks)])
-        results.atomic_write_bytes(out_dir / attribution.MAPS_FILE, _npz_bytes(arrays))
+        atomic_write_bytes(out_dir / attribution_maps.MAPS_FILE, _npz_bytes(arrays))
         overlays = self._write_overlays(out_dir, images, sample, predicted, classes, maps)
         return {
             "dir": out_dir.relative_to(self.results_dir).as_posix(),
-            "maps_file": attribution.MAPS_FILE,
+            "maps_file": attribution_maps.MAPS_FILE,
             "overlays": overlays,
             "data_root": str(root),
             "image_size": size,
@@ -184,7 +184,7 @@ class Explain(pl.Callback):
             "targets": list(TARGETS),
             "images": [{"image": path, "label": classes[label], "predicted": classes[int(guess)]}
                        for (path, label), guess in zip(sample, predicted)],
-            "lesion_area_fraction": attribution.nanmean(
+            "lesion_area_fraction": attribution_maps.nanmean(
                 [float(mask.mean()) for mask in masks if mask is not None]),
             "methods": summaries,
             "seconds": time.perf_counter() - started,
@@ -206,15 +206,15 @@ class Explain(pl.Callback):
             predicted_maps = label_maps.clone()
             predicted_maps[differs] = _in_batches(method, net, inputs[differs],
                                                   predicted[differs].to(inputs.device), self.batch_size)
-            maps[attribution.map_key(name, "label")] = label_maps
-            maps[attribution.map_key(name, "predicted")] = predicted_maps
+            maps[attribution_maps.map_key(name, "label")] = label_maps
+            maps[attribution_maps.map_key(name, "predicted")] = predicted_maps
             summary: dict[str, Any] = {**method.settings(net, size), "per_image": {}}
             if name in self.sanity_methods:
                 random_maps = _in_batches(method, random_net, inputs, device_labels, self.batch_size)
                 maps[f"random__{name}"] = random_maps
-                correlations = [attribution.rank_correlation(a.numpy(), b.numpy())
+                correlations = [attribution_maps.rank_correlation(a.numpy(), b.numpy())
                                 for a, b in zip(label_maps, random_maps)]
-                summary["sanity_spearman"] = attribution.nanmean(correlations)
+                summary["sanity_spearman"] = attribution_maps.nanmean(correlations)
                 summary["per_image"]["sanity_spearman"] = correlations
             finite = all(bool(torch.isfinite(m).all()) for m in (label_maps, predicted_maps))
             summary["finite"] = finite
@@ -230,16 +230,16 @@ class Explain(pl.Callback):
         pictures = _display(images)
         written = []
         for i, ((path, label), guess) in enumerate(zip(sample, predicted.tolist())):
-            panels = [(f"{name} ({classes[label]})", maps[attribution.map_key(name, "label")][i].numpy())
+            panels = [(f"{name} ({classes[label]})", maps[attribution_maps.map_key(name, "label")][i].numpy())
                       for name in self.methods]
             if guess != label:
                 panels += [(f"{name} ({classes[guess]})",
-                            maps[attribution.map_key(name, "predicted")][i].numpy())
+                            maps[attribution_maps.map_key(name, "predicted")][i].numpy())
                            for name in self.methods]
             title = f"{path}  label {classes[label]}, predicted {classes[guess]}"
             relative = f"overlays/{i:03d}_{Path(path).stem}.png"
-            results.atomic_write_bytes(out_dir / relative,
-                                       attribution.overlay_png(pictures[i], panels, title))
+            atomic_write_bytes(out_dir / relative,
+                                       attribution_maps.overlay_png(pictures[i], panels, title))
             written.append(relative)
         return written
 

@@ -12,7 +12,9 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from resomap import results
+from resomap.device import device_name
+from resomap.io import write_json
+from resomap.run import record as results
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +31,6 @@ def library_versions() -> dict[str, str]:
             continue
     return found
 
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -74,7 +64,7 @@ class ResultExport(pl.Callback):
                                   torch.cat(outputs["labels"]).numpy(),
                                   torch.cat(outputs["probabilities"]).numpy())
         path = results.result_path(self.results_dir, self.run_name)
-        results.write_json(path, payload)
+        write_json(path, payload)
         log.info("Result written to %s", path)
 
     def build(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:

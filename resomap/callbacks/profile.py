@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from resomap.analysis.complexity import analyse
+from resomap.measure.complexity import analyse
 
 log = logging.getLogger(__name__)
 

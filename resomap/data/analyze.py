@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from resomap.data.prepare import class_files, find_split_folders
-from resomap.results import atomic_write_bytes, atomic_write_text, write_json
+from resomap.io import atomic_write_bytes, atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from resomap.data.io import IMAGE_EXTENSIONS
-from resomap.results import write_json
+from resomap.io import write_json
 
 log = logging.getLogger(__name__)
 

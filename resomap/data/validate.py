@@ -15,9 +15,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from resomap import results
 from resomap.data.io import is_image_file, load_rgb
 from resomap.errors import ResoMapError
+from resomap.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def find_bad_images(root: Path, files: list[Path], fingerprint: str, cache_dir: 
     log.info("Checked %d images of %s in %.1f s: %d unreadable", len(files), root,
              time.perf_counter() - start, len(bad))
     if cache is not None:
-        results.write_json(cache, {"version": CACHE_VERSION, "fingerprint": fingerprint,
+        write_json(cache, {"version": CACHE_VERSION, "fingerprint": fingerprint,
                                    "root": str(root), "checked": len(files), "bad": bad})
     return bad
 

@@ -7,18 +7,16 @@ its user guide. Keys of the seed study keep their names and meanings.
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from resomap.io import atomic_write_bytes
+
 SCHEMA_VERSION = 1
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 TEST_RESULTS = "test_results"
 REQUIRED_KEYS = ("model", "resolution", "timestamp", "best_val_loss", "test_metrics")
 
@@ -37,44 +35,12 @@ def predictions_path(results_dir: str | os.PathLike, run_name: str) -> Path:
     return Path(results_dir) / TEST_RESULTS / f"{run_name}.npz"
 
 
-def to_strict_json(value: Any) -> Any:
-    """Replace NaN and infinities by None and numpy scalars by Python ones (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(key): to_strict_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_strict_json(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
-def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    text = json.dumps(to_strict_json(payload), indent=2, allow_nan=False)
-    atomic_write_text(path, text + "\n")
 
 
 def write_predictions(path: str | os.PathLike, labels: np.ndarray,

@@ -31,9 +31,10 @@ from lightning.fabric.plugins.environments import (
 )
 from omegaconf import DictConfig, OmegaConf
 
-from resomap import results
 from resomap.callbacks.export import ResultExport
+from resomap.device import uses_cuda
 from resomap.errors import ResoMapError
+from resomap.run import record as results
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def device_count(trainer_cfg: DictConfig) -> int:
         return len([item for item in devices.split(",") if item.strip()])
     if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
         return len(devices)
-    if on_cuda(trainer_cfg):
+    if uses_cuda(trainer_cfg.get("accelerator", "auto")):
         return torch.cuda.device_count()
     return 1
 
@@ -108,14 +109,10 @@ def check(cfg: DictConfig, multirun: bool) -> None:
             "trainer.num_nodes=1 trains on this machine's devices.")
 
 
-def on_cuda(trainer_cfg: DictConfig) -> bool:
-    accelerator = str(trainer_cfg.get("accelerator", "auto"))
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
 
 def cpu_sync_batchnorm_off(cfg: DictConfig) -> None:
     """Turn ``trainer.sync_batchnorm`` off for DDP on CPU, where torch's SyncBatchNorm cannot run."""
-    if cfg.trainer.get("sync_batchnorm") and not on_cuda(cfg.trainer):
+    if cfg.trainer.get("sync_batchnorm") and not uses_cuda(cfg.trainer.get("accelerator", "auto")):
         log.info("trainer.sync_batchnorm=true needs CUDA; DDP on CPU keeps per-process BatchNorm")
         cfg.trainer.sync_batchnorm = False
 

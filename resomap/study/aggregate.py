@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from resomap import results
-from resomap.analysis.study import Study, build_study
+from resomap.io import atomic_write_text, write_json
+from resomap.study.study import Study, build_study
 
 # The seed study's columns, in its order; new columns follow them.
 SEED_COLUMNS = (
@@ -74,7 +74,7 @@ def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Non
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    results.atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -242,7 +242,7 @@ def write_aggregates(results_dir: str | Path, evaluate_cross_res: bool = True) -
     ``report.md``, ``report.html`` and ``plots/``. ``evaluate_cross_res=False`` uses cached
     train x test resolution evaluations only and computes no new ones.
     """
-    from resomap.analysis.report import write_report
+    from resomap.study.report import write_report
 
     results_dir = Path(results_dir)
     study = build_study(results_dir, evaluate_cross_res=evaluate_cross_res)
@@ -252,8 +252,8 @@ def write_aggregates(results_dir: str | Path, evaluate_cross_res: bool = True) -
     if not rows:
         return written
     written.append(results_dir / "results_summary.json")
-    results.write_json(written[-1], summary(study, rows))
+    write_json(written[-1], summary(study, rows))
     written.append(results_dir / "detailed_report.txt")
-    results.atomic_write_text(written[-1], detailed_report(study, rows))
+    atomic_write_text(written[-1], detailed_report(study, rows))
     written += write_report(study)
     return written

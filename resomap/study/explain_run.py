@@ -10,9 +10,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from resomap import results
-from resomap.analysis.attribution import write_agreement
-from resomap.module import LitClassifier
+from resomap.io import write_json
+from resomap.models.classifier import LitClassifier
+from resomap.run import record as results
+from resomap.study.agreement import write_agreement
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def explain_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if result_file.is_file():
         payload = results.read_result(result_file)
         payload.update(section)
-        results.write_json(result_file, payload)
+        write_json(result_file, payload)
         log.info("Explained %s (%s); section written to %s", cfg.run_name, path, result_file)
     else:
         log.warning("No result file %s: explanations of %s are in %s only", result_file, cfg.run_name,

@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from resomap.data.validate import ON_BAD_IMAGE
 from resomap.errors import ResoMapError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 class ConfigError(ResoMapError):

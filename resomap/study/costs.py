@@ -24,9 +24,9 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
-from resomap import results
-from resomap.analysis.complexity import CONVENTIONS, MB, analyse, architecture_summary
 from resomap.errors import ResoMapError
+from resomap.io import atomic_write_text, write_json
+from resomap.measure.complexity import CONVENTIONS, MB, analyse, architecture_summary
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def summarize_model(name: str, model_cfg: DictConfig, resolutions: Iterable[int]
     for res in resolutions:
         complexity = analyse(net, check_resolution(res, int(model_cfg.get("min_size", 1))))
         folder = summary_dir / name / str(res)
-        results.atomic_write_text(folder / "architecture_summary.txt",
+        atomic_write_text(folder / "architecture_summary.txt",
                                   architecture_summary(name, num_classes, complexity))
         row = {
             "model": name, "family": model_cfg.get("family"), "resolution": res,
@@ -82,7 +82,7 @@ def summarize_model(name: str, model_cfg: DictConfig, resolutions: Iterable[int]
             "param_memory_mb": complexity.param_bytes / MB,
             "skipped_ops": " ".join(sorted(complexity.skipped_ops)),
         }
-        results.write_json(folder / RECORD, row)
+        write_json(folder / RECORD, row)
         rows.append(row)
         log.info("%s @ %d: %.3f GFLOPs, %d params", name, res, row["gflops"], row["total_params"])
     return rows
@@ -93,7 +93,7 @@ def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Non
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    results.atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def load_records(summary_dir: Path) -> list[dict[str, Any]]:
@@ -110,7 +110,7 @@ def write_tables(summary_dir: str | Path) -> list[Path]:
     columns = list(rows[0])
     written = [summary_dir / "model_summary_detailed.csv", summary_dir / "model_summary_detailed.json"]
     write_csv(written[0], columns, rows)
-    results.write_json(written[1], {"generated_at": dt.datetime.now().isoformat(),
+    write_json(written[1], {"generated_at": dt.datetime.now().isoformat(),
                                     "conventions": CONVENTIONS, "rows": rows})
     models = list(dict.fromkeys(row["model"] for row in rows))
     resolutions = sorted({int(row["resolution"]) for row in rows})

@@ -8,30 +8,23 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from resomap import distributed, results, tracking
 from resomap.callbacks.export import ResultExport
 from resomap.config import config_fingerprint
-from resomap.module import LitClassifier
-from resomap.oom import BatchPlan, call_trainer, free_accelerator_memory, run_with_oom_retries
-from resomap.validation import validate_config
+from resomap.device import free_accelerator_memory, resolve_precision
+from resomap.models.classifier import LitClassifier
+from resomap.run import distributed
+from resomap.run import record as results
+from resomap.run.oom import BatchPlan, call_trainer, run_with_oom_retries
+from resomap.run.validation import validate_config
+from resomap.tracking import mlflow as tracking
 
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "test_balanced_accuracy"
 
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """``16-mixed`` needs CUDA; elsewhere use ``bf16-mixed`` (what Lightning would pick,
-    chosen here so the run records it and no warning is printed)."""
-    precision = str(precision)
-    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if precision in ("16-mixed", "16") and not on_cuda:
-        return "bf16-mixed"
-    return precision
 
 
 def find_completed(results_dir: str, run_name: str, fingerprint: str) -> dict[str, Any] | None:

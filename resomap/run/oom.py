@@ -8,7 +8,6 @@ until ``oom.min_batch_size``; the retries are recorded in the run's result.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import pickle
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from resomap.device import free_accelerator_memory
 from resomap.errors import ResoMapError
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,6 @@ class BatchPlan:
                 "effective_batch_size": self.effective_batch_size,
                 "oom_retries": list(self.retries)}
 
-
-def free_accelerator_memory() -> None:
-    """Release what the failed attempt held, so the next one starts from an empty cache."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
 
 
 def run_with_oom_retries(attempt: Callable[[BatchPlan], T], plan: BatchPlan, min_batch_size: int) -> T:

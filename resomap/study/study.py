@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from resomap import results
-from resomap.analysis import cross_res, stats
+from resomap.run import record as results
+from resomap.study import cross_res, stats
 
 log = logging.getLogger(__name__)
 

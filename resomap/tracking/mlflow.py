@@ -25,9 +25,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from resomap import results
 from resomap.config import training_config
 from resomap.errors import ResoMapError
+from resomap.io import atomic_write_bytes, write_json
+from resomap.run import record as results
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +318,7 @@ def _start(logger: MLFlowLogger, cfg: DictConfig, fingerprint: str, data_fingerp
             # Killed without the chance to end it (SIGKILL); this fresh run replaces it.
             logger.client.set_terminated(previous.info.run_id, "KILLED")
         run_id = logger.run_id
-        results.write_json(run_file, {**run_ids, store: run_id})
+        write_json(run_file, {**run_ids, store: run_id})
         _log_record(logger, run_id, *run_record(cfg, fingerprint, data_fingerprint))
     return run_id
 
@@ -363,7 +364,7 @@ def _log_artifacts(logger: MLFlowLogger, cfg: DictConfig) -> None:
             payload = results.read_result(result_file)
             with tempfile.TemporaryDirectory() as folder:
                 plot = Path(folder) / "confusion_matrix.png"
-                results.atomic_write_bytes(plot, plot_confusion_matrix(
+                atomic_write_bytes(plot, plot_confusion_matrix(
                     payload["test_metrics"]["confusion_matrix"], payload["classes"]))
                 logger.client.log_artifact(run_id, str(plot), "plots")
         if (hydra_dir := _hydra_config_dir()) is not None:

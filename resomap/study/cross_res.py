@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from resomap import results
+from resomap.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ def evaluate_checkpoint(run: dict[str, Any], test_res: int) -> dict[str, float]:
     import torch
     from hydra.utils import instantiate
 
-    from resomap.experiment import resolve_precision
-    from resomap.module import LitClassifier
+    from resomap.device import resolve_precision
+    from resomap.models.classifier import LitClassifier
 
     config = run["config"]
     checkpoint = torch.load(Path(config["run_checkpoint_dir"]) / "best.ckpt", map_location="cpu",
@@ -155,7 +155,7 @@ def build(runs: list[dict[str, Any]], results_dir: Path, resolutions: list[int],
         found.notes += [f"{run_name} not tested at {', '.join(map(str, where))} px: {reason}."
                         for reason, where in skipped.items()]
         if changed:
-            results.write_json(path, {"run_name": run_name,
+            write_json(path, {"run_name": run_name,
                                       "config_fingerprint": run.get("config_fingerprint"),
                                       "result_timestamp": run.get("timestamp"), "evaluations": cached})
     return found

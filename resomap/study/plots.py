@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from resomap import results  # noqa: E402
+from resomap.io import atomic_write_bytes  # noqa: E402
 
 # (resolution, value, ci_low, ci_high); the interval may be NaN.
 Point = tuple[int, float, float, float]
@@ -26,7 +26,7 @@ def save(figure: Figure, path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
-    results.atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -18,8 +18,11 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from resomap import distributed, experiment, results, tracking
 from resomap.errors import ResoMapError
+from resomap.io import write_json
+from resomap.run import distributed
+from resomap.run import orchestrate as experiment
+from resomap.tracking import mlflow as tracking
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ def run_job(cfg: DictConfig) -> float | None:
                   "error": str(error) if user_error else repr(error),
                   "traceback": "" if user_error else traceback.format_exc(),
                   "resume": resume_command(overrides)}
-        results.write_json(Path(hydra_cfg.runtime.output_dir) / FAILURE_FILE, record)
+        write_json(Path(hydra_cfg.runtime.output_dir) / FAILURE_FILE, record)
         if user_error:
             log.error("Run %s failed; the sweep goes on. error: %s", cfg.run_name, error)
         else:
@@ -100,7 +103,7 @@ class SweepSummary(Callback):
         tracking.prepare_stores(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from resomap.analysis.aggregate import write_aggregates
+        from resomap.study.aggregate import write_aggregates
 
         sweep_dir = Path(config.hydra.sweep.dir)
         failures = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{FAILURE_FILE}"))]

@@ -20,9 +20,9 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from resomap import results
-from resomap.analysis import attribution, plots
-from resomap.analysis.study import EXPONENT_TOLERANCE, FIGURES, Study, pareto_optimal, run_name
+from resomap.io import atomic_write_text
+from resomap.study import agreement, plots
+from resomap.study.study import EXPONENT_TOLERANCE, FIGURES, Study, pareto_optimal, run_name
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,29 @@ def notes_section(study: Study) -> Section | None:
     return Section("Notes and ignored files", "\n".join(lines)) if lines else None
 
 
+
+def explanations_section(study: Study) -> Section | None:
+    """The report's "Explanations across resolutions" section (None without explanations)."""
+    summary, written = agreement.write_agreement(study.results_dir, figures_dir=plots_dir(study))
+    if not summary:
+        return None
+    rows = [[row["model"], row["resolution"], row["method"], fmt(row["spearman"]),
+             fmt(row["iou_top10"]), fmt(row["lesion_mass_fraction"]), fmt(row["sanity_spearman"])]
+            for row in summary]
+    text = (
+        "Attribution maps of the same test images (label class) at every resolution, resampled to a "
+        "common grid (the model's lowest resolution) and compared with the highest resolution's: "
+        "Spearman rank correlation and IoU of the top-10% regions (1 = the model looks at the same "
+        "evidence), and the share of attribution inside the lesion mask (n/a without masks). "
+        "*Sanity*: rank correlation between the trained model's maps and a randomly re-initialised "
+        "copy's (Adebayo et al. 2018); near 0 means the method explains the model, near 1 that it "
+        "mostly shows the image. Per-image values: `explanations/agreement_per_image.csv`.\n\n"
+        + table(["Model", "Resolution", "Method", "Spearman vs highest", "Top-10% IoU",
+                 "Lesion mass", "Sanity (trained vs random)"], rows))
+    return Section("Explanations across resolutions", text,
+                   [path for path in written if path.suffix == ".png"])
+
+
 SECTIONS: list[SectionBuilder] = [
     answer_section,
     data_section,
@@ -268,7 +291,7 @@ SECTIONS: list[SectionBuilder] = [
     cost_section,
     pareto_section,
     cross_res_section,
-    attribution.report_section,
+    explanations_section,
     confusion_section,
     notes_section,
 ]
@@ -331,6 +354,6 @@ def write_report(study: Study) -> list[Path]:
     """Write ``report.md``, ``report.html`` and the figures; returns the report files and figures."""
     sections = build_sections(study)
     markdown_path, html_path = study.results_dir / "report.md", study.results_dir / "report.html"
-    results.atomic_write_text(markdown_path, render_markdown(study, sections))
-    results.atomic_write_text(html_path, render_html(study, sections))
+    atomic_write_text(markdown_path, render_markdown(study, sections))
+    atomic_write_text(html_path, render_html(study, sections))
     return [markdown_path, html_path, *[image for section in sections for image in section.images]]

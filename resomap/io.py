@@ -1,0 +1,92 @@
+"""The one way ResoMap writes a file: atomically (old or new, never half), strict JSON, CSV, PNG.
+
+Every writer of results, caches, checkpoints' side files and reports goes through here, so a
+kill at any moment leaves each file either as it was or complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def to_strict_json(value: Any) -> Any:
+    """Replace NaN and infinities by None and numpy scalars by Python ones (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(key): to_strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_strict_json(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never half.
+
+    The temporary file lives in the target's own folder, so the final ``os.replace`` is a
+    rename on one file system (the system temp dir may be another mount, where a move is a copy).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Strict JSON (no NaN), indented, written atomically."""
+    text = json.dumps(to_strict_json(payload), indent=2, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
+              columns: Sequence[str] | None = None) -> None:
+    """Rows as CSV (columns: given, else the first row's keys), written atomically."""
+    rows = [to_strict_json(dict(row)) for row in rows]
+    buffer = io.StringIO()
+    fieldnames = list(columns) if columns is not None else (list(rows[0]) if rows else [])
+    if fieldnames:
+        writer = csv.DictWriter(buffer, fieldnames=fieldnames, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def figure_png(figure: Any, dpi: int = 100, **savefig: Any) -> bytes:
+    """A matplotlib ``Figure`` as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, **savefig)
+    return buffer.getvalue()
+
+
+def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 100, **savefig: Any) -> Path:
+    """Write a matplotlib ``Figure`` as a PNG, atomically; returns the path."""
+    atomic_write_bytes(path, figure_png(figure, dpi=dpi, **savefig))
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Measurements taken inside a run: cost (FLOPs, parameters, memory) and attribution methods."""

@@ -1,0 +1,1 @@
+"""One run of the study: identity, record, build, lock, and the road from config to record."""

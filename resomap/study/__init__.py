@@ -1,0 +1,1 @@
+"""After a sweep: read the run records, compare resolutions, write tables, plots and the report."""

@@ -1,0 +1,1 @@
+"""Experiment tracking: MLflow mirrors each run record; secrets are redacted in one place."""
