@@ -10,9 +10,19 @@ from PIL import Image, ImageOps
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+# Files an operating system or a copy tool leaves beside images: never images, never classes.
+OS_FILES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+
+
+def is_hidden_name(name: str) -> bool:
+    """Hidden or OS entries (``.DS_Store``, macOS ``._*`` forks, ``Thumbs.db``, ``__MACOSX``)."""
+    return name.startswith(".") or name.lower() in OS_FILES
+
+
 def is_image_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` has an image extension: the files the datasets and the validation read."""
-    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
+    """Whether ``path`` is a visible file with an image extension: what datasets and validation read."""
+    name = os.path.basename(os.fspath(path))
+    return not is_hidden_name(name) and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
