@@ -1,11 +1,19 @@
-"""OmegaConf resolvers used by ``conf/`` and the run identity derived from a config."""
+"""Where the configs are, the OmegaConf resolvers ``conf/`` uses, and how a run is named."""
 
 from __future__ import annotations
 
-import hashlib
-import json
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+# The data set whose result files keep the seed study's bare names, ``{model}_{res}.json``;
+# runs on any other data set get ``--{data name}`` appended.
+PRIMARY_DATA = "synthetic"
+
+
+def conf_dir() -> Path:
+    """The project's config folder (``conf/`` at the top of the repository)."""
+    return Path(__file__).resolve().parents[1] / "conf"
 
 
 def seed_suffix(seed: int) -> str:
@@ -13,8 +21,15 @@ def seed_suffix(seed: int) -> str:
     return "" if int(seed) == 0 else f"_seed{int(seed)}"
 
 
-def seed_dir(seed: int) -> str:
-    return "" if int(seed) == 0 else f"/seed{int(seed)}"
+def run_name(model: str, res: int, seed: int = 0, data: str = PRIMARY_DATA) -> str:
+    """``{model}_{res}``, ``_seed{N}`` for seeds other than 0, ``--{data}`` off the primary data set."""
+    suffix = "" if str(data) == PRIMARY_DATA else f"--{data}"
+    return f"{model}_{int(res)}{seed_suffix(seed)}{suffix}"
+
+
+def folder_name(path: str) -> str:
+    """The last component of ``path``: an image folder's data set name."""
+    return Path(str(path)).expanduser().resolve().name
 
 
 def per_res(key: str, *, _root_: DictConfig) -> object:
@@ -25,33 +40,7 @@ def per_res(key: str, *, _root_: DictConfig) -> object:
 
 
 def register_resolvers() -> None:
-    for name, function in (("resomap.seed_suffix", seed_suffix), ("resomap.seed_dir", seed_dir),
+    for name, function in (("resomap.run_name", run_name), ("resomap.folder_name", folder_name),
                            ("resomap.per_res", per_res)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
-
-
-# Keys of a run's config that decide what is trained; anything else (paths, logging,
-# ckpt_path, workers) may change without making a finished run different.
-TRAINING_KEYS = ("model", "res", "optimizer", "scheduler", "seed", "channels_last")
-TRAINING_TRAINER_KEYS = ("max_epochs", "min_epochs", "gradient_clip_val", "accumulate_grad_batches",
-                         "limit_train_batches", "limit_val_batches", "limit_test_batches")
-NON_TRAINING_DATA_KEYS = ("num_workers", "pin_memory", "root", "eval_batch_size", "cache_dir",
-                          "device_cache")
-
-
-def training_config(cfg: DictConfig) -> dict:
-    """The part of ``cfg`` that determines the trained model, as plain containers."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    selected = {key: container.get(key) for key in TRAINING_KEYS}
-    selected["trainer"] = {key: container["trainer"].get(key) for key in TRAINING_TRAINER_KEYS}
-    selected["data"] = {key: value for key, value in container["data"].items()
-                        if key not in NON_TRAINING_DATA_KEYS}
-    return selected
-
-
-def config_fingerprint(cfg: DictConfig, data_fingerprint: str) -> str:
-    """Hash of the training config and the data: equal fingerprints mean an equivalent run."""
-    payload = json.dumps({"config": training_config(cfg), "data": data_fingerprint},
-                         sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,4 +1,5 @@
-"""Train and test models at resolutions: ``python -m resomap.train [-m] model=... res=...``."""
+"""Train and test models at resolutions: ``resomap train [-m] model=... res=...``
+(or ``python -m resomap.train``)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import hydra
 from omegaconf import DictConfig
 
 import resomap  # noqa: F401  (registers the config resolvers)
-from resomap.run.sweep import run_job
+from resomap.cli import CONFIG_PATH, VERSION_BASE, start
+from resomap.errors import user_errors
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return run_job(cfg)
+    # Imported here, not at the top: --help, --cfg and tab completion answer without loading torch.
+    from resomap.sweep import run_job
+
+    with user_errors():
+        return run_job(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    start(main)

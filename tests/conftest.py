@@ -9,7 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
+from resomap.config import conf_dir
 from resomap.data.synthetic import generate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +65,19 @@ def train_cli(tmp_path: Path, tiny_data_root: Path) -> Callable[..., subprocess.
         return run_module("resomap.train", args, cwd=tmp_path, timeout=timeout, env=env)
 
     return run
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path, tiny_data_root: Path) -> Callable[..., DictConfig]:
+    """``compose_train(*overrides)``: the real ``conf/train.yaml`` composed as the CLI would, for a
+    tiny in-process run in tmp_path (tiny_cnn at 32 px, no explanations, no tracking)."""
+    overrides = [item for item in tiny_overrides(tmp_path, tiny_data_root) if not item.startswith("hydra.")]
+    overrides += ["model=tiny_cnn", "res=32", "explain=none", "logger=none",
+                  f"paths.output_dir={tmp_path / 'outputs'}"]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        yield lambda *extra: compose("train", overrides=[*overrides, *extra])
+
+
+def checkpoint_folders(root: Path, run_name: str) -> list[Path]:
+    """The checkpoint folders of ``run_name`` under ``root/checkpoints`` (one per identity)."""
+    return sorted(path.parent for path in (root / "checkpoints" / run_name).glob("*/identity.json"))

@@ -34,7 +34,8 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
 
 
 def _metrics(num_classes: int) -> torchmetrics.MetricCollection:
-    task = {"task": "multiclass", "num_classes": num_classes}
+    # validate_args=False: no per-step checks of the inputs (each is a host-device sync on a GPU).
+    task = {"task": "multiclass", "num_classes": num_classes, "validate_args": False}
     return torchmetrics.MetricCollection({
         "accuracy": torchmetrics.Accuracy(**task, average="micro"),
         # Macro recall over all classes is balanced accuracy.
@@ -45,31 +46,29 @@ def _metrics(num_classes: int) -> torchmetrics.MetricCollection:
     })
 
 
-def _identity(run_config: dict[str, Any] | None) -> tuple[str, int] | None:
-    if not run_config or "model" not in run_config or "res" not in run_config:
-        return None
-    return run_config["model"]["name"], int(run_config["res"])
-
 
 class CheckpointMismatchError(ResoMapError):
-    """A checkpoint was written by a run of another model or resolution."""
+    """A checkpoint was written by another run (model, resolution, data or training config)."""
 
 
 class LitClassifier(pl.LightningModule):
     """Cross-entropy classification of any ``net`` with torchmetrics for every stage.
 
-    ``run_config`` (plain containers only, so checkpoints load with ``weights_only``)
-    is saved in every checkpoint; resuming checks that model and resolution match.
+    ``run_config`` (plain containers, secrets redacted, so checkpoints load with
+    ``weights_only``) and the run's identity are saved in every checkpoint; resuming a
+    checkpoint of another identity is refused, naming what differs.
     """
 
     def __init__(self, net: nn.Module, num_classes: int, class_names: list[str],
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., LambdaLR] | None = None,
                  class_weights: list[float] | None = None, channels_last: bool = True,
-                 run_config: dict[str, Any] | None = None, compile: bool = False) -> None:
+                 run_config: dict[str, Any] | None = None, compile: bool = False,
+                 identity: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters({"num_classes": num_classes, "class_names": list(class_names),
-                                   "class_weights": class_weights, "run_config": run_config or {}})
+                                   "class_weights": class_weights, "run_config": run_config or {},
+                                   "identity": identity or {}})
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.channels_last = channels_last
         if compile:
@@ -87,17 +86,21 @@ class LitClassifier(pl.LightningModule):
         # ModuleDict keys may not shadow Module methods such as ``train``.
         self.stage_metrics = nn.ModuleDict({f"{stage}_metrics": _metrics(num_classes)
                                             for stage in ("train", "val", "test")})
+        self.stage_losses = nn.ModuleDict({f"{stage}_loss": torchmetrics.MeanMetric()
+                                           for stage in ("train", "val", "test")})
         self.val_per_class = torchmetrics.Recall(task="multiclass", num_classes=num_classes,
-                                                 average=None)
+                                                 average=None, validate_args=False)
         self.test_per_class = torchmetrics.Recall(task="multiclass", num_classes=num_classes,
-                                                  average=None)
-        self.test_confusion = torchmetrics.ConfusionMatrix(task="multiclass",
-                                                           num_classes=num_classes)
+                                                  average=None, validate_args=False)
+        self.test_confusion = torchmetrics.ConfusionMatrix(task="multiclass", num_classes=num_classes,
+                                                           validate_args=False)
         # Per-epoch records and fit time survive resume through the checkpoint.
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
+        self._train_images = 0
         self.fit_seconds = 0.0
         self.test_outputs: dict[str, list[torch.Tensor]] = {}
         self._epoch_start = 0.0
+        self._val_per_class: dict[str, float] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -110,7 +113,11 @@ class LitClassifier(pl.LightningModule):
         loss = self.loss(logits.float(), targets)
         metrics = self.stage_metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), targets)
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+        # Metric objects (not tensors) are logged, so this epoch's values can be read in
+        # on_train_epoch_end, before Lightning reduces and resets them.
+        mean_loss = self.stage_losses[f"{stage}_loss"]
+        mean_loss.update(loss.detach(), weight=len(targets))
+        self.log(f"{stage}_loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(targets))
         for name, metric in metrics.items():
             self.log(f"{stage}_{_F1_NAME[stage] if name == 'f1' else name}", metric,
@@ -121,6 +128,7 @@ class LitClassifier(pl.LightningModule):
         return loss if stage != "test" else logits
 
     def training_step(self, batch, batch_idx):
+        self._train_images += len(batch[1])
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx):
@@ -142,6 +150,7 @@ class LitClassifier(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
+        self._train_images = 0
 
     def _synchronized_now(self) -> float:
         if self.device.type == "cuda":
@@ -176,22 +185,30 @@ class LitClassifier(pl.LightningModule):
             self._close_step_timing()
 
     def on_train_epoch_end(self) -> None:
+        """Close the epoch's history row: its own train metrics and, validation having run
+        before this hook in Lightning 2.x, its own val metrics."""
         self._close_step_timing()
         epoch_time = time.perf_counter() - self._epoch_start
         self.fit_seconds += epoch_time
         self.log("train_epoch_time", epoch_time, on_epoch=True)
+        record: dict[str, Any] = {"epoch": self.current_epoch}
+        train = {f"train_{_F1_NAME['train'] if name == 'f1' else name}": float(value)
+                 for name, value in self.stage_metrics["train_metrics"].compute().items()}
+        record.update(train_loss=float(self.stage_losses["train_loss"].compute()), **train)
+        record.update({key: float(value) for key, value in self.trainer.callback_metrics.items()
+                       if key.startswith("val_") and value.numel() == 1})
+        if self._val_per_class is not None:
+            record["val_per_class_recall"] = self._val_per_class
+        record.update(train_epoch_time=epoch_time, train_time_sec=self.fit_seconds,
+                      train_images=self._train_images)
+        self.history = [row for row in self.history if row["epoch"] != self.current_epoch]
+        self.history.append(record)
 
     def on_validation_epoch_end(self) -> None:
         per_class = self.val_per_class.compute()
         self.val_per_class.reset()
-        if self.trainer.sanity_checking:
-            return
-        record = {"epoch": self.current_epoch}
-        record.update({key: float(value) for key, value in self.trainer.callback_metrics.items()
-                       if key.startswith(("val_", "train_")) and value.numel() == 1})
-        record["val_per_class_recall"] = per_class.tolist()
-        self.history = [row for row in self.history if row["epoch"] != self.current_epoch]
-        self.history.append(record)
+        if not self.trainer.sanity_checking:
+            self._val_per_class = dict(zip(self.hparams.class_names, per_class.tolist()))
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
@@ -205,15 +222,14 @@ class LitClassifier(pl.LightningModule):
         checkpoint["resomap"] = {"history": self.history, "fit_seconds": self.fit_seconds}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("hyper_parameters", {}).get("run_config", {})
-        current = self.hparams.run_config
-        mine, theirs = _identity(current), _identity(saved)
-        if mine and theirs and mine != theirs:
+        saved = checkpoint.get("hyper_parameters", {}).get("identity") or {}
+        mine = self.hparams.get("identity") or {}
+        if mine and saved and mine.get("digest") != saved.get("digest"):
             raise CheckpointMismatchError(
-                f"Refusing to resume: the checkpoint was written by model={theirs[0]} "
-                f"res={theirs[1]}, this run is model={mine[0]} res={mine[1]}. Pass a checkpoint "
-                "of the same model and resolution, or ckpt_path=null to train from scratch."
-            )
+                f"Refusing to resume: the checkpoint was written by run {saved.get('run_name')} "
+                f"(identity {saved.get('digest')}), this is run {mine.get('run_name')} (identity "
+                f"{mine.get('digest')}). Pass a checkpoint of this run, or ckpt_path=null to train "
+                "from scratch.")
         if self.trainer.state.fn != "fit":
             return  # testing the best checkpoint must not roll the fit history back
         state = checkpoint.get("resomap", {})

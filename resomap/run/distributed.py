@@ -31,10 +31,11 @@ from lightning.fabric.plugins.environments import (
 )
 from omegaconf import DictConfig, OmegaConf
 
-from resomap.callbacks.export import ResultExport
 from resomap.device import uses_cuda
 from resomap.errors import ResoMapError
 from resomap.run import record as results
+from resomap.run.export import ResultExport
+from resomap.tracking.redact import SecretOverrideError, overrides_without_secrets
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,20 @@ def assigned_gpus(cfg: DictConfig, job_num: int) -> str | None:
     return ",".join(gpus[slot * devices:(slot + 1) * devices])
 
 
-def child_command(hydra_cfg: Any) -> list[str]:
+class ChildCommand(list):
+    """The argv of a child run, and in ``env`` the values moved out of it (secrets).
+
+    A process's argv is readable by every user of the machine (``ps``), its environment only by
+    its owner: an override holding a secret reaches the child as ``key=${oc.env:RESOMAP_SECRET_...}``
+    with the value in ``env``.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        super().__init__(argv)
+        self.env = dict(env or {})
+
+
+def child_command(hydra_cfg: Any) -> ChildCommand:
     """This job as a single run of ``resomap.train`` writing into the job's own folder."""
     command = [sys.executable, "-m", "resomap.train", f"--config-name={hydra_cfg.job.config_name}"]
     for source in hydra_cfg.runtime.config_sources:
@@ -158,16 +172,23 @@ def child_command(hydra_cfg: Any) -> list[str]:
             command.append(f"--config-path={source.path}")
         elif source.provider == "command-line" and source.schema == "file":
             command.append(f"--config-dir={source.path}")
-    return [*command, *hydra_cfg.overrides.task, f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',
-            "hydra.output_subdir=null"]
+    try:
+        overrides, env = overrides_without_secrets(list(hydra_cfg.overrides.task))
+    except SecretOverrideError as error:
+        raise DistributedConfigError(str(error)) from error
+    return ChildCommand([*command, *overrides, f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',
+                         "hydra.output_subdir=null"], env)
 
 
 def run_in_child(cfg: DictConfig, command: list[str], gpus: str | None, cwd: str) -> float | None:
-    """Run ``command`` and return the objective from the result it wrote (None if skipped elsewhere)."""
-    env = dict(os.environ)
+    """Run ``command`` and return the objective from the result it wrote (None if skipped elsewhere).
+
+    The values a :class:`ChildCommand` moved out of its argv reach the child in its environment.
+    """
+    env = {**os.environ, **getattr(command, "env", {})}
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
-    completed = subprocess.run(command, env=env, cwd=cwd, check=False)
+    completed = subprocess.run(list(command), env=env, cwd=cwd, check=False)
     if completed.returncode != 0:
         raise ChildRunError(
             f"Run {cfg.run_name} failed in its own process (exit status {completed.returncode}); its "
@@ -175,7 +196,7 @@ def run_in_child(cfg: DictConfig, command: list[str], gpus: str | None, cwd: str
     path = results.result_path(cfg.paths.results_dir, cfg.run_name)
     if not path.is_file():
         return None
-    return results.read_result(path)["test_metrics"].get("balanced_accuracy")
+    return results.read_record(path).test_metrics.balanced_accuracy
 
 
 def job_runner(cfg: DictConfig, run: Runner) -> Runner:
@@ -216,7 +237,6 @@ def trainer_for_test(trainer: pl.Trainer, build: Callable[..., pl.Trainer]) -> p
     batch_size = getattr(datamodule, "batch_size", None)
     for callback in trainer.callbacks:
         if isinstance(callback, ResultExport):
-            callback.add_section("num_devices", trainer.world_size)
             callback.add_section("distributed", {
                 "strategy": type(trainer.strategy).__name__, "world_size": trainer.world_size,
                 "num_nodes": trainer.num_nodes,

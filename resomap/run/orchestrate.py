@@ -1,129 +1,136 @@
-"""One run of the study: build the pieces from the config, train, test, export."""
+"""One run of the study, on one road: compose -> identity -> lock -> skip? -> resume? -> build ->
+fit, test -> record (the commit point) -> tracking.
+
+A finished run costs a file read: the skip check comes before any data module or model is
+built. The record is written last, atomically, so a run with a record is finished; tracking
+mirrors it afterwards, and a re-run reconciles a store that a kill left behind.
+"""
 
 from __future__ import annotations
 
 import logging
-from functools import partial
+import sys
+import time
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from resomap.callbacks.export import ResultExport
-from resomap.config import config_fingerprint
-from resomap.device import free_accelerator_memory, resolve_precision
-from resomap.models.classifier import LitClassifier
-from resomap.run import distributed
-from resomap.run import record as results
+from resomap.device import free_accelerator_memory
+from resomap.run import build, checkpoint, distributed
+from resomap.run import record as records
+from resomap.run.identity import RunIdentity
+from resomap.run.lock import run_lock
 from resomap.run.oom import BatchPlan, call_trainer, run_with_oom_retries
 from resomap.run.validation import validate_config
-from resomap.tracking import mlflow as tracking
+from resomap.tracking import mirror as tracking
 
 log = logging.getLogger(__name__)
 
-OBJECTIVE = "test_balanced_accuracy"
+OBJECTIVE = "balanced_accuracy"
 
 
+def run_command(cfg: DictConfig) -> list[str]:
+    """This run as a single ``python -m resomap.train`` command (for resume hints)."""
+    from hydra.core.hydra_config import HydraConfig
 
-def find_completed(results_dir: str, run_name: str, fingerprint: str) -> dict[str, Any] | None:
-    """The local result of an equivalent finished run, if one exists."""
-    path = results.result_path(results_dir, run_name)
-    if not path.is_file():
-        return None
-    try:
-        payload = results.read_result(path)
-    except results.InvalidResult:
-        return None
-    return payload if payload.get("config_fingerprint") == fingerprint else None
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    kept = [item for item in overrides if not item.startswith(("ckpt_path=", "hydra/launcher="))]
+    return [Path(sys.executable).name, "-m", "resomap.train", *kept]
 
 
-def _clear_stale_checkpoints(checkpoint_dir: Path) -> None:
-    """A fresh run must not leave an older run's last.ckpt for a later ``ckpt_path=last``."""
-    for name in ("last.ckpt", "best.ckpt"):
-        (checkpoint_dir / name).unlink(missing_ok=True)
-
-
-def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[Any],
-                  **overrides: Any) -> pl.Trainer:
-    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    return instantiate(cfg.trainer, precision=precision, callbacks=callbacks,
-                       logger=loggers or False, **overrides)
+def _skip(cfg: DictConfig, identity: RunIdentity) -> float | None | bool:
+    """The objective of an equivalent finished run (False when there is none). A local record
+    is mirrored to a tracking store that does not have it as FINISHED yet."""
+    done = records.find_finished(cfg.paths.results_dir, identity)
+    if done is not None:
+        log.info("Skipping %s: finished with the same configuration (%s)", identity.run_name,
+                 records.result_path(cfg.paths.results_dir, identity.run_name))
+        tracking.reconcile(cfg, identity, done)
+        return done.test_metrics.balanced_accuracy
+    found = tracking.find_finished(cfg, identity)
+    if found is not None:
+        log.info("Skipping %s: finished with the same configuration (MLflow run %s)", identity.run_name,
+                 found.info.run_id)
+        return found.data.metrics.get(f"test_{OBJECTIVE}")
+    return False
 
 
 def run(cfg: DictConfig) -> float | None:
     """Train and test one model at one resolution; return the test balanced accuracy."""
+    started = time.perf_counter()
     validate_config(cfg)
+    identity = build.identify(cfg)
+    folder = identity.checkpoint_dir(cfg.paths.checkpoint_dir)
+    with run_lock(folder.parent, identity.run_name):
+        if cfg.skip_completed and (objective := _skip(cfg, identity)) is not False:
+            return objective
+        ckpt_path = checkpoint.resolve_resume(cfg.ckpt_path, folder, identity, run_command(cfg))
+        checkpoint.write_identity(folder, identity)
+        return _train(cfg, identity, folder, ckpt_path, started)
+
+
+def _train(cfg: DictConfig, identity: RunIdentity, folder: Path, ckpt_path: str | None,
+           started: float) -> float | None:
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data, validation_cache=str(Path(cfg.paths.cache_dir) / "validation"))
+    datamodule = build.build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    data_fingerprint = datamodule.fingerprint
-    fingerprint = config_fingerprint(cfg, data_fingerprint)
-    results_dir = cfg.paths.results_dir
-    loggers = tracking.build_loggers(cfg)
+    timing = {"setup_sec": time.perf_counter() - started}
 
-    if cfg.skip_completed and (done := find_completed(results_dir, cfg.run_name, fingerprint)):
-        log.info("Skipping %s: finished with the same config (%s)", cfg.run_name,
-                 results.result_path(results_dir, cfg.run_name))
-        return done["test_metrics"].get("balanced_accuracy")
-    if cfg.skip_completed and (done := tracking.find_finished(loggers, cfg, fingerprint, data_fingerprint)):
-        log.info("Skipping %s: finished with the same config (MLflow run %s)", cfg.run_name,
-                 done.info.run_id)
-        return done.data.metrics.get(OBJECTIVE)
-
-    checkpoint_dir = Path(cfg.run_checkpoint_dir)
-    weights = datamodule.class_weights()
-
-    def attempt(plan: BatchPlan) -> float:
+    def attempt(plan: BatchPlan) -> records.RunRecord | None:
         """One fit and test with ``plan``'s batch sizes; every attempt starts from fresh objects."""
-        if cfg.ckpt_path is None:
-            _clear_stale_checkpoints(checkpoint_dir)
         datamodule.batch_size, datamodule.eval_batch_size = plan.batch_size, plan.eval_batch_size
-        module = LitClassifier(
-            net=instantiate(cfg.model.net, num_classes=datamodule.num_classes),
-            num_classes=datamodule.num_classes,
-            class_names=datamodule.classes,
-            optimizer=instantiate(cfg.optimizer),
-            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-            class_weights=weights.tolist() if weights is not None else None,
-            channels_last=cfg.channels_last,
-            run_config=OmegaConf.to_container(cfg, resolve=True),
-            compile=bool(cfg.model.get("compile", False)),
-        )
-        callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-        # The exporter reads what the other callbacks measured, so it goes last.
-        callbacks.sort(key=lambda callback: isinstance(callback, ResultExport))
-        exporter = next((c for c in callbacks if isinstance(c, ResultExport)), None)
-        if exporter is not None:
-            exporter.add_section("config_fingerprint", fingerprint)
-            exporter.add_section("data", {"name": datamodule.name, "root": str(datamodule.root),
-                                          "fingerprint": data_fingerprint,
-                                          "class_counts": {split: datamodule.class_counts(split)
-                                                           for split in ("train", "val", "test")}})
-            exporter.add_section("batch", plan.section())
-            exporter.add_section("skipped_images", datamodule.skipped_images)
-        trainer = build_trainer(cfg, callbacks, loggers,
-                                accumulate_grad_batches=plan.accumulate_grad_batches)
-
+        module = build.build_module(cfg, datamodule, identity)
+        exporter = build.build_exporter(identity, datamodule)
+        exporter.add_section("batch", plan.section())
+        exporter.add_section("skipped_images", datamodule.skipped_images)
+        callbacks = build.build_callbacks(cfg, folder, exporter)
+        loggers = tracking.build_loggers(cfg)
+        trainer = build.build_trainer(cfg, callbacks, loggers,
+                                      accumulate_grad_batches=plan.accumulate_grad_batches)
         try:
-            call_trainer(trainer, "fit", model=module, datamodule=datamodule, ckpt_path=cfg.ckpt_path,
-                         weights_only=True)
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            if exporter is not None:
+            with tracking.tracked_run(cfg, identity, loggers, ckpt_path) as mirror:
+                clock = time.perf_counter()
+                call_trainer(trainer, "fit", model=module, datamodule=datamodule, ckpt_path=ckpt_path,
+                             weights_only=True)
+                timing["fit_sec"] = time.perf_counter() - clock
                 exporter.add_section("compile", module.compile_report())
-            tester = distributed.trainer_for_test(trainer, partial(build_trainer, cfg, callbacks, loggers))
-            if tester is None:  # another rank of a multi-process fit: global rank 0 tests alone
-                return None
-            call_trainer(tester, "test", model=module, datamodule=datamodule, ckpt_path=best or None,
-                         weights_only=True)
-            return float(tester.callback_metrics[OBJECTIVE])
+                best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+                tester = distributed.trainer_for_test(
+                    trainer, lambda **kw: build.build_trainer(cfg, callbacks, loggers, **kw))
+                if tester is None:  # another rank of a multi-process fit: global rank 0 tests alone
+                    return None
+                clock = time.perf_counter()
+                call_trainer(tester, "test", model=module, datamodule=datamodule, ckpt_path=best or None,
+                             weights_only=True)
+                timing["test_sec"] = time.perf_counter() - clock  # profiling and explanations included
+                record = _commit(cfg, exporter, timing, started)
+                mirror(record)
+                return record
         finally:
             # Hydra's basic launcher runs every job of a sweep in this process.
             del trainer, module
             free_accelerator_memory()
 
     plan = BatchPlan(cfg.data.batch_size, cfg.data.eval_batch_size, cfg.trainer.accumulate_grad_batches)
-    with tracking.tracked_run(cfg, loggers, fingerprint, data_fingerprint):
-        return run_with_oom_retries(attempt, plan, OmegaConf.select(cfg, "oom.min_batch_size", default=1))
+    record = run_with_oom_retries(attempt, plan, OmegaConf.select(cfg, "oom.min_batch_size", default=1))
+    return None if record is None else record.test_metrics.balanced_accuracy
+
+
+def _commit(cfg: DictConfig, exporter, timing: dict[str, float], started: float) -> records.RunRecord:
+    """Write the test predictions, then the record: the run's commit point."""
+    import dataclasses
+
+    record = exporter.record
+    sections = {"profile": (record.profiling or {}).get("seconds"),
+                "explain": (record.explain or {}).get("seconds")}
+    timing = {**timing, **{f"{name}_sec": value for name, value in sections.items() if value is not None},
+              "total_sec": time.perf_counter() - started}
+    record = dataclasses.replace(record, timing=timing)
+    labels, probabilities = exporter.predictions
+    records.write_predictions(records.predictions_path(cfg.paths.results_dir, record.run_name), labels,
+                              probabilities)
+    path = records.write_record(cfg.paths.results_dir, record)
+    log.info("Record written to %s", path)
+    return record

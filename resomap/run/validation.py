@@ -7,7 +7,7 @@ Hydra already refuses an unknown config-group option (``model=foo``: "Could not 
 from __future__ import annotations
 
 import typing
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,8 +15,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from resomap.data.validate import ON_BAD_IMAGE
 from resomap.errors import ResoMapError
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 class ConfigError(ResoMapError):
@@ -40,7 +38,9 @@ def available_models() -> list[str]:
 
     if GlobalHydra.instance().is_initialized():
         return sorted(GlobalHydra.instance().config_loader().get_group_options("model"))
-    return sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
+    # The shipped configs (resomap.conf, conf/ in a clone) when no Hydra app is running.
+    shipped = resources.files("resomap.conf").joinpath("model").iterdir()
+    return sorted(path.name.removesuffix(".yaml") for path in shipped if path.name.endswith(".yaml"))
 
 
 def _is_positive_int(value: Any) -> bool:

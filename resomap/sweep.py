@@ -8,6 +8,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from resomap.io import write_json
 from resomap.run import distributed
 from resomap.run import orchestrate as experiment
 from resomap.tracking import mlflow as tracking
+from resomap.tracking.redact import redact_config
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,16 @@ def sweep_resume_command() -> str:
     return shlex.join(["python", "-m", "resomap.train", *kept, "ckpt_path=last"])
 
 
+def _last_checkpoint(cfg: DictConfig) -> Path | None:
+    """The newest ``last.ckpt`` of this run name (each identity has its own folder under it)."""
+    found = sorted((Path(cfg.paths.checkpoint_dir) / cfg.run_name).glob("*/last.ckpt"),
+                   key=lambda path: path.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def report_interrupt(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
-    last = Path(cfg.run_checkpoint_dir) / "last.ckpt"
-    saved = f"its last checkpoint is {last}" if last.is_file() else "no checkpoint was saved yet"
+    last = _last_checkpoint(cfg)
+    saved = f"its last checkpoint is {last}" if last else "no checkpoint was saved yet"
     lines = [f"Interrupted {cfg.run_name}; {saved}. Resume this run with:",
              f"  {resume_command(overrides)}"]
     if multirun:
@@ -69,8 +78,12 @@ def run_job(cfg: DictConfig) -> float | None:
     except distributed.DistributedConfigError as error:  # stops a sweep at its first job
         print(f"error: {error}", file=sys.stderr)
         sys.exit(USAGE_EXIT)
+    failure_file = Path(hydra_cfg.runtime.output_dir) / FAILURE_FILE
     try:
-        return run(cfg)
+        objective = run(cfg)
+        # A reused sweep folder may hold this job's failure from an earlier sweep: it is resolved.
+        failure_file.unlink(missing_ok=True)
+        return objective
     except (KeyboardInterrupt, SIGTERMException) as stop:
         report_interrupt(cfg, overrides, multirun)
         # Lightning's SIGTERMException would exit 0; a scheduler must see an interrupted job.
@@ -87,7 +100,7 @@ def run_job(cfg: DictConfig) -> float | None:
                   "error": str(error) if user_error else repr(error),
                   "traceback": "" if user_error else traceback.format_exc(),
                   "resume": resume_command(overrides)}
-        write_json(Path(hydra_cfg.runtime.output_dir) / FAILURE_FILE, record)
+        write_json(failure_file, redact_config(record))
         if user_error:
             log.error("Run %s failed; the sweep goes on. error: %s", cfg.run_name, error)
         else:
@@ -99,6 +112,8 @@ class SweepSummary(Callback):
     """At the end of a multirun: aggregate the results and list failed runs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Failure files older than this sweep are an earlier sweep's, in a reused sweep folder.
+        self.started = time.time()
         # Parallel jobs creating one SQLite store at once race on its schema.
         tracking.prepare_stores(config)
 
@@ -106,7 +121,9 @@ class SweepSummary(Callback):
         from resomap.study.aggregate import write_aggregates
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        failures = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{FAILURE_FILE}"))]
+        started = getattr(self, "started", 0.0)
+        failures = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{FAILURE_FILE}"))
+                    if path.stat().st_mtime >= started]
         try:
             written = write_aggregates(config.paths.results_dir,
                                        evaluate_cross_res=config.evaluate_cross_res)

@@ -9,14 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_overrides
-from hydra import compose, initialize_config_dir
+from conftest import checkpoint_folders, tiny_overrides
 from omegaconf import DictConfig
 
 from resomap.errors import ResoMapError
@@ -27,16 +25,9 @@ from resomap.run.oom import OutOfMemoryAtFloorError
 
 pytestmark = pytest.mark.slow
 
-RUN = ["model=tiny_cnn", "res=32", "explain=none", "logger=none"]
-
-
 @pytest.fixture
-def compose_run(tmp_path: Path, tiny_data_root: Path) -> Iterator:
-    """``compose_run(*overrides)``: the training config of a tiny in-process run in tmp_path."""
-    overrides = [item for item in tiny_overrides(tmp_path, tiny_data_root) if not item.startswith("hydra.")]
-    overrides += [*RUN, f"paths.output_dir={tmp_path / 'outputs'}"]
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        yield lambda *extra: compose("train", overrides=[*overrides, *extra])
+def compose_run(compose_train):
+    return compose_train
 
 
 def _fail_training_step(monkeypatch: pytest.MonkeyPatch, when, error: BaseException) -> None:
@@ -57,8 +48,13 @@ def _out_of_memory_above(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
                         torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
 
 
-def _result(cfg: DictConfig) -> dict:
-    return results.read_result(results.result_path(cfg.paths.results_dir, cfg.run_name))
+def _result(cfg: DictConfig) -> results.RunRecord:
+    return results.read_record(results.result_path(cfg.paths.results_dir, cfg.run_name))
+
+
+def _last_checkpoint(cfg: DictConfig) -> Path:
+    (folder,) = checkpoint_folders(Path(cfg.paths.root_dir), cfg.run_name)
+    return folder / "last.ckpt"
 
 
 def test_out_of_memory_retries_with_half_the_batch_keeping_the_effective_batch(compose_run, monkeypatch):
@@ -66,15 +62,15 @@ def test_out_of_memory_retries_with_half_the_batch_keeping_the_effective_batch(c
     cfg = compose_run("data.batch_size=16", "data.eval_batch_size=32", "oom.min_batch_size=4")
     experiment.run(cfg)
     result = _result(cfg)
-    batch = result["batch"]
+    batch = result.batch
     assert (batch["batch_size"], batch["accumulate_grad_batches"]) == (4, 4)
     assert batch["effective_batch_size"] == 16 and batch["eval_batch_size"] == 8
     assert [(retry["batch_size"], retry["accumulate_grad_batches"]) for retry in batch["oom_retries"]] \
         == [(16, 1), (8, 2)]
     assert "CUDA out of memory" in batch["oom_retries"][0]["error"]
     # 42 training images: 3 optimizer steps per epoch at batch 16, and still 3 at 4 x 4.
-    assert result["global_step"] == 3
-    assert result["test_metrics"]["num_images"] == 21
+    assert result.global_step == 3
+    assert result.test_metrics.num_images == 21
 
 
 def test_out_of_memory_at_the_floor_fails_the_run_without_a_result(compose_run, monkeypatch):
@@ -102,14 +98,14 @@ def _interrupted_run(compose_run, monkeypatch: pytest.MonkeyPatch) -> DictConfig
 
 def test_interrupt_saves_the_current_step_and_surfaces_as_keyboard_interrupt(compose_run, monkeypatch):
     cfg = _interrupted_run(compose_run, monkeypatch)
-    checkpoint = torch.load(Path(cfg.run_checkpoint_dir) / "last.ckpt", weights_only=True)
+    checkpoint = torch.load(_last_checkpoint(cfg), weights_only=True)
     assert checkpoint["global_step"] == 2  # mid-epoch: saved at the interrupt, not at an epoch end
     assert not results.result_path(cfg.paths.results_dir, cfg.run_name).exists()
 
 
 def test_checkpoint_with_arbitrary_objects_is_refused(compose_run, monkeypatch, tmp_path: Path):
     cfg = _interrupted_run(compose_run, monkeypatch)
-    checkpoint = torch.load(Path(cfg.run_checkpoint_dir) / "last.ckpt", weights_only=True)
+    checkpoint = torch.load(_last_checkpoint(cfg), weights_only=True)
     checkpoint["payload"] = fractions.Fraction(1, 3)  # any pickled object that is not plain data
     crafted = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted)
@@ -124,8 +120,8 @@ def test_parallel_joblib_jobs_leave_every_result_valid(train_cli, tmp_path: Path
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-3000:]
     folder = tmp_path / "results" / "test_results"
     for res in (32, 48):
-        result = results.read_result(folder / f"tiny_cnn_{res}.json")
-        assert result["resolution"] == res
+        result = results.read_record(folder / f"tiny_cnn_{res}.json")
+        assert result.resolution == res
         with np.load(folder / f"tiny_cnn_{res}.npz") as predictions:
             assert len(predictions["labels"]) == 21
     rows = (tmp_path / "results" / "all_results.csv").read_text().splitlines()
@@ -140,9 +136,12 @@ def test_ctrl_c_stops_the_sweep_and_says_how_to_resume(tmp_path: Path, tiny_data
             "explain=none", "trainer.max_epochs=50"]
     process = subprocess.Popen([sys.executable, "-m", "resomap.train", *args], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    last = tmp_path / "checkpoints" / "simple" / "tiny_cnn" / "32" / "last.ckpt"
     deadline = time.monotonic() + 300
-    while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+    while process.poll() is None and time.monotonic() < deadline:
+        found = list((tmp_path / "checkpoints" / "tiny_cnn_32").glob("*/last.ckpt"))
+        if found:
+            (last,) = found
+            break
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
@@ -152,5 +151,5 @@ def test_ctrl_c_stops_the_sweep_and_says_how_to_resume(tmp_path: Path, tiny_data
     assert resume[0].startswith("python -m resomap.train") and "model=tiny_cnn res=32" in resume[0]
     assert resume[1].startswith("python -m resomap.train -m") and "res=32,48" in resume[1]
     assert torch.load(last, weights_only=True)["global_step"] > 0
-    assert not (tmp_path / "checkpoints" / "simple" / "tiny_cnn" / "48").exists()
+    assert not list((tmp_path / "checkpoints" / "tiny_cnn_48").glob("*/*.ckpt"))
     assert not list((tmp_path / "multirun").glob("1_*"))

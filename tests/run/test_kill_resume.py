@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import checkpoint_folders, tiny_overrides
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -39,13 +39,19 @@ def _run(root: Path, data_root: Path, *overrides: str) -> subprocess.CompletedPr
                           text=True, timeout=600)
 
 
+def _folder(root: Path, res: int) -> Path:
+    """The run's checkpoint folder (one per run identity)."""
+    (folder,) = checkpoint_folders(root, f"tiny_cnn_{res}")
+    return folder
+
+
 def _interrupt_after_first_checkpoint(root: Path, data_root: Path, signum: int, res: int) -> tuple[int, str]:
     """Start a run, send ``signum`` once its first last.ckpt exists; its exit status and output."""
-    checkpoint = root / "checkpoints" / "simple" / "tiny_cnn" / str(res) / "last.ckpt"
+    pattern = f"checkpoints/tiny_cnn_{res}/*/last.ckpt"
     process = subprocess.Popen(_command(root, data_root, f"res={res}"), cwd=root, env=_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        while not checkpoint.exists() and process.poll() is None:
+        while not list(root.glob(pattern)) and process.poll() is None:
             time.sleep(0.02)
         process.send_signal(signum)
         output, _ = process.communicate(timeout=300)
@@ -60,8 +66,7 @@ def _result(root: Path, name: str) -> dict:
 
 
 def _run_id(root: Path, res: int) -> str:
-    (run_id,) = json.loads((root / "checkpoints" / "simple" / "tiny_cnn" / str(res) / "mlflow_run.json")
-                           .read_text()).values()
+    (run_id,) = json.loads((_folder(root, res) / "mlflow_run.json").read_text()).values()
     return run_id
 
 
@@ -80,8 +85,7 @@ def test_sigkilled_sweep_resumes_unfinished_and_skips_finished(tmp_path: Path, t
     assert finished.returncode == 0, finished.stderr[-3000:]
     status, output = _interrupt_after_first_checkpoint(tmp_path, tiny_data_root, signal.SIGKILL, res=48)
     assert status == -signal.SIGKILL, output[-3000:]
-    killed_step = torch.load(tmp_path / "checkpoints" / "simple" / "tiny_cnn" / "48" / "last.ckpt",
-                             weights_only=True)["global_step"]
+    killed_step = torch.load(_folder(tmp_path, 48) / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < killed_step < EPOCHS * STEPS_PER_EPOCH
     killed_run = _run_id(tmp_path, 48)
     assert _client(tmp_path).get_run(killed_run).info.status == "RUNNING"

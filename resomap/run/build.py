@@ -1,0 +1,193 @@
+"""Build what a run trains with, and load what a run trained: the one place of each.
+
+``build_*`` turn a composed config into the data module, the LightningModule and the Trainer.
+:func:`load_trained` turns a run record back into its trained model for every later reader
+(report, cross-resolution matrix, explain, bench). A record is data: the network is rebuilt
+from the project's own ``conf/model/<name>.yaml``, never from a ``_target_`` found in a file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from resomap.config import conf_dir
+from resomap.data.datamodule import ImageFolderDataModule, dataset_fingerprint
+from resomap.device import resolve_precision
+from resomap.errors import ResoMapError
+from resomap.models.classifier import LitClassifier
+from resomap.run.checkpoint import BEST, AtomicCheckpointIO, read_checkpoint
+from resomap.run.export import ResultExport
+from resomap.run.identity import RunIdentity
+from resomap.run.record import DataInfo, RunRecord
+from resomap.tracking.redact import redact_config
+
+log = logging.getLogger(__name__)
+
+
+class UntrustedRecordError(ResoMapError):
+    """A run record names code that is not one of the project's own models or data modules."""
+
+
+def data_fingerprint(cfg: DictConfig) -> str:
+    """Generate the data set if its config says how (a no-op once it exists), then fingerprint
+    it from file names and sizes: no image is decoded."""
+    root = Path(cfg.data.root).expanduser().resolve()
+    if cfg.data.get("generator"):
+        instantiate(cfg.data.generator)(root=root)
+    if not root.is_dir():
+        return ""  # the data module's set-up names the missing folder with the expected layout
+    return dataset_fingerprint(root)
+
+
+def identify(cfg: DictConfig) -> RunIdentity:
+    """The run's identity from its composed config and its data."""
+    return RunIdentity.from_config(cfg, data_fingerprint(cfg))
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain containers with secrets redacted: what records and
+    checkpoints keep."""
+    return redact_config(OmegaConf.to_container(cfg, resolve=True))
+
+
+def build_datamodule(cfg: DictConfig) -> ImageFolderDataModule:
+    return instantiate(cfg.data, validation_cache=str(Path(cfg.paths.cache_dir) / "validation"))
+
+
+def build_module(cfg: DictConfig, datamodule: ImageFolderDataModule, identity: RunIdentity) -> LitClassifier:
+    """The LightningModule of ``cfg.model`` for ``datamodule``'s classes (set up first)."""
+    weights = datamodule.class_weights()
+    return LitClassifier(
+        net=instantiate(cfg.model.net, num_classes=datamodule.num_classes),
+        num_classes=datamodule.num_classes,
+        class_names=datamodule.classes,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        class_weights=weights.tolist() if weights is not None else None,
+        channels_last=cfg.channels_last,
+        run_config=run_config(cfg),
+        compile=bool(cfg.model.get("compile", False)),
+        identity=identity.to_dict(),
+    )
+
+
+def build_callbacks(cfg: DictConfig, checkpoint_dir: Path, exporter: ResultExport) -> list[pl.Callback]:
+    """``cfg.callbacks`` with every ModelCheckpoint writing into the run's own folder, then the
+    exporter, last, since it reads what the others measured."""
+    callbacks = []
+    for node in (cfg.get("callbacks") or {}).values():
+        target = str(node.get("_target_", ""))
+        extra = {"dirpath": str(checkpoint_dir)} if target.endswith("ModelCheckpoint") else {}
+        callbacks.append(instantiate(node, **extra))
+    return [*callbacks, exporter]
+
+
+def build_exporter(identity: RunIdentity, datamodule: ImageFolderDataModule) -> ResultExport:
+    counts = {split: datamodule.class_counts(split) for split in ("train", "val", "test")}
+    data = DataInfo(name=datamodule.name, root=str(datamodule.root), fingerprint=identity.data_fingerprint,
+                    class_counts=counts)
+    return ResultExport(identity=identity, data=data)
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[Any],
+                  **overrides: Any) -> pl.Trainer:
+    """``cfg.trainer`` with the run's precision (bf16 on CPU), checkpoints written atomically."""
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    plugins = [*overrides.pop("plugins", []), AtomicCheckpointIO()]
+    return instantiate(cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers or False,
+                       plugins=plugins, **overrides)
+
+
+# ---- trained models, for readers of records -------------------------------------------------
+
+def _project_node(group: str, name: str) -> dict[str, Any]:
+    path = conf_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        raise UntrustedRecordError(f"no project config {group}/{name}.yaml")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def _checked_arguments(recorded: Mapping[str, Any], project: Mapping[str, Any], what: str,
+                       trusted: Iterable[str] = ()) -> dict[str, Any]:
+    """The recorded constructor arguments when the recorded ``_target_`` is the project's.
+
+    Only plain values are taken (numbers, strings, booleans, lists of them): a nested
+    ``_target_`` or any other object found in a record is refused, so nothing in a results
+    folder can make ``instantiate`` call code.
+    """
+    target = recorded.get("_target_")
+    if target != project.get("_target_") and target not in set(trusted):
+        raise UntrustedRecordError(f"{what} names _target_={target!r}, not the project's "
+                                   f"{project.get('_target_')!r}")
+
+    def plain(value: Any) -> bool:
+        if isinstance(value, (list, tuple)):
+            return all(plain(item) for item in value)
+        return value is None or isinstance(value, (bool, int, float, str))
+
+    arguments = {}
+    for key, value in recorded.items():
+        if key.startswith("_"):
+            continue
+        if not plain(value) or (isinstance(value, str) and "${" in value):
+            raise UntrustedRecordError(f"{what}.{key} is not a plain value")
+        arguments[key] = value
+    return {"_target_": target, **arguments}
+
+
+def trusted_model_node(record: RunRecord, trusted: Iterable[str] = ()) -> dict[str, Any]:
+    """The network config of ``record``, rebuilt from the project's ``conf/model/<name>.yaml``."""
+    model = record.config.get("model") or {}
+    project = _project_node("model", str(model.get("name", record.model)))
+    node = _checked_arguments(model.get("net") or {}, project["net"], "model.net", trusted)
+    if "pretrained" in node:
+        node["pretrained"] = False  # the checkpoint's weights replace them: never look for any
+    return node
+
+
+def load_trained(record: RunRecord, checkpoints_root: str | Path, checkpoint: str | Path | None = None,
+                 trusted: Iterable[str] = ()) -> LitClassifier:
+    """The trained model of ``record`` (its best checkpoint unless ``checkpoint`` is given), in
+    eval mode on the CPU. Raises :class:`UntrustedRecordError` when the record names foreign code,
+    ``FileNotFoundError`` when the checkpoint is not there."""
+    node = trusted_model_node(record, trusted)
+    path = Path(checkpoint) if checkpoint else record.identity.checkpoint_dir(checkpoints_root) / BEST
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    saved = read_checkpoint(path)
+    hparams = saved["hyper_parameters"]
+    stored = hparams.get("identity") or {}
+    if stored and stored.get("digest") != record.identity.digest:
+        raise ResoMapError(f"{path} was written by run {stored.get('run_name')} with another "
+                           f"configuration than the record of {record.run_name}.")
+    net = instantiate(node, num_classes=hparams["num_classes"])
+    module = LitClassifier(net=net, num_classes=hparams["num_classes"], class_names=hparams["class_names"],
+                           optimizer=None, class_weights=hparams.get("class_weights"),
+                           channels_last=bool(record.config.get("channels_last", True)),
+                           run_config=hparams.get("run_config"), identity=stored)
+    module.load_state_dict(saved["state_dict"])
+    return module.eval()
+
+
+# The data module's arguments a record may set when rebuilding its test split.
+DATA_ARGUMENTS = ("root", "name", "batch_size", "eval_batch_size", "rotation", "color_jitter",
+                  "horizontal_flip", "vertical_flip", "class_weighted_loss", "on_bad_image", "pipeline",
+                  "cache_dir", "device_cache")
+
+
+def datamodule_for(record: RunRecord, image_size: int, **overrides: Any) -> ImageFolderDataModule:
+    """The data module of ``record``'s data set at ``image_size``; it never creates data."""
+    recorded = record.config.get("data") or {}
+    target = f"{ImageFolderDataModule.__module__}.{ImageFolderDataModule.__name__}"
+    if recorded.get("_target_") not in (None, target):
+        raise UntrustedRecordError(f"data names _target_={recorded.get('_target_')!r}, not {target!r}")
+    arguments = {key: recorded[key] for key in DATA_ARGUMENTS if key in recorded}
+    arguments["root"] = record.data.root or arguments.get("root")
+    return ImageFolderDataModule(**{**arguments, "image_size": image_size, "num_workers": 0, **overrides})

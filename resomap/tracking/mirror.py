@@ -1,0 +1,263 @@
+"""MLflow as a mirror of the run record: one MLflow run per run identity, across resumes.
+
+The record file is a run's commit point; the store follows it. :func:`tracked_run` starts (or,
+when resuming, continues) the identity's MLflow run before fitting, so per-epoch metrics stream
+in, and after the record is written mirrors it (final metrics, the record, a confusion matrix,
+the Hydra config) and ends the run FINISHED. A kill between the record and the end leaves a
+RUNNING run: :func:`reconcile`, called when the finished run is skipped, completes it. The run
+id is kept in the identity's checkpoint folder (``mlflow_run.json``), per store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from resomap.io import atomic_write_bytes, write_json
+from resomap.tracking.mlflow import (
+    BATCH_SIZE,
+    MLFlowLogger,
+    _flatten,
+    _hydra_config_dir,
+    _loggable,
+    _store_errors,
+    build_loggers,
+    configure_http,
+    plot_confusion_matrix,
+    redact_uri,
+)
+
+if TYPE_CHECKING:  # tracking mirrors the run's types; it never imports the run package
+    from resomap.run.identity import RunIdentity
+    from resomap.run.record import RunRecord
+
+__all__ = ["build_loggers", "find_finished", "reconcile", "tracked_run"]
+
+log = logging.getLogger(__name__)
+
+RUN_ID_FILE = "mlflow_run.json"
+# Config tables that are lookups, not settings: their applied values appear elsewhere.
+UNLOGGED_KEYS = ("resolution",)
+_warned_uris: set[str] = set()
+
+
+def _trackers(loggers: Iterable[Logger]) -> list[MLFlowLogger]:
+    return [logger for logger in loggers if isinstance(logger, MLFlowLogger)]
+
+
+def store_loggers(cfg: DictConfig) -> list[MLFlowLogger]:
+    """An MLflow logger per configured store, for look-ups (no run is started by building them)."""
+    configure_http()
+    found = []
+    for node in (cfg.get("logger") or {}).values():
+        if "mlflow" in str(node.get("_target_", "")).lower() or "dagshub" in str(node.get("_target_", "")):
+            logger = instantiate(node)
+            if isinstance(logger, MLFlowLogger):
+                found.append(logger)
+    return found
+
+
+def _run_id_file(cfg: DictConfig, identity: RunIdentity) -> Path:
+    return identity.checkpoint_dir(cfg.paths.checkpoint_dir) / RUN_ID_FILE
+
+
+def _read_run_ids(path: Path) -> dict[str, str]:
+    """Run ids by (redacted) store URI; an unreadable file counts as none."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _search(logger: MLFlowLogger, identity: RunIdentity, status: str | None) -> Any | None:
+    experiment = logger.client.get_experiment_by_name(logger._experiment_name)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        return None
+    filters = [f"tags.identity = '{identity.digest}'"]
+    if status:
+        filters.append(f"attributes.status = '{status}'")
+    found = logger.client.search_runs([experiment.experiment_id], " AND ".join(filters), max_results=1,
+                                      order_by=["attributes.start_time DESC"])
+    return found[0] if found else None
+
+
+def find_finished(cfg: DictConfig, identity: RunIdentity) -> Any | None:
+    """A FINISHED MLflow run of this identity in any configured store (another machine's run).
+
+    An unreachable store is warned about once and treated as holding nothing.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if rank_zero_only.rank != 0:
+        return None
+    for logger in store_loggers(cfg):
+        try:
+            found = _search(logger, identity, "FINISHED")
+        except (MlflowException, OSError) as error:
+            uri = redact_uri(logger.tracking_uri)
+            if uri not in _warned_uris:
+                _warned_uris.add(uri)
+                log.warning("MLflow tracking store %s is unreachable (%s); looking for finished runs "
+                            "in the local results only", uri, error)
+            continue
+        if found is not None:
+            return found
+    return None
+
+
+def params_and_tags(cfg: DictConfig, identity: RunIdentity) -> tuple[dict[str, str], dict[str, str]]:
+    """Params (write-once: what decides the trained model, equal in every resumption) and tags
+    (everything that may change between resumptions, plus the identity)."""
+    trained = _flatten(identity.training)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    everything = _flatten({key: value for key, value in container.items() if key not in UNLOGGED_KEYS})
+    optimizer = str(OmegaConf.select(cfg, "optimizer._target_", default=""))
+    # The seed study's param names, so old and new runs compare side by side.
+    seed_names = {"model": identity.model, "resolution": identity.resolution,
+                  "epochs": cfg.trainer.max_epochs, "batch_size": OmegaConf.select(cfg, "data.batch_size"),
+                  "learning_rate": OmegaConf.select(cfg, "optimizer.lr"),
+                  "optimizer": optimizer.rsplit(".", 1)[-1]}
+    params = _loggable({**seed_names, **{f"training.{key}": value for key, value in trained.items()}})
+    tags = _loggable({key: value for key, value in everything.items()})
+    tags.update(identity.tags())
+    return params, tags
+
+
+def _log_record(logger: MLFlowLogger, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
+    from mlflow.entities import Param, RunTag
+
+    param_items, tag_items = list(params.items()), list(tags.items())
+    for start in range(0, max(len(param_items), len(tag_items)), BATCH_SIZE):
+        logger.client.log_batch(
+            run_id, params=[Param(key, value) for key, value in param_items[start:start + BATCH_SIZE]],
+            tags=[RunTag(key, value) for key, value in tag_items[start:start + BATCH_SIZE]])
+
+
+def _existing_run(logger: MLFlowLogger, run_id: str | None) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return None
+    try:
+        run = logger.client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return run if run.info.lifecycle_stage != "deleted" else None
+
+
+def _start(logger: MLFlowLogger, cfg: DictConfig, identity: RunIdentity, resuming: bool) -> str:
+    """Continue this identity's unfinished MLflow run when resuming, else start one."""
+    run_file = _run_id_file(cfg, identity)
+    store = redact_uri(logger.tracking_uri)
+    run_ids = _read_run_ids(run_file)
+    with _store_errors(logger.tracking_uri):
+        previous = _existing_run(logger, run_ids.get(store))
+        if (previous is not None and resuming and previous.info.status != "FINISHED"
+                and previous.data.tags.get("identity") == identity.digest):
+            logger.continue_run(previous.info.run_id)
+            logger.client.update_run(previous.info.run_id, status="RUNNING")
+            log.info("Continuing MLflow run %s in %s", previous.info.run_id, store)
+        elif previous is not None and previous.info.status == "RUNNING":
+            # Killed without the chance to end it (SIGKILL); this fresh run replaces it.
+            logger.client.set_terminated(previous.info.run_id, "KILLED")
+        run_id = logger.run_id
+        write_json(run_file, {**run_ids, store: run_id})
+        _log_record(logger, run_id, *params_and_tags(cfg, identity))
+    return run_id
+
+
+def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: str) -> None:
+    """The record's final metrics, the record itself, a confusion matrix and the Hydra config."""
+    from mlflow.entities import Metric
+
+    metrics = {f"test_{key}": value for key, value in (
+        ("loss", record.test_metrics.loss), ("accuracy", record.test_metrics.accuracy),
+        ("precision", record.test_metrics.precision), ("recall", record.test_metrics.recall),
+        ("f1_score", record.test_metrics.f1_score),
+        ("balanced_accuracy", record.test_metrics.balanced_accuracy),
+        ("macro_auroc", record.test_metrics.macro_auroc)) if value is not None}
+    with _store_errors(logger.tracking_uri):
+        logger.client.log_batch(run_id, metrics=[Metric(key, float(value), 0, record.epochs_run)
+                                                 for key, value in metrics.items()])
+        record_file = Path(cfg.paths.results_dir) / "test_results" / f"{record.run_name}.json"
+        if record_file.is_file():
+            logger.client.log_artifact(run_id, str(record_file), "results")
+        with tempfile.TemporaryDirectory() as folder:
+            plot = Path(folder) / "confusion_matrix.png"
+            atomic_write_bytes(plot, plot_confusion_matrix(record.test_metrics.confusion_matrix,
+                                                           record.classes))
+            logger.client.log_artifact(run_id, str(plot), "plots")
+        if (hydra_dir := _hydra_config_dir()) is not None:
+            logger.client.log_artifacts(run_id, str(hydra_dir), "hydra")
+        logger.client.set_terminated(run_id, "FINISHED")
+
+
+def _end(trackers: Iterable[MLFlowLogger], status: str) -> None:
+    for logger in trackers:
+        try:
+            logger.client.set_terminated(logger.run_id, status)
+        except Exception as error:  # ending is best effort once the run itself has failed
+            log.warning("Could not mark MLflow run %s %s in %s: %s", logger.run_id, status,
+                        redact_uri(logger.tracking_uri), error)
+
+
+@contextmanager
+def tracked_run(cfg: DictConfig, identity: RunIdentity, loggers: Iterable[Logger],
+                ckpt_path: str | None) -> Iterator[Callable[[RunRecord], None]]:
+    """Around fit and test: start or continue the identity's MLflow run(s). Yields ``mirror``,
+    to call with the written record; the run then ends FINISHED. An exception ends it FAILED,
+    SIGTERM or Ctrl-C KILLED."""
+    trackers = _trackers(loggers) if rank_zero_only.rank == 0 else []
+    for logger in trackers:
+        _start(logger, cfg, identity, resuming=ckpt_path is not None)
+
+    def mirror(record: RunRecord) -> None:
+        for logger in trackers:
+            _mirror(logger, cfg, record, logger.run_id)
+
+    try:
+        yield mirror
+    except (SIGTERMException, KeyboardInterrupt):
+        _end(trackers, "KILLED")
+        raise
+    except BaseException:
+        _end(trackers, "FAILED")
+        raise
+
+
+def reconcile(cfg: DictConfig, identity: RunIdentity, record: RunRecord) -> None:
+    """Make each store hold this finished run as FINISHED (a kill may have come between the
+    record and the end of the MLflow run, or the store may be new)."""
+    from mlflow.exceptions import MlflowException
+
+    if rank_zero_only.rank != 0:
+        return
+    for logger in store_loggers(cfg):
+        try:
+            if _search(logger, identity, "FINISHED") is not None:
+                continue
+            store = redact_uri(logger.tracking_uri)
+            previous = _existing_run(logger, _read_run_ids(_run_id_file(cfg, identity)).get(store))
+            if previous is not None and previous.data.tags.get("identity") == identity.digest:
+                run_id = previous.info.run_id
+            else:
+                run_id = _start(logger, cfg, identity, resuming=False)
+            log.info("Mirroring the finished run %s into MLflow run %s (%s)", identity.run_name, run_id,
+                     store)
+            _mirror(logger, cfg, record, run_id)
+        except (MlflowException, OSError) as error:
+            log.warning("Could not mirror %s into MLflow store %s: %s", identity.run_name,
+                        redact_uri(logger.tracking_uri), error)
