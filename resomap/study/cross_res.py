@@ -1,45 +1,54 @@
-"""Train-resolution x test-resolution matrix (FixRes, Touvron et al. 2019).
+"""Train-resolution x test-resolution matrix: each trained model tested at the sweep's other sizes.
 
-Every run's best checkpoint is tested at each other resolution of the sweep, through the
-same LitClassifier and Lightning ``Trainer.test`` as the run itself (same metrics, same
-precision). Each run's evaluations are cached in ``results/cross_res/{run}.json``, keyed by
-the run's config fingerprint and timestamp, so rebuilding a report does not recompute them.
+Touvron et al. (FixRes, 2019) show a train/test resolution discrepancy for models trained with
+random-resized crops; ResoMap trains on whole images resized (squashed) to one size, so the
+matrix measures how each model transfers to other sizes without that crop-scale effect.
+
+Each run's best checkpoint is loaded once (:func:`resomap.run.build.load_trained`, which
+rebuilds the network from the project's own configs: a record is data) and evaluated on the
+test split of its data set at every other resolution, in the precision the run trained in.
+The test split of one (data set, resolution) is decoded once and shared by every run. Results
+are cached in ``results/cross_res/{run}.json`` keyed by the run's identity and record time.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from resomap.device import resolve_precision, torch_device
 from resomap.io import write_json
+from resomap.run.build import UntrustedRecordError, datamodule_for, load_trained
+from resomap.run.record import RunRecord
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "cross_res"
 METRICS = ("balanced_accuracy", "accuracy", "f1_score", "loss")
+Entry = tuple[str, int, int, int, dict[str, float]]
 
 
 @dataclass
 class CrossRes:
-    """Balanced accuracy of each run at each test resolution, and why some are missing."""
+    """Metrics of each run at each test resolution, and why some are missing."""
 
-    entries: list[tuple[str, int, int, int, dict[str, float]]] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def matrix(self, model: str) -> dict[int, dict[int, float]]:
-        """``matrix[train_res][test_res]``: balanced accuracy averaged over seeds."""
+    def matrix(self, model: str, metric: str = "balanced_accuracy") -> dict[int, dict[int, float]]:
+        """``matrix[train_res][test_res]``: ``metric`` averaged over seeds."""
         values: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for name, train_res, _seed, test_res, metrics in self.entries:
-            if name == model and metrics.get("balanced_accuracy") is not None:
-                values[train_res][test_res].append(metrics["balanced_accuracy"])
+            if name == model and metrics.get(metric) is not None:
+                values[train_res][test_res].append(metrics[metric])
         return {train: {test: float(np.mean(v)) for test, v in sorted(row.items())}
                 for train, row in sorted(values.items())}
 
@@ -51,112 +60,139 @@ def cache_path(results_dir: Path, run_name: str) -> Path:
     return results_dir / CACHE_DIR / f"{run_name}.json"
 
 
-def _read_cache(path: Path, run: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Cached evaluations of this exact run (same fingerprint and timestamp), else nothing."""
+def _read_cache(path: Path, record: RunRecord) -> dict[str, dict[str, float]]:
+    """Cached evaluations of this exact run (same identity and record time), else nothing."""
+    import json
+
     try:
         cached = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return {}
-    same_run = (cached.get("config_fingerprint") == run.get("config_fingerprint")
-                and cached.get("result_timestamp") == run.get("timestamp"))
+    same_run = (cached.get("identity") == record.identity.digest
+                and cached.get("result_timestamp") == record.timestamp)
     return dict(cached.get("evaluations", {})) if same_run else {}
 
 
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Hide Lightning's per-Trainer banner lines (one set per evaluation) from the report log."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def scores(labels: np.ndarray, logits: np.ndarray, num_classes: int,
+           weights: Sequence[float] | None) -> dict[str, float]:
+    """The run's test metrics from logits: balanced accuracy (mean per-class recall over the
+    classes present), accuracy, macro F1 and the (class-weighted) cross-entropy."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    predictions = logits.argmax(axis=1)
+    weight = torch.tensor(weights, dtype=torch.float32) if weights else None
+    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long(),
+                                             weight=weight)
+    return {"balanced_accuracy": float(balanced_accuracy_score(labels, predictions)),
+            "accuracy": float(np.mean(predictions == labels)),
+            "f1_score": float(f1_score(labels, predictions, labels=list(range(num_classes)), average="macro",
+                                       zero_division=0)),
+            "loss": float(loss), "num_images": int(len(labels))}
 
 
-def evaluate_checkpoint(run: dict[str, Any], test_res: int) -> dict[str, float]:
-    """Test the run's best checkpoint on its data set's test split resized to ``test_res``."""
-    import lightning.pytorch as pl
-    import torch
-    from hydra.utils import instantiate
+class TestSplits:
+    """Normalised test tensors of each (data root, resolution), decoded once for all runs."""
 
-    from resomap.device import resolve_precision
-    from resomap.models.classifier import LitClassifier
+    def __init__(self) -> None:
+        self._splits: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    config = run["config"]
-    checkpoint = torch.load(Path(config["run_checkpoint_dir"]) / "best.ckpt", map_location="cpu",
-                            weights_only=True)
-    hparams = checkpoint["hyper_parameters"]
-    # The checkpoint's weights replace any pretrained ones: never look for those.
-    fresh = {"pretrained": False} if "pretrained" in config["model"]["net"] else {}
-    net = instantiate(config["model"]["net"], num_classes=hparams["num_classes"], **fresh)
-    net.load_state_dict({key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()
-                         if key.startswith("net.")})
-    module = LitClassifier(net=net, num_classes=hparams["num_classes"], class_names=hparams["class_names"],
-                           optimizer=None, class_weights=hparams.get("class_weights"),
-                           channels_last=bool(config.get("channels_last", True)), run_config=config)
-    # generator=None: evaluating must never create data, only read the run's test split.
-    datamodule = instantiate(config["data"], image_size=test_res, generator=None)
-    with _quiet_lightning():
-        trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False,
-                             precision=resolve_precision(run.get("precision", "32-true"), "auto"))
-        trainer.test(module, datamodule=datamodule, verbose=False)
-    measured = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
-    found = {metric: measured.get(f"test_{metric}") for metric in METRICS}
-    found["num_images"] = len(datamodule.datasets["test"])
-    del trainer, module, net
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return found
+    def get(self, record: RunRecord, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (record.data.root, resolution)
+        if key not in self._splits:
+            # Only the latest resolution is kept: runs are visited resolution by resolution.
+            self._splits = {k: v for k, v in self._splits.items() if k[1] == resolution}
+            datamodule = datamodule_for(record, resolution, device_cache="false")
+            datamodule.setup("test")
+            images, labels = [], []
+            for batch in datamodule.test_dataloader():
+                batch_images, batch_labels = datamodule.on_after_batch_transfer(batch, 0)
+                images.append(batch_images.float())
+                labels.append(batch_labels)
+            self._splits[key] = (torch.cat(images), torch.cat(labels))
+        return self._splits[key]
 
 
-def _why_not(run: dict[str, Any], test_res: int) -> str | None:
-    config = run.get("config") or {}
-    if not config.get("run_checkpoint_dir") or not config.get("data"):
-        return "its result has no config"
-    if not (Path(config["run_checkpoint_dir"]) / "best.ckpt").is_file():
-        return f"checkpoint {config['run_checkpoint_dir']}/best.ckpt not found"
-    if not Path(str(config["data"].get("root"))).is_dir():
-        return f"data root {config['data'].get('root')} not found"
-    if test_res < int(config.get("model", {}).get("min_size", 1)):
+def evaluate_model(model: Any, images: torch.Tensor, labels: torch.Tensor, precision: str,
+                   batch_size: int = 64, weights: Sequence[float] | None = None) -> dict[str, float]:
+    """Forward the test split through ``model`` in ``precision``; the run's metrics of it."""
+    device = torch_device()
+    model = model.to(device)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(resolve_precision(precision))
+    outputs = []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                enabled=dtype is not None):
+        for start in range(0, len(images), batch_size):
+            outputs.append(model(images[start:start + batch_size].to(device)).float().cpu())
+    logits = torch.cat(outputs).numpy()
+    return scores(labels.numpy(), logits, logits.shape[1], weights)
+
+
+def _why_not(record: RunRecord, test_res: int, checkpoints_root: Path) -> str | None:
+    if not (record.identity.checkpoint_dir(checkpoints_root) / "best.ckpt").is_file():
+        return f"checkpoint {record.identity.checkpoint_dir(checkpoints_root) / 'best.ckpt'} not found"
+    if not record.data.root or not Path(record.data.root).is_dir():
+        return f"data root {record.data.root} not found"
+    min_size = int((record.config.get("model") or {}).get("min_size", 1))
+    if test_res < min_size:
         return "below the model's minimum input size"
     return None
 
 
-def build(runs: list[dict[str, Any]], results_dir: Path, resolutions: list[int],
-          evaluate: bool = True) -> CrossRes:
+def build(runs: Sequence[RunRecord | dict], results_dir: str | Path, resolutions: Sequence[int],
+          evaluate_missing: bool = True, checkpoints_root: str | Path | None = None,
+          evaluate: bool | None = None) -> CrossRes:
     """Every run at every resolution of the sweep; cached results are reused, missing ones
-    computed when ``evaluate`` is true (the run's own resolution comes from its result)."""
+    computed when ``evaluate_missing`` is true (the run's own resolution comes from its record).
+
+    ``checkpoints_root`` defaults to ``checkpoints/`` beside the results folder.
+    """
+    if evaluate is not None:  # the earlier keyword
+        evaluate_missing = evaluate
+    results_dir = Path(results_dir)
+    checkpoints_root = Path(checkpoints_root) if checkpoints_root else results_dir.parent / "checkpoints"
+    records = [run if isinstance(run, RunRecord) else RunRecord.from_dict(run) for run in runs]
     found = CrossRes()
-    for run in runs:
-        name, train_res, seed = run["model"], int(run["resolution"]), int(run.get("seed", 0))
-        own = {metric: run["test_metrics"].get(metric) for metric in METRICS}
-        found.entries.append((name, train_res, seed, train_res, own))
-        run_name = run.get("run_name") or f"{name}_{train_res}" + (f"_seed{seed}" if seed else "")
-        path = cache_path(results_dir, run_name)
-        cached = _read_cache(path, run)
-        changed = False
+    todo: list[tuple[RunRecord, int]] = []
+    cache: dict[str, dict[str, dict[str, float]]] = {}
+    for record in records:
+        own = {metric: getattr(record.test_metrics, metric) for metric in METRICS}
+        found.entries.append((record.model, record.resolution, record.seed, record.resolution, own))
+        cache[record.run_name] = _read_cache(cache_path(results_dir, record.run_name), record)
         skipped: dict[str, list[int]] = defaultdict(list)
         for test_res in resolutions:
-            if test_res == train_res:
+            if test_res == record.resolution or str(test_res) in cache[record.run_name]:
                 continue
-            if str(test_res) not in cached:
-                if not evaluate:
-                    continue
-                reason = _why_not(run, test_res)
-                if reason:
-                    skipped[reason].append(test_res)
-                    continue
-                log.info("Testing %s at %d px", run_name, test_res)
-                cached[str(test_res)] = evaluate_checkpoint(run, test_res)
-                changed = True
-            found.entries.append((name, train_res, seed, test_res, cached[str(test_res)]))
-        found.notes += [f"{run_name} not tested at {', '.join(map(str, where))} px: {reason}."
+            if not evaluate_missing:
+                continue
+            reason = _why_not(record, test_res, checkpoints_root)
+            if reason:
+                skipped[reason].append(test_res)
+                continue
+            todo.append((record, test_res))
+        found.notes += [f"{record.run_name} not tested at {', '.join(map(str, where))} px: {reason}."
                         for reason, where in skipped.items()]
-        if changed:
-            write_json(path, {"run_name": run_name,
-                                      "config_fingerprint": run.get("config_fingerprint"),
-                                      "result_timestamp": run.get("timestamp"), "evaluations": cached})
-    return found
 
+    splits, models = TestSplits(), {}
+    changed = set()
+    # Resolution by resolution, so each test split is decoded once and held alone.
+    for record, test_res in tqdm(sorted(todo, key=lambda item: (item[1], item[0].run_name)),
+                                 desc="train x test resolution", disable=not todo, leave=False):
+        try:
+            if record.run_name not in models:
+                models[record.run_name] = load_trained(record, checkpoints_root)
+            model = models[record.run_name]
+            images, labels = splits.get(record, test_res)
+            cache[record.run_name][str(test_res)] = evaluate_model(
+                model, images, labels, record.precision, weights=model.hparams.get("class_weights"))
+            changed.add(record.run_name)
+        except (UntrustedRecordError, FileNotFoundError) as error:
+            found.notes.append(f"{record.run_name} not tested at {test_res} px: {error}.")
+    for record in records:
+        for test_res, metrics in sorted(cache[record.run_name].items(), key=lambda item: int(item[0])):
+            if int(test_res) in resolutions:
+                found.entries.append((record.model, record.resolution, record.seed, int(test_res), metrics))
+        if record.run_name in changed:
+            write_json(cache_path(results_dir, record.run_name),
+                       {"run_name": record.run_name, "identity": record.identity.digest,
+                        "result_timestamp": record.timestamp, "evaluations": cache[record.run_name]})
+    return found
