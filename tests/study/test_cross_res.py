@@ -1,0 +1,72 @@
+"""The train x test resolution matrix, and records read as data, never as code."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from resomap.run import orchestrate
+from resomap.run import record as records
+from resomap.run.build import UntrustedRecordError, load_trained
+from resomap.study import cross_res
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def two_runs(compose_train) -> tuple[Path, list[records.RunRecord]]:
+    """tiny_cnn trained at 32 and 40 px on the tiny data set, in one project folder."""
+    found = []
+    for res in (32, 40):
+        cfg = compose_train(f"res={res}", "trainer.max_epochs=2")
+        orchestrate.run(cfg)
+        found.append(records.read_record(records.result_path(cfg.paths.results_dir, cfg.run_name)))
+    return Path(cfg.paths.results_dir), found
+
+
+def test_each_run_is_tested_at_the_other_resolution_and_cached(two_runs):
+    results_dir, runs = two_runs
+    matrix = cross_res.build(runs, results_dir, [32, 40]).matrix("tiny_cnn")
+    assert set(matrix) == {32, 40} and all(set(row) == {32, 40} for row in matrix.values())
+    for run in runs:
+        assert matrix[run.resolution][run.resolution] == pytest.approx(run.test_metrics.balanced_accuracy)
+        cached = json.loads(cross_res.cache_path(results_dir, run.run_name).read_text())
+        assert cached["identity"] == run.identity.digest
+    # A second build reads the cache: with evaluation off, the same matrix comes back.
+    assert cross_res.build(runs, results_dir, [32, 40], evaluate_missing=False).matrix("tiny_cnn") == matrix
+
+
+def test_the_matrix_evaluation_agrees_with_the_runs_own_test(two_runs):
+    results_dir, runs = two_runs
+    splits = cross_res.TestSplits()
+    for run in runs:
+        model = load_trained(run, results_dir.parent / "checkpoints")
+        images, labels = splits.get(run, run.resolution)
+        measured = cross_res.evaluate_model(model, images, labels, run.precision,
+                                            weights=model.hparams.get("class_weights"))
+        assert measured["balanced_accuracy"] == pytest.approx(run.test_metrics.balanced_accuracy, abs=1e-6)
+        assert measured["accuracy"] == pytest.approx(run.test_metrics.accuracy, abs=1e-6)
+        assert measured["num_images"] == run.test_metrics.num_images
+
+
+@pytest.mark.parametrize("where", ["top", "nested"])
+def test_a_record_naming_foreign_code_is_refused_and_calls_nothing(two_runs, tmp_path, where):
+    results_dir, runs = two_runs
+    canary = tmp_path / "canary.txt"
+    opener = {"_target_": "builtins.open", "file": str(canary), "mode": "w"}
+    config = json.loads(json.dumps(runs[0].config))
+    if where == "top":
+        config["model"]["net"] = {**opener, "num_classes": 7}
+    else:
+        config["model"]["net"]["dropout"] = opener
+    forged = dataclasses.replace(runs[0], config=config)
+    with pytest.raises(UntrustedRecordError):
+        load_trained(forged, results_dir.parent / "checkpoints")
+    found = cross_res.build([forged, runs[1]], results_dir / "elsewhere", [32, 40],
+                            checkpoints_root=results_dir.parent / "checkpoints")
+    assert not canary.exists()
+    assert any(f"{forged.run_name} not tested at 40 px" in note for note in found.notes)
+    assert (40, 32) in {(train, test) for _, train, _, test, _ in found.entries}  # the rest goes on
