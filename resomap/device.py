@@ -19,6 +19,23 @@ def torch_device(accelerator: str = "auto") -> torch.device:
     return torch.device("cuda" if uses_cuda(accelerator) else "cpu")
 
 
+def device_count(devices: object = "auto", accelerator: str = "auto") -> int:
+    """Processes per node Lightning starts for ``trainer.devices`` (``auto``/-1 resolved here)."""
+    if isinstance(devices, bool):
+        return 1
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, str) and devices.strip().isdigit():
+        return int(devices)
+    if isinstance(devices, str) and "," in devices:
+        return len([item for item in devices.split(",") if item.strip()])
+    if isinstance(devices, (list, tuple)) or type(devices).__name__ == "ListConfig":
+        return len(devices)
+    if uses_cuda(accelerator):
+        return torch.cuda.device_count()
+    return 1
+
+
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     """``16-mixed`` needs CUDA; elsewhere use ``bf16-mixed`` (what Lightning would pick,
     chosen here so the run records it and no warning is printed)."""

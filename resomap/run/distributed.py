@@ -29,12 +29,12 @@ from lightning.fabric.plugins.environments import (
     SLURMEnvironment,
     TorchElasticEnvironment,
 )
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from resomap.device import device_count as devices_per_node
 from resomap.device import uses_cuda
 from resomap.errors import ResoMapError
 from resomap.run import record as results
-from resomap.run.export import ResultExport
 from resomap.tracking.redact import SecretOverrideError, overrides_without_secrets
 
 log = logging.getLogger(__name__)
@@ -62,19 +62,8 @@ def _strategy_name(trainer_cfg: DictConfig) -> str:
 
 
 def device_count(trainer_cfg: DictConfig) -> int:
-    """Processes per node Lightning will start: ``trainer.devices`` with ``auto``/-1 resolved."""
-    devices = trainer_cfg.get("devices", "auto")
-    if isinstance(devices, int) and devices > 0:
-        return devices
-    if isinstance(devices, str) and devices.strip().isdigit():
-        return int(devices)
-    if isinstance(devices, str) and "," in devices:
-        return len([item for item in devices.split(",") if item.strip()])
-    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
-        return len(devices)
-    if uses_cuda(trainer_cfg.get("accelerator", "auto")):
-        return torch.cuda.device_count()
-    return 1
+    """Processes per node Lightning will start for ``trainer_cfg``."""
+    return devices_per_node(trainer_cfg.get("devices", "auto"), trainer_cfg.get("accelerator", "auto"))
 
 
 def world_size(trainer_cfg: DictConfig) -> int:
@@ -222,6 +211,16 @@ def job_runner(cfg: DictConfig, run: Runner) -> Runner:
     return partial(run_in_child, command=command, gpus=gpus, cwd=hydra_cfg.runtime.cwd)
 
 
+def section(trainer: pl.Trainer) -> dict[str, Any]:
+    """The record's ``distributed`` section of a multi-process fit."""
+    batch_size = getattr(trainer.datamodule, "batch_size", None)
+    return {"strategy": type(trainer.strategy).__name__, "world_size": trainer.world_size,
+            "num_nodes": trainer.num_nodes,
+            "effective_batch_size":
+                batch_size and batch_size * trainer.world_size * trainer.accumulate_grad_batches,
+            "test_devices": 1}
+
+
 def trainer_for_test(trainer: pl.Trainer, build: Callable[..., pl.Trainer]) -> pl.Trainer | None:
     """The trainer that tests: ``trainer`` after a one-process fit; after a multi-process fit, a
     one-device trainer made by ``build`` on global rank 0, and None on the other ranks.
@@ -233,16 +232,6 @@ def trainer_for_test(trainer: pl.Trainer, build: Callable[..., pl.Trainer]) -> p
     """
     if trainer.world_size == 1:
         return trainer
-    datamodule = trainer.datamodule
-    batch_size = getattr(datamodule, "batch_size", None)
-    for callback in trainer.callbacks:
-        if isinstance(callback, ResultExport):
-            callback.add_section("distributed", {
-                "strategy": type(trainer.strategy).__name__, "world_size": trainer.world_size,
-                "num_nodes": trainer.num_nodes,
-                "effective_batch_size": batch_size and batch_size * trainer.world_size
-                * trainer.accumulate_grad_batches,
-                "test_devices": 1})
     # Every rank leaves the process group, so no later collective (a torchmetrics sync) waits for them.
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from resomap.config import run_name
-from resomap.device import resolve_precision
+from resomap.device import device_count, resolve_precision
 
 IDENTITY_FILE = "identity.json"
 
@@ -48,9 +48,8 @@ def _strategy(trainer: Mapping[str, Any]) -> str:
 
 
 def _world_size(trainer: Mapping[str, Any]) -> int:
-    from resomap.run.distributed import device_count
-
-    return device_count(OmegaConf.create(dict(trainer))) * int(trainer.get("num_nodes", 1) or 1)
+    devices = device_count(trainer.get("devices", "auto"), trainer.get("accelerator", "auto"))
+    return devices * int(trainer.get("num_nodes", 1) or 1)
 
 
 def training_config(cfg: DictConfig) -> dict[str, Any]:

@@ -96,6 +96,8 @@ def _train(cfg: DictConfig, identity: RunIdentity, folder: Path, ckpt_path: str 
                              weights_only=True)
                 timing["fit_sec"] = time.perf_counter() - clock
                 exporter.add_section("compile", module.compile_report())
+                if trainer.world_size > 1:
+                    exporter.add_section("distributed", distributed.section(trainer))
                 best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
                 tester = distributed.trainer_for_test(
                     trainer, lambda **kw: build.build_trainer(cfg, callbacks, loggers, **kw))

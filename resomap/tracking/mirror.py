@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
@@ -38,9 +38,10 @@ from resomap.tracking.mlflow import (
     redact_uri,
 )
 
-if TYPE_CHECKING:  # tracking mirrors the run's types; it never imports the run package
-    from resomap.run.identity import RunIdentity
-    from resomap.run.record import RunRecord
+# Tracking mirrors the run's identity and record without importing the run package (which
+# imports tracking): both are passed in and read by attribute.
+RunIdentity = Any  # resomap.run.identity.RunIdentity
+RunRecord = Any  # resomap.run.record.RunRecord
 
 __all__ = ["build_loggers", "find_finished", "reconcile", "tracked_run"]
 
