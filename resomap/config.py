@@ -12,8 +12,10 @@ PRIMARY_DATA = "synthetic"
 
 
 def conf_dir() -> Path:
-    """The project's config folder (``conf/`` at the top of the repository)."""
-    return Path(__file__).resolve().parents[1] / "conf"
+    """The project's config folder: ``conf/`` of a clone, shipped as the package ``resomap.conf``."""
+    from importlib.resources import files
+
+    return Path(str(files("resomap.conf")))
 
 
 def seed_suffix(seed: int) -> str:
@@ -24,7 +26,7 @@ def seed_suffix(seed: int) -> str:
 def run_name(model: str, res: int, seed: int = 0, data: str = PRIMARY_DATA) -> str:
     """``{model}_{res}``, ``_seed{N}`` for seeds other than 0, ``--{data}`` off the primary data set."""
     suffix = "" if str(data) == PRIMARY_DATA else f"--{data}"
-    return f"{model}_{int(res)}{seed_suffix(seed)}{suffix}"
+    return f"{model}_{res}{seed_suffix(seed)}{suffix}"
 
 
 def folder_name(path: str) -> str:

@@ -108,6 +108,17 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[A
 # ---- trained models, for readers of records -------------------------------------------------
 
 def _project_node(group: str, name: str) -> dict[str, Any]:
+    """``conf/{group}/{name}.yaml`` as the running command's search path has it (the project's
+    configs plus a user's ``--config-dir``), else from the shipped configs."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    if GlobalHydra.instance().is_initialized():
+        try:
+            return OmegaConf.to_container(compose(overrides=[f"+{group}={name}"])[group], resolve=False)
+        except HydraException as error:
+            raise UntrustedRecordError(f"no config {group}/{name}.yaml on the config search path") from error
     path = conf_dir() / group / f"{name}.yaml"
     if not path.is_file():
         raise UntrustedRecordError(f"no project config {group}/{name}.yaml")
