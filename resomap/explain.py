@@ -1,4 +1,5 @@
-"""Explain trained checkpoints: ``python -m resomap.explain [-m] model=... res=... [ckpt=PATH]``."""
+"""Explain trained checkpoints: ``resomap explain [-m] model=... res=... [ckpt=PATH]``
+(or ``python -m resomap.explain``)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import hydra
 from omegaconf import DictConfig
 
 import resomap  # noqa: F401  (registers the config resolvers)
-from resomap.study.explain_run import explain_checkpoint
+from resomap.cli import CONFIG_PATH, VERSION_BASE, start
+from resomap.errors import user_errors
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="explain_app")
+@hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="explain_app")
 def main(cfg: DictConfig) -> None:
-    explain_checkpoint(cfg)
+    # Imported here, not at the top: --help and tab completion answer without loading torch.
+    from resomap.study.explain_run import explain_checkpoint
+
+    with user_errors():
+        explain_checkpoint(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    start(main)

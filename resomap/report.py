@@ -1,4 +1,5 @@
-"""Rebuild the tables, statistics and report of a results folder: ``python -m resomap.report``."""
+"""Rebuild the tables, statistics and report of a results folder: ``resomap report``
+(or ``python -m resomap.report``)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,29 @@ import hydra
 from omegaconf import DictConfig
 
 import resomap  # noqa: F401  (registers the config resolvers)
-from resomap.run import record as results
-from resomap.study.aggregate import write_aggregates
+from resomap.cli import CONFIG_PATH, VERSION_BASE, start
+from resomap.errors import ResoMapError, user_errors
 
 log = logging.getLogger(__name__)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+@hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="report")
 def main(cfg: DictConfig) -> None:
-    results_dir = Path(cfg.results_dir).expanduser().resolve()
-    if not any((results_dir / results.TEST_RESULTS).glob("*.json")):
-        raise SystemExit(
-            f"No result files in {results_dir / results.TEST_RESULTS}: expected the <model>_<res>.json "
-            "files a training run writes. Run a sweep first, or pass results_dir=PATH pointing at a "
-            "results folder (the one holding test_results/)."
-        )
-    written = write_aggregates(results_dir, evaluate_cross_res=cfg.evaluate_cross_res)
+    # Imported here, not at the top: --help and tab completion answer without loading torch.
+    from resomap.run import record as results
+    from resomap.study.aggregate import write_aggregates
+
+    with user_errors():
+        results_dir = Path(cfg.results_dir).expanduser().resolve()
+        if not any((results_dir / results.TEST_RESULTS).glob("*.json")):
+            raise ResoMapError(
+                f"No result files in {results_dir / results.TEST_RESULTS}: expected the <model>_<res>.json "
+                "files a training run writes. Run a sweep first, or pass results_dir=PATH pointing at a "
+                "results folder (the one holding test_results/).")
+        written = write_aggregates(results_dir, evaluate_cross_res=cfg.evaluate_cross_res)
     log.info("Report written: %s", ", ".join(str(path) for path in written[:6]))
     log.info("Open %s first", results_dir / "report.html")
 
 
 if __name__ == "__main__":
-    main()
+    start(main)

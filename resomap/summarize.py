@@ -1,28 +1,24 @@
-"""Cost tables of every model at every resolution, no training: ``python -m resomap.summarize``."""
+"""Cost tables of every model at every resolution, no training: ``resomap summarize``
+(or ``python -m resomap.summarize``)."""
 
 from __future__ import annotations
-
-import logging
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
 import resomap  # noqa: F401  (registers the config resolvers)
-from resomap.errors import ResoMapError
-from resomap.study.costs import run
-
-log = logging.getLogger(__name__)
+from resomap.cli import CONFIG_PATH, VERSION_BASE, start
+from resomap.errors import user_errors
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="summarize")
+@hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="summarize")
 def main(cfg: DictConfig) -> None:
-    try:
+    # Imported here, not at the top: --help and tab completion answer without loading torch.
+    from resomap.study.costs import run
+
+    with user_errors():
         run(cfg)
-    except ResoMapError as error:
-        log.error("error: %s", error)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
-    main()
+    start(main)

@@ -16,13 +16,15 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from urllib.parse import urlparse
 
+from resomap.errors import ResoMapError
+
 log = logging.getLogger(__name__)
 
 SEED_DATASET = "vinline/unified-dataset-for-skin-cancer-classification"
 DEFAULT_ENDPOINT = "https://www.kaggle.com"
 
 
-class KaggleUnavailable(RuntimeError):
+class KaggleUnavailable(ResoMapError, RuntimeError):
     """The Kaggle route cannot run here; the message says what to set or install."""
 
 

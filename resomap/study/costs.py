@@ -23,6 +23,7 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
+from tqdm.auto import tqdm
 
 from resomap.errors import ResoMapError
 from resomap.io import atomic_write_text, write_json
@@ -135,7 +136,7 @@ def run(cfg: DictConfig) -> list[Path]:
         raise ResoMapError(f"num_classes={num_classes!r} is not valid: it must be a positive integer "
                            "(the data set's class count, 7 for the dermoscopy data).")
     resolutions = as_list(cfg.resolutions)
-    for name in as_list(cfg.models):
+    for name in tqdm(as_list(cfg.models), unit="model", desc="Summarizing", mininterval=1.0):
         summarize_model(str(name), model_config(str(name)), resolutions, num_classes, summary_dir)
     written = write_tables(summary_dir)
     log.info("Summary tables written to %s", summary_dir)

@@ -12,9 +12,16 @@ pytestmark = pytest.mark.slow
 
 RESULT_KEYS = ("model", "resolution", "timestamp", "best_val_loss", "test_metrics", "seed",
                "best_epoch", "best_val_metrics", "epochs_run", "fit_time_sec", "precision",
-               "device", "versions", "config", "config_fingerprint", "classes", "data")
+               "device", "versions", "config", "identity", "classes", "data")
 TEST_METRIC_KEYS = ("loss", "accuracy", "precision", "recall", "f1_score", "balanced_accuracy",
                     "per_class_recall", "confusion_matrix")
+
+
+def _last_checkpoint(root: Path, run_name: str) -> Path:
+    """The run's ``last.ckpt``, in the folder of its identity: checkpoints/{run_name}/{digest}/."""
+    found = list((root / "checkpoints" / run_name).glob("*/last.ckpt"))
+    assert len(found) == 1, found
+    return found[0]
 
 
 def _result(root: Path, name: str) -> dict:
@@ -38,7 +45,7 @@ def test_multirun_writes_every_result(train_cli, tmp_path: Path):
             assert sum(map(sum, metrics["confusion_matrix"])) == 21
             assert result["best_val_loss"] is not None
             assert result["precision"] == "bf16-mixed"
-            assert (tmp_path / "checkpoints" / "simple" / model / str(res) / "last.ckpt").is_file()
+            assert _last_checkpoint(tmp_path, f"{model}_{res}").is_file()
             assert (tmp_path / "results" / "test_results" / f"{model}_{res}.npz").is_file()
     header = (tmp_path / "results" / "all_results.csv").read_text().splitlines()[0]
     assert header.startswith("model,resolution,timestamp,best_val_loss,test_loss,test_accuracy")
@@ -47,7 +54,7 @@ def test_multirun_writes_every_result(train_cli, tmp_path: Path):
 def test_resume_continues_at_the_saved_step(train_cli, tmp_path: Path):
     first = train_cli("model=tiny_cnn", "res=32")
     assert first.returncode == 0, first.stderr[-3000:]
-    checkpoint = tmp_path / "checkpoints" / "simple" / "tiny_cnn" / "32" / "last.ckpt"
+    checkpoint = _last_checkpoint(tmp_path, "tiny_cnn_32")
     steps_after_one_epoch = torch.load(checkpoint, weights_only=True)["global_step"]
     assert steps_after_one_epoch > 0
 
@@ -83,7 +90,9 @@ def test_failing_combination_does_not_stop_the_sweep(train_cli, tmp_path: Path, 
 
 def test_mismatched_checkpoint_is_refused(train_cli, tmp_path: Path):
     assert train_cli("model=tiny_cnn", "res=32").returncode == 0
-    other = tmp_path / "checkpoints" / "simple" / "tiny_cnn" / "32" / "last.ckpt"
+    other = _last_checkpoint(tmp_path, "tiny_cnn_32")
     refused = train_cli("model=tiny_cnn", "res=48", f"ckpt_path={other}")
-    assert refused.returncode != 0
-    assert "model=tiny_cnn res=32, this run is model=tiny_cnn res=48" in refused.stderr
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: Refusing to resume {other}")
+    assert "res: 32 -> 48" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "results" / "test_results" / "tiny_cnn_48.json").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_module
+from conftest import run_module
 from PIL import Image
 
 from resomap.data.prepare import PrepareError, prepare_folder, split_sizes
@@ -88,7 +88,8 @@ def test_same_seed_same_split_and_no_silent_overwrite(class_folder: Path, tmp_pa
 
     completed = run_module("resomap.data", ["prepare", f"input_dir={class_folder}", f"output_dir={first}",
                                             "seed=4"], cwd=tmp_path, timeout=120)
-    assert completed.returncode == 1
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error: ") and completed.stderr.count("error: ") == 1
     assert str(first) in completed.stderr and "overwrite=true" in completed.stderr
     assert "Traceback" not in completed.stderr
     assert _listing(first) == before
@@ -159,9 +160,9 @@ def test_kaggle_without_credentials_fails_fast_with_what_to_set(tmp_path: Path):
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONUNBUFFERED": "1"}
     completed = subprocess.run(
         [sys.executable, "-m", "resomap.data", "prepare", "source=kaggle", f"output_dir={tmp_path / 'sc'}"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
     )
-    assert completed.returncode != 0
+    assert completed.returncode == 2
     message = completed.stderr
     for needed in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "kaggle.json", "source=folder",
                    "vinline/unified-dataset-for-skin-cancer-classification"):

@@ -22,7 +22,7 @@ from resomap.run.validation import ConfigError, validate_config
 
 SPLITS = ("train", "val", "test")
 BAD_FILES = {"train/nv/empty.jpg": "empty file", "train/mel/truncated.jpg": "truncated",
-             "val/bkl/notes.png": "UnidentifiedImageError"}
+             "val/bkl/notes.png": "UnsupportedImageError"}
 
 
 def _png16(path: Path, pixels: np.ndarray, color_type: int) -> None:
