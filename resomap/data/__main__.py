@@ -88,6 +88,9 @@ def _guarded(task: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]
 
 
 def main() -> None:
+    from resomap.tracking.redact import install_log_redaction
+
+    install_log_redaction()
     args = sys.argv[1:]
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, file=sys.stdout if args else sys.stderr)

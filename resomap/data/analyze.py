@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
+from tqdm.auto import tqdm
 
+from resomap.data.io import open_image
 from resomap.data.prepare import class_files, find_split_folders
+from resomap.errors import ResoMapError
 from resomap.io import atomic_write_bytes, atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
 UNSPLIT = "all"
 
 
-class AnalyzeError(ValueError):
+class AnalyzeError(ResoMapError, ValueError):
     """The folder to analyse is not a data set; the message says what was expected."""
 
 
@@ -61,19 +64,21 @@ def image_stats(files: Mapping[str, list[Path]], sample_per_class: int | None,
     Only headers are read (PIL opens lazily), so a sample of a few hundred images is fast.
     """
     widths, heights, modes, formats, unreadable = [], [], Counter(), Counter(), []
+    samples: list[Path] = []
     for name, paths in sorted(files.items()):
         sample = list(paths)
         if sample_per_class is not None and len(sample) > sample_per_class:
             sample = random.Random(f"{seed}/{name}").sample(sample, sample_per_class)
-        for path in sample:
-            try:
-                with Image.open(path) as image:
-                    widths.append(image.width)
-                    heights.append(image.height)
-                    modes[image.mode] += 1
-                    formats[image.format or "unknown"] += 1
-            except (OSError, UnidentifiedImageError):
-                unreadable.append(str(path))
+        samples += sample
+    for path in tqdm(samples, unit="img", desc="Reading image headers", mininterval=1.0):
+        try:
+            with open_image(path) as image:
+                widths.append(image.width)
+                heights.append(image.height)
+                modes[image.mode] += 1
+                formats[image.format or "unknown"] += 1
+        except (OSError, UnidentifiedImageError):
+            unreadable.append(str(path))
     stats: dict[str, Any] = {"num_samples": len(widths)}
     if widths:
         stats.update(width=_stats(widths), height=_stats(heights),
@@ -104,10 +109,10 @@ def cross_split_duplicates(splits: Mapping[str, Mapping[str, list[Path]]],
             for path in paths:
                 by_size[path.stat().st_size].append((split, path))
     by_hash: dict[str, list[tuple[str, Path]]] = defaultdict(list)
-    for entries in by_size.values():
-        if len({split for split, _ in entries}) > 1:
-            for split, path in entries:
-                by_hash[_digest(path)].append((split, path))
+    candidates = [entry for entries in by_size.values() if len({split for split, _ in entries}) > 1
+                  for entry in entries]
+    for split, path in tqdm(candidates, unit="file", desc="Hashing files of equal size", mininterval=1.0):
+        by_hash[_digest(path)].append((split, path))
     groups = []
     for digest, entries in sorted(by_hash.items()):
         if len({split for split, _ in entries}) > 1:

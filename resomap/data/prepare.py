@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from resomap.data.io import IMAGE_EXTENSIONS
+from resomap.data.io import is_hidden_name, is_image_file
+from resomap.errors import ResoMapError
 from resomap.io import write_json
 
 log = logging.getLogger(__name__)
@@ -37,21 +38,25 @@ SPLIT_ALIASES = {
 }
 
 
-class PrepareError(ValueError):
+class PrepareError(ResoMapError, ValueError):
     """Bad input for ``prepare``: the message says what was wrong and what would be valid."""
 
 
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    """A visible file with an image extension (never ``.DS_Store``, ``._x.jpg``, ``Thumbs.db``)."""
+    return is_image_file(path)
 
 
 def _images_under(folder: Path) -> list[Path]:
-    """Every image below ``folder`` (sub-folders too, as torchvision's ImageFolder reads them), sorted."""
-    return sorted(path for path in folder.rglob("*") if path.is_file() and is_image(path))
+    """Every image below ``folder`` (sub-folders too, as torchvision's ImageFolder reads them), sorted;
+    nothing inside a hidden or OS folder (``.thumbnails/``, ``__MACOSX/``)."""
+    return sorted(path for path in folder.rglob("*") if path.is_file() and is_image(path)
+                  and not any(is_hidden_name(part) for part in path.relative_to(folder).parts))
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+    """Visible sub-folders: hidden and OS folders (``.git``, ``__MACOSX``) are never classes or splits."""
+    return sorted(path for path in folder.iterdir() if path.is_dir() and not is_hidden_name(path.name))
 
 
 def find_split_folders(folder: Path) -> dict[str, Path] | None:

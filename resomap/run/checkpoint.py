@@ -105,7 +105,7 @@ def _other_configs(folder: Path, identity: RunIdentity) -> list[tuple[Path, RunI
 
 
 def resolve_resume(ckpt_path: str | None, folder: Path, identity: RunIdentity,
-                   command: list[str]) -> str | None:
+                   command: list[str], keep_aside: bool = True) -> str | None:
     """The checkpoint ``Trainer.fit`` should resume from, or None to train from scratch.
 
     - ``last``: this identity's ``last.ckpt`` if there is one (its stored identity checked);
@@ -113,11 +113,12 @@ def resolve_resume(ckpt_path: str | None, folder: Path, identity: RunIdentity,
       left checkpoints (those are kept).
     - a path: that file, after checking its identity.
     - None: a fresh start; an interrupted ``last.ckpt`` of this identity is kept aside (renamed,
-      never deleted) and the command that would have resumed it is logged.
+      never deleted) and the command that would have resumed it is logged (``keep_aside``:
+      by rank 0 only).
     """
     last = folder / LAST
     if ckpt_path is None:
-        if last.is_file():
+        if last.is_file() and keep_aside:
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             aside = folder / f"interrupted-{stamp}.ckpt"
             os.replace(last, aside)

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resomap.config import run_name
 from resomap.device import device_count, resolve_precision
+from resomap.tracking.redact import redact_config
 
 IDENTITY_FILE = "identity.json"
 
@@ -113,7 +114,7 @@ class RunIdentity:
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data_fingerprint: str) -> RunIdentity:
-        training = training_config(cfg)
+        training = redact_config(training_config(cfg))  # records and checkpoints keep it
         return cls(model=str(cfg.model.name), resolution=int(cfg.res), seed=int(cfg.seed),
                    data_name=str(cfg.data.get("name") or "data"), data_fingerprint=data_fingerprint,
                    training_hash=_digest(training), training=training)

@@ -8,12 +8,14 @@ mirrors it afterwards, and a re-run reconciles a store that a kill left behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from resomap.device import free_accelerator_memory
@@ -62,11 +64,16 @@ def run(cfg: DictConfig) -> float | None:
     validate_config(cfg)
     identity = build.identify(cfg)
     folder = identity.checkpoint_dir(cfg.paths.checkpoint_dir)
-    with run_lock(folder.parent, identity.run_name):
-        if cfg.skip_completed and (objective := _skip(cfg, identity)) is not False:
+    # The processes that DDP starts for ranks above 0 re-run this command: they join the run
+    # that rank 0 holds the lock of, and leave skip checks and checkpoint files to it.
+    leader = rank_zero_only.rank == 0
+    with run_lock(folder.parent, identity.run_name) if leader else contextlib.nullcontext():
+        if leader and cfg.skip_completed and (objective := _skip(cfg, identity)) is not False:
             return objective
-        ckpt_path = checkpoint.resolve_resume(cfg.ckpt_path, folder, identity, run_command(cfg))
-        checkpoint.write_identity(folder, identity)
+        ckpt_path = checkpoint.resolve_resume(cfg.ckpt_path, folder, identity, run_command(cfg),
+                                              keep_aside=leader)
+        if leader:
+            checkpoint.write_identity(folder, identity)
         return _train(cfg, identity, folder, ckpt_path, started)
 
 

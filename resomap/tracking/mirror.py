@@ -34,6 +34,8 @@ from resomap.tracking.mlflow import (
     _store_errors,
     build_loggers,
     configure_http,
+    log_artifact_redacted,
+    log_artifacts_redacted,
     plot_confusion_matrix,
     redact_uri,
 )
@@ -195,14 +197,14 @@ def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: st
                                                  for key, value in metrics.items()])
         record_file = Path(cfg.paths.results_dir) / "test_results" / f"{record.run_name}.json"
         if record_file.is_file():
-            logger.client.log_artifact(run_id, str(record_file), "results")
+            log_artifact_redacted(logger.client, run_id, record_file, "results")
         with tempfile.TemporaryDirectory() as folder:
             plot = Path(folder) / "confusion_matrix.png"
             atomic_write_bytes(plot, plot_confusion_matrix(record.test_metrics.confusion_matrix,
                                                            record.classes))
             logger.client.log_artifact(run_id, str(plot), "plots")
         if (hydra_dir := _hydra_config_dir()) is not None:
-            logger.client.log_artifacts(run_id, str(hydra_dir), "hydra")
+            log_artifacts_redacted(logger.client, run_id, hydra_dir, "hydra")
         logger.client.set_terminated(run_id, "FINISHED")
 
 

@@ -1,7 +1,9 @@
-"""MLflow and DagsHub tracking: logger set-up, finished-run lookup, one MLflow run across resumes.
+"""MLflow and DagsHub: the logger, its store and credentials, and redacted uploads.
 
-A run's MLflow run id is kept beside its checkpoints (``{run_checkpoint_dir}/mlflow_run.json``),
-so ``ckpt_path=last`` continues the same MLflow run instead of leaving an orphan behind.
+The life of a run's MLflow run (start, continue, mirror the record, end) is in
+:mod:`resomap.tracking.mirror`. Everything sent to MLflow (params, tags, artifacts) goes
+through :mod:`resomap.tracking.redact`; credentials in a tracking URI are moved into MLflow's
+own environment variables.
 """
 
 from __future__ import annotations
@@ -11,38 +13,30 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from resomap.config import training_config
 from resomap.errors import ResoMapError
-from resomap.io import atomic_write_bytes, write_json
-from resomap.run import record as results
+from resomap.io import atomic_write_text, write_json
+from resomap.tracking.redact import redact_config, redact_text, redact_uri, redact_yaml_file
 
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = "mlflow_run.json"
 # MLflow's defaults retry an unreachable server for about four minutes; these fail in seconds.
 # A user's own values in the environment win.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-SECRET_WORDS = ("token", "password", "secret", "credential")
-# Config tables that are lookups, not settings: their applied values appear elsewhere in the config.
-UNLOGGED_KEYS = ("resolution",)
 MAX_VALUE_LENGTH = 500
 BATCH_SIZE = 100  # MLflow's limit of params or tags per log_batch call
-_warned_uris: set[str] = set()
 
 
 class TrackingError(ResoMapError):
@@ -55,11 +49,24 @@ def configure_http() -> None:
         os.environ.setdefault(name, value)
 
 
-def redact_uri(uri: str) -> str:
-    """``uri`` without user name or password, fit for logs and saved files."""
+def use_env_credentials(uri: str) -> str:
+    """``uri`` without user info; its user name and password go to MLflow's own variables.
+
+    ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` are what MLflow sends as basic
+    auth; set in this process, they reach the server without the URI (which is logged, tagged
+    and stored) ever holding them again. A password in the URI replaces one already exported.
+    """
     parts = urlsplit(uri)
     if "@" not in parts.netloc:
         return uri
+    if parts.username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    else:
+        log.warning("The tracking URI %s has a user name but no password; MLflow sends credentials only "
+                    "when MLFLOW_TRACKING_PASSWORD is set too (or export MLFLOW_TRACKING_TOKEN)",
+                    redact_uri(uri))
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
@@ -83,7 +90,7 @@ class MLFlowLogger(LightningMLFlowLogger):
 
     def __init__(self, tracking_uri: str, experiment_name: str = "ResoMap", run_name: str | None = None,
                  artifact_location: str | None = None, **kwargs: Any) -> None:
-        tracking_uri = absolute_store_uri(tracking_uri)
+        tracking_uri = use_env_credentials(absolute_store_uri(tracking_uri))
         if artifact_location is None and tracking_uri.startswith("sqlite:///"):
             # Beside the database; MLflow's default would be ./mlruns in whatever the cwd is.
             artifact_location = str(Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts")
@@ -172,10 +179,6 @@ def prepare_stores(cfg: DictConfig) -> None:
             instantiate(node).ensure_experiment()
 
 
-def _trackers(loggers: Iterable[Logger]) -> list[MLFlowLogger]:
-    return [logger for logger in loggers if isinstance(logger, MLFlowLogger)]
-
-
 @contextmanager
 def _store_errors(uri: str) -> Iterator[None]:
     """Turn a store failure into one error that names the store and what to do."""
@@ -188,40 +191,6 @@ def _store_errors(uri: str) -> Iterator[None]:
             f"MLflow tracking store {redact_uri(uri)} failed: {error}. Check that the server is running "
             "and reachable (logger.mlflow.tracking_uri=...), or train without it with logger=csv."
         ) from error
-
-
-def identity_tags(cfg: DictConfig, fingerprint: str, data_fingerprint: str) -> dict[str, str]:
-    """The tags that say which run this is: equal tags mean an equivalent run."""
-    return {"model": str(cfg.model.name), "res": str(cfg.res), "seed": str(cfg.seed),
-            "data": data_fingerprint, "config_fingerprint": fingerprint}
-
-
-def find_finished(loggers: Iterable[Logger], cfg: DictConfig, fingerprint: str,
-                  data_fingerprint: str) -> Any | None:
-    """A FINISHED MLflow run equivalent to this one (same name and identity tags), if any.
-
-    An unreachable store is warned about once and treated as holding nothing.
-    """
-    from mlflow.exceptions import MlflowException
-
-    tags = identity_tags(cfg, fingerprint, data_fingerprint)
-    filters = [f"attributes.run_name = '{cfg.run_name}'", "attributes.status = 'FINISHED'",
-               *(f"tags.{key} = '{value}'" for key, value in tags.items())]
-    for logger in _trackers(loggers):
-        try:
-            experiment_id = logger.experiment_id_or_none()
-            found = experiment_id and logger.client.search_runs(
-                [experiment_id], " AND ".join(filters), max_results=1, order_by=["attributes.end_time DESC"])
-        except (MlflowException, OSError) as error:
-            uri = redact_uri(logger.tracking_uri)
-            if uri not in _warned_uris:
-                _warned_uris.add(uri)
-                log.warning("MLflow tracking store %s is unreachable (%s); looking for finished runs "
-                            "in the local results only", uri, error)
-            continue
-        if found:
-            return found[0]
-    return None
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -237,90 +206,8 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _loggable(flat: Mapping[str, Any]) -> dict[str, str]:
-    """String values, secrets dropped, credentials stripped from URIs, lengths bounded."""
-    kept = {}
-    for key, value in flat.items():
-        if any(word in key.lower() for word in SECRET_WORDS):
-            continue
-        text = str(value)
-        kept[key] = (redact_uri(text) if "://" in text else text)[:MAX_VALUE_LENGTH]
-    return kept
-
-
-def run_record(cfg: DictConfig, fingerprint: str, data_fingerprint: str) -> tuple[dict[str, str],
-                                                                                   dict[str, str]]:
-    """Params and tags of a run from its resolved config.
-
-    Params (write-once in MLflow) are the keys that decide the trained model, equal in every
-    resumption of a run by construction; everything else (paths, ``ckpt_path``, devices,
-    workers, loggers) may change between resumptions and is logged as tags.
-    """
-    trained = _flatten(training_config(cfg))
-    container = OmegaConf.to_container(cfg, resolve=True)
-    everything = _flatten({key: value for key, value in container.items() if key not in UNLOGGED_KEYS})
-    # The seed study's param names, so old and new runs compare side by side.
-    optimizer = str(OmegaConf.select(cfg, "optimizer._target_", default=""))
-    seed_names = {"model": cfg.model.name, "resolution": cfg.res, "epochs": cfg.trainer.max_epochs,
-                  "batch_size": OmegaConf.select(cfg, "data.batch_size"),
-                  "learning_rate": OmegaConf.select(cfg, "optimizer.lr"),
-                  "optimizer": optimizer.rsplit(".", 1)[-1]}
-    params = _loggable({**seed_names, **trained})
-    tags = _loggable({key: value for key, value in everything.items() if key not in trained})
-    tags.update(identity_tags(cfg, fingerprint, data_fingerprint))
-    return params, tags
-
-
-def _log_record(logger: MLFlowLogger, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
-    from mlflow.entities import Param, RunTag
-
-    param_items, tag_items = list(params.items()), list(tags.items())
-    for start in range(0, max(len(param_items), len(tag_items)), BATCH_SIZE):
-        logger.client.log_batch(
-            run_id, params=[Param(key, value) for key, value in param_items[start:start + BATCH_SIZE]],
-            tags=[RunTag(key, value) for key, value in tag_items[start:start + BATCH_SIZE]])
-
-
-def _read_run_ids(path: Path) -> dict[str, str]:
-    """Run ids by (redacted) store URI; an unreadable file counts as none."""
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
-        return {}
-
-
-def _existing_run(logger: MLFlowLogger, run_id: str | None) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
-    if not run_id:
-        return None
-    try:
-        run = logger.client.get_run(run_id)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    return run if run.info.lifecycle_stage != "deleted" else None
-
-
-def _start(logger: MLFlowLogger, cfg: DictConfig, fingerprint: str, data_fingerprint: str) -> str:
-    """Continue this run's unfinished MLflow run when resuming, else start one; log config and tags."""
-    run_file = Path(cfg.run_checkpoint_dir) / RUN_ID_FILE
-    store = redact_uri(logger.tracking_uri)
-    run_ids = _read_run_ids(run_file)
-    with _store_errors(logger.tracking_uri):
-        previous = _existing_run(logger, run_ids.get(store))
-        if (previous is not None and cfg.ckpt_path is not None and previous.info.status != "FINISHED"
-                and previous.data.tags.get("config_fingerprint") == fingerprint):
-            logger.continue_run(previous.info.run_id)
-            logger.client.update_run(previous.info.run_id, status="RUNNING")
-            log.info("Continuing MLflow run %s in %s", previous.info.run_id, store)
-        elif previous is not None and previous.info.status == "RUNNING":
-            # Killed without the chance to end it (SIGKILL); this fresh run replaces it.
-            logger.client.set_terminated(previous.info.run_id, "KILLED")
-        run_id = logger.run_id
-        write_json(run_file, {**run_ids, store: run_id})
-        _log_record(logger, run_id, *run_record(cfg, fingerprint, data_fingerprint))
-    return run_id
+    """String values with secrets redacted (:func:`redact_config`), lengths bounded."""
+    return {key: str(value)[:MAX_VALUE_LENGTH] for key, value in redact_config(dict(flat)).items()}
 
 
 def plot_confusion_matrix(matrix: list[list[int]], classes: list[str]) -> bytes:
@@ -354,50 +241,29 @@ def _hydra_config_dir() -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def _log_artifacts(logger: MLFlowLogger, cfg: DictConfig) -> None:
-    """The result JSON, a confusion matrix plot and the Hydra config of a finished run."""
-    run_id = logger.run_id
-    result_file = results.result_path(cfg.paths.results_dir, cfg.run_name)
-    with _store_errors(logger.tracking_uri):
-        if result_file.is_file():
-            logger.client.log_artifact(run_id, str(result_file), "results")
-            payload = results.read_result(result_file)
-            with tempfile.TemporaryDirectory() as folder:
-                plot = Path(folder) / "confusion_matrix.png"
-                atomic_write_bytes(plot, plot_confusion_matrix(
-                    payload["test_metrics"]["confusion_matrix"], payload["classes"]))
-                logger.client.log_artifact(run_id, str(plot), "plots")
-        if (hydra_dir := _hydra_config_dir()) is not None:
-            logger.client.log_artifacts(run_id, str(hydra_dir), "hydra")
+def _redacted_copy(source: Path, folder: Path) -> Path:
+    """A copy of a text artifact in ``folder`` with its secrets redacted: JSON and YAML as data
+    (secret keys masked too), anything else as text."""
+    target = folder / source.name
+    if source.suffix == ".json":
+        write_json(target, redact_config(json.loads(source.read_text())))
+    elif source.suffix in (".yaml", ".yml"):
+        atomic_write_text(target, source.read_text())
+        redact_yaml_file(target)
+    else:
+        atomic_write_text(target, redact_text(source.read_text()))
+    return target
 
 
-def _end(trackers: Iterable[MLFlowLogger], status: str) -> None:
-    for logger in trackers:
-        try:
-            logger.client.set_terminated(logger.run_id, status)
-        except Exception as error:  # ending is best effort once the run itself has failed
-            log.warning("Could not mark MLflow run %s %s in %s: %s", logger.run_id, status,
-                        redact_uri(logger.tracking_uri), error)
+def log_artifact_redacted(client: Any, run_id: str, path: str | os.PathLike, artifact_path: str) -> None:
+    """``client.log_artifact`` of a redacted copy of the text file ``path`` (a result, a config)."""
+    with tempfile.TemporaryDirectory() as temporary:
+        client.log_artifact(run_id, str(_redacted_copy(Path(path), Path(temporary))), artifact_path)
 
 
-@contextmanager
-def tracked_run(cfg: DictConfig, loggers: Iterable[Logger], fingerprint: str,
-                data_fingerprint: str) -> Iterator[None]:
-    """Around fit and test: start or continue the MLflow run(s), then end them FINISHED (with
-    artifacts), FAILED (an exception) or KILLED (SIGTERM, Ctrl-C)."""
-    trackers = _trackers(loggers) if rank_zero_only.rank == 0 else []
-    for logger in trackers:
-        _start(logger, cfg, fingerprint, data_fingerprint)
-    try:
-        yield
-        for logger in trackers:
-            _log_artifacts(logger, cfg)
-    except (SIGTERMException, KeyboardInterrupt):
-        _end(trackers, "KILLED")
-        raise
-    except BaseException:
-        _end(trackers, "FAILED")
-        raise
-    for logger in trackers:
-        with _store_errors(logger.tracking_uri):
-            logger.client.set_terminated(logger.run_id, "FINISHED")
+def log_artifacts_redacted(client: Any, run_id: str, folder: str | os.PathLike, artifact_path: str) -> None:
+    """``client.log_artifacts`` of redacted copies of the files in ``folder`` (the ``.hydra`` folder)."""
+    with tempfile.TemporaryDirectory() as temporary:
+        for source in sorted(path for path in Path(folder).iterdir() if path.is_file()):
+            _redacted_copy(source, Path(temporary))
+        client.log_artifacts(run_id, temporary, artifact_path)
