@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,6 +34,18 @@ def run_name(model: str, res: int, seed: int = 0, data: str = PRIMARY_DATA) -> s
 def folder_name(path: str) -> str:
     """The last component of ``path``: an image folder's data set name."""
     return Path(str(path)).expanduser().resolve().name
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: config keys as dotted paths."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def per_res(key: str, *, _root_: DictConfig) -> object:

@@ -81,3 +81,19 @@ def compose_train(tmp_path: Path, tiny_data_root: Path) -> Callable[..., DictCon
 def checkpoint_folders(root: Path, run_name: str) -> list[Path]:
     """The checkpoint folders of ``run_name`` under ``root/checkpoints`` (one per identity)."""
     return sorted(path.parent for path in (root / "checkpoints" / run_name).glob("*/identity.json"))
+
+
+def fail_training_step(monkeypatch: pytest.MonkeyPatch, when: Callable[..., bool],
+                       error: BaseException) -> None:
+    """Make the real training step raise ``error`` when ``when(module, batch_idx)`` holds: a
+    Ctrl-C (KeyboardInterrupt) or an out-of-memory error at a chosen step."""
+    from resomap.models.classifier import LitClassifier
+
+    original = LitClassifier.training_step
+
+    def training_step(self, batch, batch_idx):
+        if when(self, batch_idx):
+            raise error
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(LitClassifier, "training_step", training_step)

@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from resomap.config import run_name
+from resomap.config import flatten, run_name
 from resomap.device import device_count, resolve_precision
 from resomap.tracking.redact import redact_config
 
@@ -87,16 +87,6 @@ def _digest(payload: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
 
 @dataclasses.dataclass(frozen=True)
 class RunIdentity:
@@ -154,7 +144,7 @@ class RunIdentity:
             ("model", self.model, other.model), ("res", self.resolution, other.resolution),
             ("seed", self.seed, other.seed), ("data", self.data_name, other.data_name),
             ("data fingerprint", self.data_fingerprint, other.data_fingerprint)) if mine != theirs]
-        mine, theirs = _flatten(self.training), _flatten(other.training)
+        mine, theirs = flatten(self.training), flatten(other.training)
         for key in sorted(set(mine) | set(theirs)):
             if mine.get(key) != theirs.get(key):
                 changes.append(f"{key}: {theirs.get(key, '(unset)')} -> {mine.get(key, '(unset)')}")

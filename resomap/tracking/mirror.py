@@ -24,11 +24,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from resomap.config import flatten
 from resomap.io import atomic_write_bytes, write_json
 from resomap.tracking.mlflow import (
     BATCH_SIZE,
     MLFlowLogger,
-    _flatten,
     _hydra_config_dir,
     _loggable,
     _store_errors,
@@ -122,9 +122,9 @@ def find_finished(cfg: DictConfig, identity: RunIdentity) -> Any | None:
 def params_and_tags(cfg: DictConfig, identity: RunIdentity) -> tuple[dict[str, str], dict[str, str]]:
     """Params (write-once: what decides the trained model, equal in every resumption) and tags
     (everything that may change between resumptions, plus the identity)."""
-    trained = _flatten(identity.training)
+    trained = flatten(identity.training)
     container = OmegaConf.to_container(cfg, resolve=True)
-    everything = _flatten({key: value for key, value in container.items() if key not in UNLOGGED_KEYS})
+    everything = flatten({key: value for key, value in container.items() if key not in UNLOGGED_KEYS})
     optimizer = str(OmegaConf.select(cfg, "optimizer._target_", default=""))
     # The seed study's param names, so old and new runs compare side by side.
     seed_names = {"model": identity.model, "resolution": identity.resolution,

@@ -193,17 +193,6 @@ def _store_errors(uri: str) -> Iterator[None]:
         ) from error
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (Lightning's own helper is private)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
 
 def _loggable(flat: Mapping[str, Any]) -> dict[str, str]:
     """String values with secrets redacted (:func:`redact_config`), lengths bounded."""

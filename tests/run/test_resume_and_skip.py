@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import checkpoint_folders
+from conftest import checkpoint_folders, fail_training_step
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from resomap.data.synthetic import generate
-from resomap.models.classifier import CheckpointMismatchError, LitClassifier
+from resomap.models.classifier import CheckpointMismatchError
 from resomap.run import orchestrate
 from resomap.run import record as records
 from resomap.run.checkpoint import AtomicCheckpointIO, CorruptCheckpointError
@@ -32,21 +32,11 @@ def _folder(cfg: DictConfig, index: int = 0) -> Path:
     return checkpoint_folders(Path(cfg.paths.root_dir), cfg.run_name)[index]
 
 
-def _interrupt_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    """Ctrl-C (KeyboardInterrupt) at training step ``step`` of the first epoch."""
-    original = LitClassifier.training_step
-
-    def training_step(self, batch, batch_idx):
-        if self.current_epoch == 0 and batch_idx == step:
-            raise KeyboardInterrupt
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(LitClassifier, "training_step", training_step)
-
 
 def _interrupted(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     handler = signal.getsignal(signal.SIGINT)
-    _interrupt_at_step(monkeypatch, 1)
+    fail_training_step(monkeypatch, lambda module, batch_idx: module.current_epoch == 0 and batch_idx == 1,
+                       KeyboardInterrupt())
     try:
         with pytest.raises(KeyboardInterrupt):
             orchestrate.run(cfg)

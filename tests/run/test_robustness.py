@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import checkpoint_folders, tiny_overrides
+from conftest import checkpoint_folders, fail_training_step, tiny_overrides
 from omegaconf import DictConfig
 
 from resomap.errors import ResoMapError
-from resomap.models.classifier import LitClassifier
 from resomap.run import orchestrate as experiment
 from resomap.run import record as results
 from resomap.run.oom import OutOfMemoryAtFloorError
@@ -30,21 +29,10 @@ def compose_run(compose_train):
     return compose_train
 
 
-def _fail_training_step(monkeypatch: pytest.MonkeyPatch, when, error: BaseException) -> None:
-    """Make the real training step raise ``error`` when ``when(module, batch_idx)`` holds."""
-    original = LitClassifier.training_step
-
-    def training_step(self, batch, batch_idx):
-        if when(self, batch_idx):
-            raise error
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(LitClassifier, "training_step", training_step)
-
 
 def _out_of_memory_above(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
     """A GPU with room for ``limit`` images per batch: larger training batches raise CUDA OOM."""
-    _fail_training_step(monkeypatch, lambda module, _: module.trainer.datamodule.batch_size > limit,
+    fail_training_step(monkeypatch, lambda module, _: module.trainer.datamodule.batch_size > limit,
                         torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
 
 
@@ -84,7 +72,7 @@ def test_out_of_memory_at_the_floor_fails_the_run_without_a_result(compose_run, 
 
 def _interrupted_run(compose_run, monkeypatch: pytest.MonkeyPatch) -> DictConfig:
     """A run stopped by KeyboardInterrupt (what Ctrl-C raises) at its third training step."""
-    _fail_training_step(monkeypatch, lambda module, batch_idx: batch_idx == 2, KeyboardInterrupt())
+    fail_training_step(monkeypatch, lambda module, batch_idx: batch_idx == 2, KeyboardInterrupt())
     cfg = compose_run("data.batch_size=8")
     handler = signal.getsignal(signal.SIGINT)
     try:
