@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -19,8 +20,11 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="report")
 def main(cfg: DictConfig) -> None:
     # Imported here, not at the top: --help and tab completion answer without loading torch.
+    from omegaconf import OmegaConf
+
     from resomap.run import record as results
     from resomap.study.aggregate import write_aggregates
+    from resomap.study.report import ReportIncomplete
 
     with user_errors():
         results_dir = Path(cfg.results_dir).expanduser().resolve()
@@ -29,7 +33,13 @@ def main(cfg: DictConfig) -> None:
                 f"No result files in {results_dir / results.TEST_RESULTS}: expected the <model>_<res>.json "
                 "files a training run writes. Run a sweep first, or pass results_dir=PATH pointing at a "
                 "results folder (the one holding test_results/).")
-        written = write_aggregates(results_dir, evaluate_cross_res=cfg.evaluate_cross_res)
+        try:
+            written = write_aggregates(results_dir, evaluate_cross_res=cfg.evaluate_cross_res,
+                                       **OmegaConf.to_container(cfg.report, resolve=True))
+        except ReportIncomplete as incomplete:
+            # Every other section and file was written; the report lists what failed.
+            log.error("%s", incomplete)
+            sys.exit(1)
     log.info("Report written: %s", ", ".join(str(path) for path in written[:6]))
     log.info("Open %s first", results_dir / "report.html")
 

@@ -124,17 +124,23 @@ class SweepSummary(Callback):
         started = getattr(self, "started", 0.0)
         failures = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{FAILURE_FILE}"))
                     if path.stat().st_mtime >= started]
+        from omegaconf import OmegaConf
+
+        from resomap.study.report import ReportIncomplete
+
+        rebuild = f"python -m resomap.report results_dir={config.paths.results_dir}"
         try:
-            written = write_aggregates(config.paths.results_dir,
-                                       evaluate_cross_res=config.evaluate_cross_res)
+            written = write_aggregates(config.paths.results_dir, evaluate_cross_res=config.evaluate_cross_res,
+                                       **OmegaConf.to_container(config.get("report") or {}, resolve=True))
             log.info("Sweep finished: results aggregated into %s; read %s first", written[0].parent,
                      written[0].parent / "report.html")
+        except ReportIncomplete as incomplete:
+            failures.append({"run_name": "report", "error": str(incomplete), "resume": rebuild})
         except Exception:
             # Hydra turns an exception here into a warning and exit status 0: report it instead.
-            log.exception("Sweep finished, but its report could not be built; rebuild it with "
-                          "python -m resomap.report results_dir=%s", config.paths.results_dir)
+            log.exception("Sweep finished, but its report could not be built; rebuild it with %s", rebuild)
             failures.append({"run_name": "report", "error": "the report could not be built",
-                             "resume": f"python -m resomap.report results_dir={config.paths.results_dir}"})
+                             "resume": rebuild})
         if failures:
             lines = [f"{len(failures)} run(s) failed; resume each with:"]
             lines += [f"  {failure['run_name']}: {failure['error']}\n    {failure['resume']}"

@@ -191,7 +191,7 @@ def write_predictions(path: str | os.PathLike, labels: np.ndarray, probabilities
     buffer = io.BytesIO()
     np.savez_compressed(buffer, labels=labels.astype(np.int16),
                         predictions=probabilities.argmax(axis=1).astype(np.int16),
-                        probabilities=probabilities.astype(np.float16))
+                        probabilities=probabilities.astype(np.float32))
     atomic_write_bytes(path, buffer.getvalue())
 
 
