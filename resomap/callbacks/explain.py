@@ -59,6 +59,27 @@ def _in_batches(method: Method, net: nn.Module, images: torch.Tensor, targets: t
                       for i in range(0, len(images), batch_size)])
 
 
+def _with_completeness(method: Method, net: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+                       batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Maps, and for a method that checks completeness (Integrated Gradients) each image's
+    convergence delta and target output change; None for the others."""
+    attribute = getattr(method, "attribute_with_completeness", None)
+    if attribute is None or len(images) == 0:
+        return _in_batches(method, net, images, targets, batch_size), None, None
+    parts = [attribute(net, images[i:i + batch_size], targets[i:i + batch_size])
+             for i in range(0, len(images), batch_size)]
+    return tuple(torch.cat([part[k].cpu() for part in parts]) for k in range(3))
+
+
+def completeness(deltas: torch.Tensor, changes: torch.Tensor) -> tuple[float, list[float]]:
+    """Completeness error relative to the output change: over the sample, sum |delta| / sum
+    |change| (not a mean of ratios, which one image with a tiny change would dominate), and
+    per image |delta| / |change|."""
+    tiny = torch.finfo(torch.float32).tiny
+    overall = float(deltas.abs().sum() / changes.abs().sum().clamp_min(tiny))
+    return overall, (deltas.abs() / changes.abs().clamp_min(tiny)).tolist()
+
+
 def _display(images: torch.Tensor) -> np.ndarray:
     """Normalised ``(N, 3, H, W)`` tensors back to ``(N, H, W, 3)`` pixels in [0, 1]."""
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -202,7 +223,8 @@ class Explain(pl.Callback):
         size = inputs.shape[-1]
         for name, method in self.methods.items():
             started = time.perf_counter()
-            label_maps = _in_batches(method, net, inputs, device_labels, self.batch_size)
+            label_maps, deltas, changes = _with_completeness(method, net, inputs, device_labels,
+                                                             self.batch_size)
             predicted_maps = label_maps.clone()
             predicted_maps[differs] = _in_batches(method, net, inputs[differs],
                                                   predicted[differs].to(inputs.device), self.batch_size)
@@ -214,13 +236,30 @@ class Explain(pl.Callback):
                 maps[f"random__{name}"] = random_maps
                 correlations = [attribution_maps.rank_correlation(a.numpy(), b.numpy())
                                 for a, b in zip(label_maps, random_maps)]
+                # The signed mean can sit near 0 while single images correlate strongly either way.
                 summary["sanity_spearman"] = attribution_maps.nanmean(correlations)
+                summary["sanity_abs_spearman"] = attribution_maps.nanmean([abs(c) for c in correlations])
                 summary["per_image"]["sanity_spearman"] = correlations
+            if deltas is not None:
+                self._check_completeness(name, method, summary, deltas, changes)
             finite = all(bool(torch.isfinite(m).all()) for m in (label_maps, predicted_maps))
             summary["finite"] = finite
             summary["seconds"] = time.perf_counter() - started
             summaries[name] = summary
         return maps, summaries
+
+    def _check_completeness(self, name: str, method: Method, summary: dict[str, Any], deltas: torch.Tensor,
+                            changes: torch.Tensor) -> None:
+        error, per_image = completeness(deltas, changes)
+        tolerance = float(getattr(method, "tolerance", 0.05))
+        summary.update(completeness_error=error, completeness_abs_mean=float(deltas.abs().mean()),
+                       completeness_large=error > tolerance)
+        summary["per_image"]["completeness_error"] = per_image
+        if error > tolerance:
+            log.warning("%s: %s attributions miss completeness by %.1f%% of the output change (tolerance "
+                        "%.0f%%): raise callbacks.explain.methods.%s.n_steps (now %s) for faithful maps.",
+                        self.run_name, name, 100 * error, 100 * tolerance, name,
+                        getattr(method, "n_steps", "?"))
 
     def _write_overlays(self, out_dir: Path, images: torch.Tensor, sample: list[tuple[str, int]],
                         predicted: torch.Tensor, classes: list[str],

@@ -127,11 +127,17 @@ BASELINES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 class IntegratedGradientsMethod:
     """Integrated Gradients (Sundararajan et al. 2017) from ``baseline`` (black, zeros or blur)
-    with ``n_steps`` Gauss-Legendre steps, ``internal_batch_size`` images per pass."""
+    with ``n_steps`` Gauss-Legendre steps, ``internal_batch_size`` images per pass.
 
+    Completeness (the paper's check): the attributions of an image should sum to the target
+    output's change from baseline to image. :meth:`attribute_with_completeness` also returns
+    captum's convergence delta (sum of attributions minus that change) and the change itself,
+    so the caller reports the error relative to the change and warns above ``tolerance``
+    (the paper asks for 5%).
+    """
 
     def __init__(self, baseline: str = "black", n_steps: int = 16,
-                 internal_batch_size: int | None = 16) -> None:
+                 internal_batch_size: int | None = 16, tolerance: float = 0.05) -> None:
         if baseline not in BASELINES:
             raise ValueError(
                 f"callbacks.explain.methods.integrated_gradients.baseline={baseline!r} is not "
@@ -143,15 +149,26 @@ class IntegratedGradientsMethod:
         self.baseline = baseline
         self.n_steps = n_steps
         self.internal_batch_size = internal_batch_size
+        self.tolerance = tolerance
 
     def settings(self, net: nn.Module, image_size: int) -> dict:
-        return {"baseline": self.baseline, "n_steps": self.n_steps}
+        return {"baseline": self.baseline, "n_steps": self.n_steps, "completeness_tolerance": self.tolerance}
+
+    def attribute_with_completeness(self, net: nn.Module, images: torch.Tensor, targets: torch.Tensor
+                                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Maps, and per image the convergence delta and the target output's change
+        ``f(image) - f(baseline)`` that the attributions should sum to."""
+        baselines = BASELINES[self.baseline](images)
+        attributions, delta = IntegratedGradients(net).attribute(
+            images, baselines=baselines, target=targets, n_steps=self.n_steps,
+            internal_batch_size=self.internal_batch_size, return_convergence_delta=True)
+        with torch.no_grad():
+            rows = torch.arange(len(targets), device=images.device)
+            change = net(images)[rows, targets] - net(baselines)[rows, targets]
+        return _pixel_map(attributions), delta.detach().float(), change.detach().float()
 
     def __call__(self, net: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        attributions = IntegratedGradients(net).attribute(
-            images, baselines=BASELINES[self.baseline](images), target=targets,
-            n_steps=self.n_steps, internal_batch_size=self.internal_batch_size)
-        return _pixel_map(attributions)
+        return self.attribute_with_completeness(net, images, targets)[0]
 
 
 class SaliencyMethod:

@@ -21,6 +21,7 @@ from PIL import Image  # noqa: E402
 from scipy import stats  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from resomap.data.io import open_image  # noqa: E402
 from resomap.io import figure_png  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def load_mask(data_root: str | Path, image: str, size: int) -> np.ndarray | None
     path = mask_path(data_root, image)
     if not path.is_file():
         return None
-    with Image.open(path) as mask:
+    with open_image(path) as mask:
         resized = mask.convert("L").resize((size, size), Image.Resampling.BOX)
     return np.asarray(resized, dtype=np.float32) / 255.0
 

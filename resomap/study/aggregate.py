@@ -1,23 +1,22 @@
-"""The sweep-level files of the seed study, rebuilt from the per-run results.
+"""The sweep-level files of the seed study, rebuilt from the run records.
 
 ``all_results.csv`` (one row per run), ``results_summary.json`` and ``detailed_report.txt``
-keep the seed's names, columns and layout; new figures are added after them. Runs are
-ranked by test balanced accuracy (macro recall), the study's headline metric.
+keep the seed's names, columns and layout; new figures are added after them. Runs are ranked
+by the study's metric (``report.metric``: balanced accuracy by default, or macro AUROC).
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from resomap.io import atomic_write_text, write_json
-from resomap.study.study import Study, build_study
+from resomap.io import atomic_write_text, write_csv, write_json
+from resomap.study import stats
+from resomap.study.study import DataStudy, RunData, Settings, Study, build_study
 
 # The seed study's columns, in its order; new columns follow them.
 SEED_COLUMNS = (
@@ -28,7 +27,6 @@ SEED_COLUMNS = (
     "profile_gpu_memory_allocated_mb", "profile_gpu_memory_reserved_mb",
     "profile_gpu_memory_peak_mb",
 )
-RANKING = "test_balanced_accuracy"
 SUMMARY_KEYS = ("num_experiments", "avg_test_accuracy", "best_test_accuracy", "worst_test_accuracy",
                 "avg_test_f1", "avg_inference_time_sec", "avg_throughput_samples_sec")
 
@@ -41,65 +39,73 @@ def _flatten(prefix: str, value: Any, row: dict[str, Any]) -> None:
         row[prefix] = value
 
 
-def result_row(result: dict[str, Any]) -> dict[str, Any]:
-    """One CSV row: scalars of the result, nested keys joined with ``_``."""
+def result_row(run: RunData) -> dict[str, Any]:
+    """One CSV row: the record's scalars, nested keys joined with ``_``.
+
+    Balanced accuracy, accuracy and the AUROC and average-precision figures are the study's own,
+    computed from the stored predictions (``metrics_source``), so the table, the report and
+    the statistics show the same numbers.
+    """
+    record = run.record
     row: dict[str, Any] = {
-        "model": result["model"], "resolution": result["resolution"],
-        "timestamp": result["timestamp"], "best_val_loss": result.get("best_val_loss"),
-        "seed": result.get("seed", 0), "run_name": result.get("run_name"),
+        "model": record.model, "resolution": record.resolution, "timestamp": record.timestamp,
+        "best_val_loss": record.best_val_loss, "seed": record.seed, "run_name": record.run_name,
     }
-    _flatten("test", result.get("test_metrics", {}), row)
-    if row.get("test_balanced_accuracy") is None:
-        row["test_balanced_accuracy"] = row.get("test_recall")  # macro recall, in seed results
-    _flatten("profile", result.get("profiling", {}), row)
-    _flatten("complexity", result.get("complexity", {}), row)
-    for key in ("best_epoch", "epochs_run", "global_step", "fit_time_sec", "precision",
-                "accelerator", "device", "num_devices", "config_fingerprint"):
-        row[key] = result.get(key)
-    _flatten("best", result.get("best_val_metrics", {}), row)
-    data = result.get("data") or {}
-    row["data_name"], row["data_fingerprint"] = data.get("name"), data.get("fingerprint")
+    metrics = record.to_dict()["test_metrics"]
+    metrics.pop("confusion_matrix", None)
+    metrics.update({key: run.metrics[key] for key in ("balanced_accuracy", "accuracy", "macro_auroc")})
+    metrics["per_class_auroc"] = run.per_class_auroc
+    metrics["per_class_average_precision"] = run.per_class_average_precision
+    _flatten("test", metrics, row)
+    _flatten("profile", record.profiling, row)
+    _flatten("complexity", record.complexity, row)
+    _flatten("timing", record.timing, row)
+    for key in ("best_epoch", "epochs_run", "global_step", "fit_time_sec", "precision", "accelerator",
+                "device", "num_devices"):
+        row[key] = getattr(record, key)
+    _flatten("best", record.best_val_metrics, row)
+    identity = record.identity
+    row.update(data_name=identity.data_name, data_fingerprint=identity.data_fingerprint,
+               training_hash=identity.training_hash, metrics_source=run.source)
     return row
 
 
-def results_table(runs: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+def results_table(runs: list[RunData]) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns (the seed's 18, then seed, then every other figure sorted) and rows."""
     rows = [result_row(run) for run in runs]
     extra = sorted({key for row in rows for key in row} - set(SEED_COLUMNS) - {"seed"})
     return [*SEED_COLUMNS, "seed", *extra], rows
 
 
-def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
-def ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows best first by balanced accuracy, then accuracy; rows without it last."""
+def ranked(rows: list[dict[str, Any]], column: str) -> list[dict[str, Any]]:
+    """Rows best first by ``column``, then accuracy; rows without a value last."""
     def key(row: dict[str, Any]) -> tuple[float, float]:
-        score, accuracy = row.get(RANKING), row.get("test_accuracy")
+        score, accuracy = _number(row.get(column)), _number(row.get("test_accuracy"))
         return (-score if score is not None else math.inf, -accuracy if accuracy is not None else math.inf)
     return sorted(rows, key=key)
 
 
 def _mean(values: list[Any]) -> float | None:
-    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numbers = [v for v in map(_number, values) if v is not None]
     return float(np.mean(numbers)) if numbers else None
 
 
 def _extreme(values: list[Any], pick: Any) -> float | None:
-    numbers = [float(v) for v in values if isinstance(v, (int, float))]
+    numbers = [v for v in map(_number, values) if v is not None]
     return pick(numbers) if numbers else None
 
 
-def seed_statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The seed's seven keys for a set of rows, plus balanced accuracy and its spread."""
+def seed_statistics(rows: list[dict[str, Any]], column: str) -> dict[str, Any]:
+    """The seed's seven keys for a set of rows, plus the ranking metric and its spread."""
     accuracy = [row.get("test_accuracy") for row in rows]
-    balanced = [row.get(RANKING) for row in rows if row.get(RANKING) is not None]
-    best = ranked(rows)[0]
+    ranking = [v for row in rows if (v := _number(row.get(column))) is not None]
+    best = ranked(rows, column)[0]
     return {
         "num_experiments": len(rows),
         "avg_test_accuracy": _mean(accuracy),
@@ -108,73 +114,115 @@ def seed_statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "avg_test_f1": _mean([row.get("test_f1_score") for row in rows]),
         "avg_inference_time_sec": _mean([row.get("profile_avg_time_sec") for row in rows]),
         "avg_throughput_samples_sec": _mean([row.get("profile_throughput_samples_sec") for row in rows]),
-        "avg_test_balanced_accuracy": _mean(balanced),
-        "std_test_balanced_accuracy": float(np.std(balanced, ddof=1)) if len(balanced) > 1 else None,
-        "best_test_balanced_accuracy": _extreme(balanced, max),
+        f"avg_{column}": _mean(ranking),
+        f"std_{column}": float(np.std(ranking, ddof=1)) if len(ranking) > 1 else None,
+        f"best_{column}": _extreme(ranking, max),
         "best_run": best.get("run_name"),
     }
 
 
-def _interval(interval: Any) -> dict[str, Any] | None:
+def _interval(interval: stats.Interval | None, confidence: float) -> dict[str, Any] | None:
     if interval is None:
         return None
-    return {"mean": interval.mean, "spread": interval.spread, "ci_low": interval.low,
-            "ci_high": interval.high, "ci_level": 0.95, "n": interval.n, "method": interval.method}
+    return {"estimate": interval.mean, "spread": interval.spread, "ci_low": interval.low,
+            "ci_high": interval.high, "ci_level": confidence, "seeds": interval.n, "method": interval.method}
+
+
+def _data_summary(data: DataStudy, settings: Settings) -> dict[str, Any]:
+    pairs = []
+    for (model, res), group in data.groups.items():
+        entry: dict[str, Any] = {
+            "model": model, "resolution": res, "seeds": group.seeds,
+            **{metric: _interval(group.intervals[metric], settings.confidence) for metric in stats.METRICS},
+            "f1_score": _interval(group.f1, settings.confidence), "accuracy": group.accuracy,
+            "per_class_auroc": group.per_class_auroc,
+            "per_class_average_precision": group.per_class_average_precision,
+            "costs": group.costs, "cost_keys": group.cost_keys,
+        }
+        comparison = data.comparisons.get((model, res))
+        if comparison is not None:
+            paired = comparison.paired
+            entry["vs_best"] = {
+                "metric": comparison.metric, "best_resolution": comparison.best_resolution,
+                "paired_seeds": list(comparison.seeds),
+                "difference": paired.difference if paired else None,
+                "ci_low": paired.low if paired else None, "ci_high": paired.high if paired else None,
+                "pvalue_holm": comparison.pvalue_holm, "margin": comparison.margin,
+                "noninferiority_pvalue": comparison.noninferiority_p,
+                "noninferiority_pvalue_holm": comparison.noninferiority_p_holm,
+                "status": comparison.status,
+                "decisive_test_images": comparison.decisive_images,
+                "decisive_seeds": comparison.decisive_seeds,
+                "mcnemar_plain_accuracy_pvalue": comparison.mcnemar.pvalue if comparison.mcnemar else None,
+                "mcnemar_seed": comparison.mcnemar_seed,
+                "note": comparison.reason or None,
+            }
+        pairs.append(entry)
+    cross = {}
+    if data.cross_res is not None:
+        cross = {model: {str(train): {str(test): value for test, value in row.items()}
+                         for train, row in data.cross_res.matrix(model).items()}
+                 for model in data.cross_res.models()}
+    return {
+        "models": data.models, "resolutions": data.resolutions, "classes": data.classes,
+        "by_model_resolution": pairs,
+        "recommendations": {
+            model: {"recommended_resolution": rec.resolution, "best_resolution": rec.best_resolution,
+                    "non_inferior": list(rec.non_inferior), "undecided": list(rec.undecided),
+                    "statement": rec.statement, "pareto_optimal": list(rec.pareto),
+                    "pareto_axes": [settings.metric, *rec.pareto_axes]}
+            for model, rec in data.recommendations.items()},
+        "highest_vs_lowest_resolution": {
+            model: {"high": found.high_resolution, "low": found.low_resolution, "seeds": list(found.seeds),
+                    "differences": {name: {"difference": d.difference, "ci_low": d.low, "ci_high": d.high,
+                                           "pvalue": d.pvalue, "pvalue_holm": found.pvalues_holm.get(name)}
+                                    for name, d in found.differences.items()}}
+            for model, found in data.extremes.items()},
+        "equal_training_cost": {
+            model: [{"budget_of": budget.reference, "axis": budget.axis, "budget": budget.budget,
+                     "best_resolution": budget.best,
+                     "reached": {str(res): value for res, value in budget.reached.items()}}
+                    for budget in found]
+            for model, found in data.budgets.items()},
+        "cost_scaling": {model: {name: {"a": fit.a, "k": fit.k, "r2": fit.r2, "points": fit.n}
+                                 for name, fit in fits.items()} for model, fits in data.scaling.items()},
+        "cross_resolution": cross,
+    }
 
 
 def summary(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """``results_summary.json``: the seed's keys first, then CIs, comparisons and answers."""
-    by_model = {m: seed_statistics([r for r in rows if r["model"] == m]) for m in study.models}
-    by_res = {str(res): seed_statistics([r for r in rows if int(r["resolution"]) == res])
+    """``results_summary.json``: the seed's keys first, then per data set the intervals,
+    comparisons and answers."""
+    settings = study.settings
+    column = f"test_{settings.metric}"
+    by_model = {m: seed_statistics([r for r in rows if r["model"] == m], column) for m in study.models}
+    by_res = {str(res): seed_statistics([r for r in rows if int(r["resolution"]) == res], column)
               for res in study.resolutions}
-    by_pair = []
-    for (model, res), group in study.groups.items():
-        comparison = study.comparisons.get((model, res))
-        entry: dict[str, Any] = {
-            "model": model, "resolution": res, "seeds": group.seeds,
-            "balanced_accuracy": _interval(group.balanced_accuracy), "f1_score": _interval(group.f1),
-            "accuracy": group.accuracy, "costs": group.costs, "cost_keys": group.cost_keys,
-        }
-        if comparison is not None:
-            entry["vs_best"] = {
-                "best_resolution": comparison.best_resolution, "paired_seeds": list(comparison.seeds),
-                "difference": comparison.paired.difference if comparison.paired else None,
-                "ci_low": comparison.paired.low if comparison.paired else None,
-                "ci_high": comparison.paired.high if comparison.paired else None,
-                "bootstrap_pvalue": comparison.paired.pvalue if comparison.paired else None,
-                "mcnemar_pvalue": comparison.mcnemar.pvalue if comparison.mcnemar else None,
-                "significantly_below": comparison.paired.significantly_below if comparison.paired else None,
-                "note": comparison.reason or None,
-            }
-        by_pair.append(entry)
     top = [{"model": r["model"], "resolution": r["resolution"], "test_accuracy": r.get("test_accuracy"),
-            "test_f1_score": r.get("test_f1_score"), "test_balanced_accuracy": r.get(RANKING),
-            "seed": r.get("seed")} for r in ranked(rows)[:5]]
+            "test_f1_score": r.get("test_f1_score"),
+            "test_balanced_accuracy": r.get("test_balanced_accuracy"),
+            "test_macro_auroc": r.get("test_macro_auroc"), "seed": r.get("seed"),
+            "data_name": r.get("data_name")}
+           for r in ranked(rows, column)[:5]]
     return {
         "generated_at": dt.datetime.now().isoformat(),
         "total_experiments": len(rows),
         "models": study.models,
         "resolutions": study.resolutions,
-        "statistics": {"by_model": by_model, "by_resolution": by_res, "by_model_resolution": by_pair},
+        "statistics": {"by_model": by_model, "by_resolution": by_res},
         "top_5_results": top,
-        "ranking_metric": RANKING,
-        "recommendations": {
-            model: {"recommended_resolution": rec.resolution, "best_resolution": rec.best_resolution,
-                    "not_significantly_below_best": list(rec.candidates), "pareto_optimal": list(rec.pareto),
-                    "pareto_axes": ["balanced_accuracy", *rec.pareto_axes]}
-            for model, rec in study.recommendations.items()},
-        "cost_scaling": {model: {name: {"a": fit.a, "k": fit.k, "r2": fit.r2, "points": fit.n}
-                                 for name, fit in fits.items()} for model, fits in study.scaling.items()},
-        "cross_resolution": {model: {str(train): {str(test): value for test, value in row.items()}
-                                     for train, row in study.cross_res.matrix(model).items()}
-                             for model in study.cross_res.models()},
+        "ranking_metric": column,
+        "settings": {"metric": settings.metric, "margin": settings.margin, "confidence": settings.confidence,
+                     "n_resamples": settings.n_resamples, "bootstrap_seed": settings.seed},
+        "data_sets": {name: _data_summary(data, settings) for name, data in study.data_sets.items()},
         "invalid_files": study.invalid,
         "notes": study.notes,
     }
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
-    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
+    number = _number(value)
+    return format(number, spec) if number is not None else "n/a"
 
 
 def _block(title: str, rule: str = "=") -> list[str]:
@@ -182,48 +230,59 @@ def _block(title: str, rule: str = "=") -> list[str]:
 
 
 def detailed_report(study: Study, rows: list[dict[str, Any]]) -> str:
-    """``detailed_report.txt`` in the seed's layout, ranked by balanced accuracy."""
-    order = ranked(rows)
+    """``detailed_report.txt`` in the seed's layout, ranked by the study's metric."""
+    column = f"test_{study.settings.metric}"
+    label = study.settings.metric_label
+    order = ranked(rows, column)
     lines = ["=" * 80, "RESOMAP - DETAILED RESULTS REPORT", "=" * 80,
              f"Generated: {dt.datetime.now():%Y-%m-%d %H:%M:%S}",
              f"Total Experiments: {len(rows)}",
              f"Models: {', '.join(study.models)}",
              f"Resolutions: {', '.join(map(str, study.resolutions))}",
-             "Ranked by: test balanced accuracy (macro recall over all classes)"]
+             f"Data sets: {', '.join(study.data_sets)}",
+             f"Ranked by: test {label} ({column})"]
     lines += _block("TOP 10 BEST RESULTS")
     for rank, row in enumerate(order[:10], 1):
         seed = f" seed {row.get('seed')}" if row.get("seed") else ""
-        lines.append(f"{rank:2d}. {row['model']} @ {row['resolution']}px{seed} | "
-                     f"Balanced Accuracy: {_fmt(row.get(RANKING))} | "
+        data = f" [{row.get('data_name')}]" if len(study.data_sets) > 1 else ""
+        lines.append(f"{rank:2d}. {row['model']} @ {row['resolution']}px{seed}{data} | "
+                     f"Balanced Accuracy: {_fmt(row.get('test_balanced_accuracy'))} | "
+                     f"Macro AUROC: {_fmt(row.get('test_macro_auroc'))} | "
                      f"Accuracy: {_fmt(row.get('test_accuracy'))} | "
                      f"F1: {_fmt(row.get('test_f1_score'))} | Val Loss: {_fmt(row.get('best_val_loss'))}")
-    for title, field, values, other in (("RESULTS BY MODEL", "model", study.models, "resolution"),
-                                        ("RESULTS BY RESOLUTION", "resolution", study.resolutions, "model")):
+    for title, key, values in (("RESULTS BY MODEL", "model", study.models),
+                               ("RESULTS BY RESOLUTION", "resolution", study.resolutions)):
         lines += _block(title)
         for value in values:
-            mine = [row for row in order if row[field] == value]
-            stats = seed_statistics(mine)
+            mine = [row for row in order if row[key] == value]
+            found = seed_statistics(mine, column)
             best = mine[0]
-            where = f"@ {best['resolution']}px" if other == "resolution" else f"({best['model']})"
-            lines += [f"\n{value}{'px' if field == 'resolution' else ''}:",
-                      f"  Experiments: {stats['num_experiments']}",
-                      f"  Average Balanced Accuracy: {_fmt(stats['avg_test_balanced_accuracy'])}",
-                      f"  Best Balanced Accuracy: {_fmt(best.get(RANKING))} {where}",
-                      f"  Average Accuracy: {_fmt(stats['avg_test_accuracy'])}",
-                      f"  Best Accuracy: {_fmt(stats['best_test_accuracy'])}",
-                      f"  Average F1: {_fmt(stats['avg_test_f1'])}",
-                      f"  Average Inference Time: {_fmt(stats['avg_inference_time_sec'])} s per batch"]
-            if field == "resolution":
+            where = f"@ {best['resolution']}px" if key == "model" else f"({best['model']})"
+            lines += [f"\n{value}{'px' if key == 'resolution' else ''}:",
+                      f"  Experiments: {found['num_experiments']}",
+                      f"  Average {label}: {_fmt(found[f'avg_{column}'])}",
+                      f"  Best {label}: {_fmt(best.get(column))} {where}",
+                      f"  Average Accuracy: {_fmt(found['avg_test_accuracy'])}",
+                      f"  Best Accuracy: {_fmt(found['best_test_accuracy'])}",
+                      f"  Average F1: {_fmt(found['avg_test_f1'])}",
+                      f"  Average Inference Time: {_fmt(found['avg_inference_time_sec'])} s per batch"]
+            if key == "resolution":
                 lines.append(f"  Best Model: {best['model']}")
-            elif value in study.recommendations:
-                lines.append(f"  Recommended Resolution: {study.recommendations[value].resolution}px")
+            else:
+                for name, data in study.data_sets.items():
+                    rec = data.recommendations.get(value)
+                    if rec is not None:
+                        where = f" ({name})" if len(study.data_sets) > 1 else ""
+                        chosen = f"{rec.resolution}px" if rec.resolution is not None else "none"
+                        lines.append(f"  Recommended Resolution{where}: {chosen}")
     lines += _block("DETAILED RESULTS TABLE")
-    header = (f"{'Model':<22}{'Res':>6}{'Seed':>6}{'BalAcc':>9}{'Acc':>9}{'Prec':>9}{'Recall':>9}"
+    header = (f"{'Model':<22}{'Res':>6}{'Seed':>6}{'BalAcc':>9}{'AUROC':>9}{'Acc':>9}{'Prec':>9}{'Recall':>9}"
               f"{'F1':>9}{'ValLoss':>9}{'Time(s)':>10}{'Img/s':>10}")
     lines += [header, "-" * len(header)]
     for row in rows:
         lines.append(f"{row['model']:<22}{row['resolution']:>6}{row.get('seed', 0):>6}"
-                     f"{_fmt(row.get(RANKING)):>9}{_fmt(row.get('test_accuracy')):>9}"
+                     f"{_fmt(row.get('test_balanced_accuracy')):>9}{_fmt(row.get('test_macro_auroc')):>9}"
+                     f"{_fmt(row.get('test_accuracy')):>9}"
                      f"{_fmt(row.get('test_precision')):>9}{_fmt(row.get('test_recall')):>9}"
                      f"{_fmt(row.get('test_f1_score')):>9}{_fmt(row.get('best_val_loss')):>9}"
                      f"{_fmt(row.get('profile_avg_time_sec')):>10}"
@@ -235,25 +294,39 @@ def detailed_report(study: Study, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_aggregates(results_dir: str | Path, evaluate_cross_res: bool = True) -> list[Path]:
-    """Rebuild every sweep-level file from the per-run results; returns what was written.
+def write_aggregates(results_dir: str | Path, evaluate_cross_res: bool = True,
+                     metric: str = "balanced_accuracy", margin: float = 0.02, strict: bool = False,
+                     **settings: Any) -> list[Path]:
+    """Rebuild every sweep-level file from the run records; returns what was written.
 
-    Writes ``all_results.csv``, ``results_summary.json``, ``detailed_report.txt``,
-    ``report.md``, ``report.html`` and ``plots/``. ``evaluate_cross_res=False`` uses cached
-    train x test resolution evaluations only and computes no new ones.
+    Writes ``all_results.csv``, ``results_summary.json``, ``detailed_report.txt``, ``report.md``,
+    ``report.html`` and ``plots/``. ``evaluate_cross_res=False`` uses cached train x test
+    resolution evaluations only. ``metric`` and ``margin`` (``report.metric``/``report.margin``)
+    choose the metric that drives the recommendation and the non-inferiority margin; other
+    ``report.*`` keys (confidence, n_resamples, seed) pass through ``settings``.
+
+    A report section that cannot be built does not cost the others: every file is written,
+    the report ends with the sections that failed, and then
+    :class:`resomap.study.report.ReportIncomplete` is raised (the caller exits non-zero).
+    ``strict=True`` (tests) raises the section's own error at once instead.
     """
-    from resomap.study.report import write_report
+    from resomap.study.report import ReportIncomplete, write_report
+    from resomap.study.study import check_settings
 
+    chosen = check_settings(metric, margin, **settings)
     results_dir = Path(results_dir)
-    study = build_study(results_dir, evaluate_cross_res=evaluate_cross_res)
+    study = build_study(results_dir, evaluate_cross_res=evaluate_cross_res, settings=chosen)
     columns, rows = results_table(study.runs)
     written = [results_dir / "all_results.csv"]
-    write_csv(written[0], columns, rows)
+    write_csv(written[0], rows, columns)
     if not rows:
         return written
     written.append(results_dir / "results_summary.json")
     write_json(written[-1], summary(study, rows))
     written.append(results_dir / "detailed_report.txt")
     atomic_write_text(written[-1], detailed_report(study, rows))
-    written += write_report(study)
+    report = write_report(study, strict=strict)
+    written += report.files
+    if report.failures:
+        raise ReportIncomplete(written, report.failures)
     return written

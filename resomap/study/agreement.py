@@ -8,21 +8,17 @@ and the share of attribution mass inside the lesion (when the data set has masks
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from resomap.config import seed_suffix  # noqa: E402
-from resomap.io import atomic_write_bytes, atomic_write_text, to_strict_json  # noqa: E402
+from resomap.config import PRIMARY_DATA, seed_suffix
+from resomap.io import atomic_write_bytes, write_csv
 from resomap.measure.maps import (
     EXPLANATIONS,
     MAPS_FILE,
@@ -34,41 +30,61 @@ from resomap.measure.maps import (
     rank_correlation,
     resample,
     top_iou,
-)  # noqa: E402
-from resomap.run import record as results  # noqa: E402
+)
+from resomap.run import record as records
+from resomap.run.record import RunRecord
 
 log = logging.getLogger(__name__)
 
 AGREEMENT_TARGET = "label"  # the same class at every resolution, whatever each run predicted
 
 
-def _load_maps(results_dir: Path, result: dict[str, Any]) -> dict[str, Any] | None:
-    section = result.get("explain") or {}
-    path = explanation_dir(results_dir, result["run_name"]) / section.get("maps_file", MAPS_FILE)
+def _load_maps(results_dir: Path, record: RunRecord) -> dict[str, Any] | None:
+    section = record.explain or {}
+    path = explanation_dir(results_dir, record.run_name) / str(section.get("maps_file") or MAPS_FILE)
     if not path.is_file():
-        log.warning("%s: explain section without its maps file %s; skipped", result["run_name"], path)
+        log.warning("%s: explain section without its maps file %s; skipped", record.run_name, path)
         return None
-    with np.load(path) as saved:
+    with np.load(path, allow_pickle=False) as saved:
         return {key: saved[key] for key in saved.files}
 
 
-def agreement_table(results_dir: str | Path, grid: int | None = None,
-                    target: str = AGREEMENT_TARGET) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per-image and averaged agreement of every resolution with the highest, per model.
+def _explained(results_dir: Path) -> Explained:
+    """(data set, model, seed) -> resolution -> (record, maps) of every run with explanations."""
+    found: dict[tuple[str, str, int], dict[int, tuple[RunRecord, dict[str, Any]]]] = defaultdict(dict)
+    for _path, record in records.iter_records(results_dir):
+        if isinstance(record, records.InvalidResult) or not (record.explain or {}).get("methods"):
+            continue
+        maps = _load_maps(results_dir, record)
+        if maps is not None:
+            found[(record.identity.data_name, record.model, record.seed)][record.resolution] = (record, maps)
+    return found
+
+
+def _method_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one method's ``explain`` summary that the agreement table carries along."""
+    return {"sanity_spearman": summary.get("sanity_spearman"),
+            "sanity_abs_spearman": summary.get("sanity_abs_spearman"),
+            "completeness_error": summary.get("completeness_error"),
+            "completeness_large": summary.get("completeness_large")}
+
+
+Explained = dict[tuple[str, str, int], dict[int, tuple[RunRecord, dict[str, Any]]]]
+
+
+def agreement_table(results_dir: str | Path, grid: int | None = None, target: str = AGREEMENT_TARGET,
+                    explained: Explained | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per-image and averaged agreement of every resolution with the highest, per data set, model and seed.
 
     ``grid``: side of the common grid (default: the model's lowest resolution, so no map
     is compared at detail it never had). Returns ``(summary_rows, per_image_rows)``.
+    ``lesion_area_fraction`` is the chance level of ``lesion_mass_fraction``: the lesion's
+    share of the image on the same grid, what an evenly spread map would score.
     """
     results_dir = Path(results_dir)
-    runs: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for _path, result in results.iter_results(results_dir):
-        if isinstance(result, dict) and result.get("explain") and result.get("run_name"):
-            runs[(result["model"], int(result.get("seed", 0)))].append(result)
     summary, per_image = [], []
-    for (model, seed), group in sorted(runs.items()):
-        loaded = {int(r["resolution"]): (r, maps) for r in group if (maps := _load_maps(results_dir, r))}
-        if not loaded:
-            continue
+    explained = _explained(results_dir) if explained is None else explained
+    for (data_name, model, seed), loaded in sorted(explained.items()):
         reference_res = max(loaded)
         side = grid or min(loaded)
         images = set.intersection(*(set(maps["images"].tolist()) for _, maps in loaded.values()))
@@ -76,11 +92,12 @@ def agreement_table(results_dir: str | Path, grid: int | None = None,
             log.warning("%s: no image explained at every resolution; agreement skipped", model)
             continue
         order = sorted(images)
-        methods = sorted(set.intersection(*(set(r["explain"]["methods"]) for r, _ in loaded.values())))
-        data_root = loaded[reference_res][0]["explain"].get("data_root")
+        methods = sorted(set.intersection(*(set(r.explain["methods"]) for r, _ in loaded.values())))
+        data_root = loaded[reference_res][0].explain.get("data_root")
         masks = [load_mask(data_root, image, side) if data_root else None for image in order]
+        chance = nanmean([float(mask.mean()) for mask in masks if mask is not None])
         common = {}
-        for res, (_result, maps) in loaded.items():
+        for res, (_record, maps) in loaded.items():
             index = [maps["images"].tolist().index(image) for image in order]
             common[res] = {method: resample(maps[map_key(method, target)][index].astype(np.float32), side)
                            for method in methods}
@@ -90,57 +107,46 @@ def agreement_table(results_dir: str | Path, grid: int | None = None,
                 current = common[res][method]
                 rows = []
                 for i, image in enumerate(order):
-                    row = {"model": model, "seed": seed, "resolution": res, "method": method,
-                           "image": image, "reference_resolution": reference_res,
-                           "spearman": rank_correlation(current[i], reference[i]),
-                           "iou_top10": top_iou(current[i], reference[i]),
-                           "lesion_mass_fraction": (mass_fraction(current[i], masks[i])
-                                                    if masks[i] is not None else None)}
-                    rows.append(row)
+                    rows.append({"data_name": data_name, "model": model, "seed": seed, "resolution": res,
+                                 "method": method, "image": image, "reference_resolution": reference_res,
+                                 "spearman": rank_correlation(current[i], reference[i]),
+                                 "iou_top10": top_iou(current[i], reference[i]),
+                                 "lesion_mass_fraction": (mass_fraction(current[i], masks[i])
+                                                          if masks[i] is not None else None),
+                                 "lesion_area_fraction": (float(masks[i].mean())
+                                                          if masks[i] is not None else None)})
                 per_image.extend(rows)
-                sanity = loaded[res][0]["explain"]["methods"][method].get("sanity_spearman")
                 summary.append({
-                    "model": model, "seed": seed, "resolution": res, "method": method,
+                    "data_name": data_name, "model": model, "seed": seed, "resolution": res, "method": method,
                     "reference_resolution": reference_res, "grid": side, "num_images": len(rows),
                     "spearman": nanmean([row["spearman"] for row in rows]),
                     "iou_top10": nanmean([row["iou_top10"] for row in rows]),
                     "lesion_mass_fraction": nanmean([row["lesion_mass_fraction"] for row in rows]),
-                    "sanity_spearman": sanity,
+                    "lesion_area_fraction": chance,
+                    **_method_figures(loaded[res][0].explain["methods"][method]),
                 })
     return summary, per_image
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(to_strict_json(rows))
-    atomic_write_text(path, buffer.getvalue())
-
-
-def agreement_figure(results_dir: str | Path, model: str, seed: int = 0, max_images: int = 4,
+def agreement_figure(loaded: dict[int, tuple[RunRecord, dict[str, Any]]], max_images: int = 4,
                      target: str = AGREEMENT_TARGET) -> bytes | None:
-    """PNG grid for one model: a row per image, a column per (method, resolution)."""
-    results_dir = Path(results_dir)
-    loaded = {}
-    for _path, result in results.iter_results(results_dir):
-        if (isinstance(result, dict) and result.get("explain") and result["model"] == model
-                and int(result.get("seed", 0)) == seed):
-            if (maps := _load_maps(results_dir, result)) is not None:
-                loaded[int(result["resolution"])] = (result, maps)
+    """PNG grid for one model and seed: a row per image, a column per (method, resolution)."""
     if not loaded:
         return None
     resolutions = sorted(loaded)
-    methods = sorted(set.intersection(*(set(r["explain"]["methods"]) for r, _ in loaded.values())))
+    model = loaded[resolutions[0]][0].model
+    methods = sorted(set.intersection(*(set(r.explain["methods"]) for r, _ in loaded.values())))
     order = sorted(set.intersection(*(set(m["images"].tolist()) for _, m in loaded.values())))[:max_images]
-    data_root = loaded[resolutions[-1]][0]["explain"].get("data_root")
+    if not order or not methods:
+        return None
+    data_root = loaded[resolutions[-1]][0].explain.get("data_root")
     columns = [(method, res) for method in methods for res in resolutions]
     figure = Figure(figsize=(1.6 * (len(columns) + 1), 1.7 * len(order) + 0.4), layout="constrained")
     axes = np.atleast_2d(figure.subplots(len(order), len(columns) + 1, squeeze=False))
     for row, image in enumerate(order):
         picture = _thumbnail(data_root, image)
-        axes[row, 0].imshow(picture)
+        if picture is not None:
+            axes[row, 0].imshow(picture)
         axes[row, 0].set_title(Path(image).parent.name, fontsize=7)
         for column, (method, res) in enumerate(columns, start=1):
             _, maps = loaded[res]
@@ -171,22 +177,25 @@ def _thumbnail(data_root: str | None, image: str, size: int = 160) -> np.ndarray
 
 def write_agreement(results_dir: str | Path, grid: int | None = None,
                     figures_dir: str | Path | None = None) -> tuple[list[dict[str, Any]], list[Path]]:
-    """Write ``explanations/agreement.csv``, ``agreement_per_image.csv`` and one grid figure
-    per model (``agreement_{model}.png`` in ``figures_dir``, default ``explanations/``).
+    """Write ``explanations/agreement.csv``, ``agreement_per_image.csv`` and one grid figure per
+    model and seed (``attribution_{model}.png``, ``--{data set}`` appended off the primary data set,
+    in ``figures_dir``, default ``explanations/``).
 
     Returns the averaged rows and the written paths (none when no run has explanations).
     """
     out = Path(results_dir) / EXPLANATIONS
-    summary, per_image = agreement_table(results_dir, grid)
+    explained = _explained(Path(results_dir))
+    summary, per_image = agreement_table(results_dir, grid, explained=explained)
     if not summary:
         return [], []
     written = [out / "agreement.csv", out / "agreement_per_image.csv"]
-    _write_csv(written[0], summary)
-    _write_csv(written[1], per_image)
-    for model, seed in sorted({(row["model"], row["seed"]) for row in summary}):
-        png = agreement_figure(results_dir, model, seed)
+    write_csv(written[0], summary)
+    write_csv(written[1], per_image)
+    for (data_name, model, seed), loaded in sorted(explained.items()):
+        png = agreement_figure(loaded)
         if png is not None:
-            path = Path(figures_dir or out) / f"attribution_{model}{seed_suffix(seed)}.png"
+            suffix = "" if data_name == PRIMARY_DATA else f"--{data_name}"
+            path = Path(figures_dir or out) / f"attribution_{model}{seed_suffix(seed)}{suffix}.png"
             atomic_write_bytes(path, png)
             written.append(path)
     return summary, written

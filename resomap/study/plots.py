@@ -1,66 +1,115 @@
-"""The report's figures as PNG files (matplotlib, Agg backend: no display needed)."""
+"""The report's figures as PNG files (matplotlib ``Figure`` objects: no display, no global state)."""
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
+from resomap.io import save_figure
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from resomap.io import atomic_write_bytes  # noqa: E402
-
-# (resolution, value, ci_low, ci_high); the interval may be NaN.
+# (resolution, value, ci_low, ci_high); the interval may be NaN (not known).
 Point = tuple[int, float, float, float]
+DPI = 110
 
 
 def save(figure: Figure, path: Path) -> Path:
-    """Write the figure atomically and release it."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    """Write the figure atomically."""
+    return save_figure(figure, path, dpi=DPI, bbox_inches="tight")
+
+
+def _resolution_axis(axes, resolutions: Sequence[int], log_scale: bool = False) -> None:
+    if log_scale:
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.minorticks_off()
+    axes.set_xticks(list(resolutions), [str(r) for r in resolutions])
+    axes.set_xlabel("input resolution (px)")
 
 
 def lines_by_model(series: dict[str, Sequence[Point]], ylabel: str, title: str, path: Path,
                    log_scale: bool = False) -> Path:
-    """One line per model against resolution, with the CI as error bars where known."""
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for model, points in sorted(series.items()):
-        points = sorted(points)
-        res = [p[0] for p in points]
-        values = np.array([p[1] for p in points])
-        low = np.array([p[2] for p in points])
-        high = np.array([p[3] for p in points])
-        errors = np.vstack([np.nan_to_num(values - low), np.nan_to_num(high - values)])
-        axes.errorbar(res, values, yerr=errors, marker="o", capsize=3, label=model)
+    """One line per model against resolution; each interval drawn from its ends.
+
+    The interval is a vertical bar from ``ci_low`` to ``ci_high`` with caps, not an error bar
+    of lengths around the estimate: a bootstrap interval need not contain its estimate, and
+    matplotlib refuses negative error lengths. Models are shifted sideways by a few percent
+    so their bars do not hide each other.
+    """
+    figure = Figure(figsize=(6.4, 4.2))
+    axes = figure.subplots()
+    models = sorted(series)
+    for index, model in enumerate(models):
+        points = sorted(series[model])
+        shift = 1 + 0.012 * (index - (len(models) - 1) / 2)
+        res = np.array([p[0] for p in points], dtype=float) * shift
+        values = np.array([p[1] for p in points], dtype=float)
+        line = axes.plot(res, values, marker="o", label=model)[0]
+        for x, _, low, high in ((r, *p[1:]) for r, p in zip(res, points)):
+            if math.isfinite(low) and math.isfinite(high):
+                axes.vlines(x, low, high, color=line.get_color(), linewidth=1.4)
+                axes.plot([x, x], [low, high], linestyle="none", marker="_", markersize=9,
+                          color=line.get_color())
     resolutions = sorted({p[0] for points in series.values() for p in points})
-    axes.set_xticks(resolutions, [str(r) for r in resolutions])
-    if log_scale:
-        axes.set_xscale("log")
-        axes.set_yscale("log")
-        axes.set_xticks(resolutions, [str(r) for r in resolutions])
-        axes.minorticks_off()
-    axes.set_xlabel("input resolution (px)")
+    _resolution_axis(axes, resolutions, log_scale)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
+    axes.grid(alpha=0.3)
+    if models:
+        axes.legend(fontsize="small")
+    return save(figure, path)
+
+
+def class_lines(per_class: dict[str, Sequence[tuple[int, float | None]]], ylabel: str, title: str,
+                path: Path) -> Path:
+    """One line per class against resolution (e.g. one-vs-rest AUROC of each class)."""
+    figure = Figure(figsize=(6.4, 4.2))
+    axes = figure.subplots()
+    for name, points in per_class.items():
+        points = sorted(p for p in points if p[1] is not None and math.isfinite(p[1]))
+        if points:
+            axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    resolutions = sorted({p[0] for points in per_class.values() for p in points})
+    _resolution_axis(axes, resolutions)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", ncol=2)
+    return save(figure, path)
+
+
+def cost_curves(curves: Sequence[tuple[int, Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
+                title: str, path: Path, budgets: Sequence[float] = ()) -> Path:
+    """Validation metric against cumulative training cost, one colour per resolution
+    (``curves``: (resolution, costs, values), one per run); budgets as dashed verticals."""
+    figure = Figure(figsize=(6.4, 4.2))
+    axes = figure.subplots()
+    resolutions = sorted({res for res, _, _ in curves})
+    colours = {res: f"C{i}" for i, res in enumerate(resolutions)}
+    labelled: set[int] = set()
+    for res, costs, values in sorted(curves, key=lambda c: c[0]):
+        axes.plot(costs, values, marker="o", markersize=3, color=colours[res],
+                  label=f"{res} px" if res not in labelled else None)
+        labelled.add(res)
+    for budget in budgets:
+        axes.axvline(budget, color="grey", linestyle="--", linewidth=0.8)
+    axes.set_xscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     return save(figure, path)
 
 
 def pareto_scatter(points: Sequence[tuple[str, int, float, float]], frontier: Sequence[int],
-                   xlabel: str, path: Path) -> Path:
-    """Balanced accuracy against a cost for every (model, resolution); the frontier joined."""
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+                   xlabel: str, ylabel: str, path: Path) -> Path:
+    """The metric against a cost for every (model, resolution); the frontier joined."""
+    figure = Figure(figsize=(6.4, 4.2))
+    axes = figure.subplots()
     for model in sorted({p[0] for p in points}):
         mine = [p for p in points if p[0] == model]
         axes.scatter([p[3] for p in mine], [p[2] for p in mine], label=model, s=36)
@@ -71,7 +120,7 @@ def pareto_scatter(points: Sequence[tuple[str, int, float, float]], frontier: Se
     axes.scatter([p[3] for p in best], [p[2] for p in best], s=110, facecolors="none", edgecolors="k")
     axes.set_xscale("log")
     axes.set_xlabel(xlabel)
-    axes.set_ylabel("balanced accuracy")
+    axes.set_ylabel(ylabel)
     axes.set_title("Accuracy against cost")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
@@ -83,7 +132,8 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: st
     counts = np.asarray(matrix, dtype=float)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = max(3.6, 0.55 * len(classes) + 1.6)
-    figure, axes = plt.subplots(figsize=(size, size))
+    figure = Figure(figsize=(size, size))
+    axes = figure.subplots()
     axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for (i, j), value in np.ndenumerate(counts):
         axes.text(j, i, str(int(value)), ha="center", va="center", fontsize=7,
@@ -101,7 +151,8 @@ def heatmap(matrix: dict[int, dict[int, float]], title: str, path: Path) -> Path
     rows = sorted(matrix)
     cols = sorted({test for row in matrix.values() for test in row})
     values = np.array([[matrix[r].get(c, math.nan) for c in cols] for r in rows])
-    figure, axes = plt.subplots(figsize=(1.0 + 0.8 * len(cols) + 1.5, 1.0 + 0.6 * len(rows)))
+    figure = Figure(figsize=(1.0 + 0.8 * len(cols) + 1.5, 1.0 + 0.6 * len(rows)))
+    axes = figure.subplots()
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     image = axes.imshow(values, cmap="viridis", vmin=low, vmax=max(high, low + 1e-6))

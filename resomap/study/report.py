@@ -1,9 +1,15 @@
 """``report.md`` and a self-contained ``report.html``: the answer of a sweep, read first.
 
-The report is a list of sections. Each entry of ``SECTIONS`` is a function
-``(study) -> Section | None`` (None: nothing to say); to add a section, write such a
-function and append it to ``SECTIONS``. Sections write their figures under
-``results/plots/`` and list them in ``Section.images``; the HTML embeds them as data URIs.
+The report is a list of sections. Each entry of ``DATA_SECTIONS`` is a function
+``(study, data) -> Section | None`` run once per data set in the results folder (None:
+nothing to say); each entry of ``STUDY_SECTIONS`` is a function ``(study) -> Section | None``
+run once. To add a section, write such a function and append it to one of the lists.
+Sections write their figures under ``results/plots/`` and list them in ``Section.images``;
+the HTML embeds them as data URIs.
+
+A section that raises is never silently lost: with ``strict=True`` (tests) the error is
+raised; otherwise every other section is still rendered and the report ends with
+"Sections that failed", naming each and its error, and the caller is told (``failures``).
 """
 
 from __future__ import annotations
@@ -21,12 +27,20 @@ from typing import Any
 from markdown_it import MarkdownIt
 
 from resomap.io import atomic_write_text
-from resomap.study import agreement, plots
-from resomap.study.study import EXPONENT_TOLERANCE, FIGURES, Study, pareto_optimal, run_name
+from resomap.study import agreement, plots, stats
+from resomap.study.study import (
+    EXPONENT_TOLERANCE,
+    FIGURES,
+    TRAIN_FLOPS_PER_FORWARD,
+    DataStudy,
+    Study,
+    pareto_optimal,
+)
 
 log = logging.getLogger(__name__)
 
 PLOTS_DIR = "plots"
+FAILED_TITLE = "Sections that failed"
 
 
 @dataclass
@@ -38,7 +52,39 @@ class Section:
     images: list[Path] = field(default_factory=list)
 
 
-SectionBuilder = Callable[[Study], "Section | None"]
+@dataclass(frozen=True)
+class SectionFailure:
+    """A section that could not be built, and why."""
+
+    section: str
+    data_name: str | None
+    error: str
+
+    def describe(self) -> str:
+        where = f" (data set {self.data_name})" if self.data_name else ""
+        return f"{self.section}{where}: {self.error}"
+
+
+@dataclass
+class ReportOutput:
+    files: list[Path]
+    failures: list[SectionFailure]
+
+
+class ReportIncomplete(RuntimeError):
+    """The report was written, but some of its sections failed (listed at its end)."""
+
+    def __init__(self, written: list[Path], failures: list[SectionFailure]) -> None:
+        self.written = written
+        self.failures = failures
+        report = next((path for path in written if path.name == "report.html"), None)
+        lines = "\n".join(f"  - {failure.describe()}" for failure in failures)
+        super().__init__(f"The report {report or ''} was written, but {len(failures)} section(s) failed "
+                         f"(listed under '{FAILED_TITLE}' at its end; tracebacks in the log):\n{lines}")
+
+
+DataSection = Callable[[Study, DataStudy], "Section | None"]
+StudySection = Callable[[Study], "Section | None"]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -56,124 +102,313 @@ def fmt(value: Any, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
-def with_ci(interval: Any) -> str:
+def with_ci(interval: stats.Interval | None) -> str:
+    """``estimate [low, high]``; the interval's ends as computed, even when they exclude the estimate."""
     if interval is None or not math.isfinite(interval.mean):
         return "n/a"
-    if not math.isfinite(interval.low):
+    if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
         return fmt(interval.mean)
     return f"{fmt(interval.mean)} [{fmt(interval.low)}, {fmt(interval.high)}]"
 
 
-def plots_dir(study: Study) -> Path:
-    return study.results_dir / PLOTS_DIR
+def signed_ci(difference: stats.PairedDifference) -> str:
+    return f"{difference.difference:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]"
 
 
-RULE = (
-    "**How the resolution is chosen.** For each model, the *best* resolution has the highest mean test "
-    "balanced accuracy (macro recall: every class counts equally, as the classes are imbalanced). Every "
-    "other resolution is compared with it on the same test images by a paired bootstrap of the "
-    "difference in balanced accuracy (2000 resamples of the test images, averaged over the seeds both "
-    "runs share). A resolution is *significantly below* the best when the whole 95% interval of that "
-    "difference is below zero. The recommended resolution is the smallest one that is not significantly "
-    "below the best: the cheapest input that loses no measurable accuracy. No correction for multiple "
-    "comparisons is applied, which makes the rule conservative (it favours larger inputs). The exact "
-    "McNemar test on per-image correctness (plain accuracy, first shared seed) is shown beside it. "
-    "The *Pareto-optimal* resolutions are those no other resolution of the model beats on balanced "
-    "accuracy and cost at once (cost: latency and peak memory when profiled, else FLOPs, else resolution)."
-)
+def pvalue(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def answer_section(study: Study) -> Section:
-    rows = []
-    for model, rec in study.recommendations.items():
-        chosen, best = study.groups[(model, rec.resolution)], study.groups[(model, rec.best_resolution)]
-        untested = [res for (name, res), c in study.comparisons.items() if name == model and c.paired is None]
-        candidates = ", ".join(map(str, rec.candidates))
-        if untested:
-            candidates += f" (untested: {', '.join(map(str, untested))}, see below)"
-        rows.append([model, f"**{rec.resolution}**", with_ci(chosen.balanced_accuracy), rec.best_resolution,
-                     with_ci(best.balanced_accuracy), candidates,
-                     ", ".join(map(str, rec.pareto)) + f" ({' / '.join(['accuracy', *rec.pareto_axes])})"])
-    text = table(["Model", "Recommended resolution", "Balanced accuracy [95% CI]", "Best resolution",
-                  "Best balanced accuracy [95% CI]", "Not significantly below best", "Pareto-optimal"], rows)
-    return Section("Answer: the resolution to use for each model", f"{text}\n\n{RULE}")
+def plots_dir(study: Study, data: DataStudy | None = None) -> Path:
+    """``results/plots``; with several data sets, ``results/plots/{data set}`` for each one's figures."""
+    base = study.results_dir / PLOTS_DIR
+    return base / data.name if data is not None and len(study.data_sets) > 1 else base
 
 
-def data_section(study: Study) -> Section:
-    latest = max(study.runs, key=lambda run: str(run.get("timestamp")))
-    data, classes = latest.get("data") or {}, latest.get("classes") or []
-    if data:
-        lines = [f"- **Dataset**: {data.get('name', 'unknown')} at `{data.get('root', 'unknown')}` "
-                 f"(fingerprint `{data.get('fingerprint', 'n/a')}`)"]
-    else:
-        lines = ["- **Dataset**: not recorded in these results (an older result format)."]
-    fingerprints = {(run.get("data") or {}).get("fingerprint") for run in study.runs}
+def _titled(study: Study, data: DataStudy, title: str) -> str:
+    return f"{title} ({data.name})" if len(study.data_sets) > 1 else title
+
+
+# ----------------------------------------------------------------------------- the answer
+
+
+def rule(study: Study) -> str:
+    settings = study.settings
+    level = f"{settings.confidence:.0%}"
+    return (
+        f"**How the resolution is chosen.** The metric is {settings.metric_label} (`report.metric="
+        f"{settings.metric}`), computed from each run's stored test predictions. For each model the *best* "
+        f"resolution has the highest {settings.metric_label} (mean over seeds). Every other resolution is "
+        "compared with it on the same test images: the difference (resolution minus best) with a "
+        f"{level} paired percentile bootstrap interval ({settings.n_resamples} resamples; the test images "
+        "are resampled within each class, and with several seeds the seeds are resampled first). A "
+        f"resolution is *non-inferior* when it is shown to lose less than the margin (`report.margin="
+        f"{settings.margin:g}`): the one-sided bootstrap test of \"difference <= -margin\", Holm-corrected "
+        f"over the model's comparisons, rejects at {settings.alpha:g}; with a single comparison this is "
+        "exactly \"the interval's lower end lies above -margin\". The recommended resolution is the "
+        "smallest non-inferior one, and the best one when no smaller one is shown non-inferior. "
+        "*Undecided*: the interval holds -margin, so the test set cannot tell; the comparison table gives "
+        "a rough number of test images that would decide it. Comparing with the observed best slightly "
+        "favours the best (its estimate is the largest of several noisy ones). The *Pareto-optimal* "
+        f"resolutions are those no other resolution of the model beats on {settings.metric_label} and cost "
+        "at once (cost: latency and peak memory when profiled, else FLOPs, else resolution)."
+    )
+
+
+def answer_section(study: Study, data: DataStudy) -> Section:
+    label = study.settings.metric_label
+    rows, statements = [], []
+    for model, rec in data.recommendations.items():
+        chosen = data.groups.get((model, rec.resolution)) if rec.resolution is not None else None
+        best = data.groups.get((model, rec.best_resolution)) if rec.best_resolution is not None else None
+        rows.append([model, f"**{rec.resolution}**" if rec.resolution is not None else "none",
+                     with_ci(chosen.intervals[study.settings.metric]) if chosen else "n/a",
+                     rec.best_resolution if rec.best_resolution is not None else "n/a",
+                     with_ci(best.intervals[study.settings.metric]) if best else "n/a",
+                     ", ".join(map(str, rec.non_inferior)) or "none",
+                     ", ".join(map(str, rec.undecided)) or "none",
+                     ", ".join(map(str, rec.pareto)) + f" ({' / '.join([label, *rec.pareto_axes])})"])
+        statements.append(f"- **{model}**: {rec.statement}")
+    level = f"{study.settings.confidence:.0%}"
+    text = table(["Model", "Recommended resolution", f"{label[0].upper()}{label[1:]} there [{level} CI]",
+                  "Best resolution", f"Best {label} [{level} CI]",
+                  f"Non-inferior to best (margin {study.settings.margin:g})", "Undecided",
+                  "Pareto-optimal"], rows)
+    text += "\n\n" + "\n".join(statements) + "\n\n" + rule(study)
+    return Section(_titled(study, data, "Answer: the resolution to use for each model"), text)
+
+
+def data_section(study: Study, data: DataStudy) -> Section:
+    latest = max(data.runs, key=lambda run: run.record.timestamp).record
+    info = latest.data
+    lines = [f"- **Data set**: {info.name} at `{info.root or 'unknown'}` (fingerprint "
+             f"`{info.fingerprint or 'n/a'}`)"]
+    fingerprints = {run.record.identity.data_fingerprint for run in data.runs}
     if len(fingerprints) > 1:
-        lines.append(f"- **Warning**: the runs used {len(fingerprints)} different data sets; "
-                     "compare them with care.")
-    devices = sorted({f"{run.get('device', 'unknown')} ({run.get('accelerator', '?')}, "
-                      f"{run.get('precision', '?')})" for run in study.runs})
+        lines.append(f"- **Warning**: the runs of {info.name} saw {len(fingerprints)} different versions "
+                     "of it (data fingerprints); their comparisons mix data versions.")
+    if len(study.data_sets) > 1:
+        lines.append(f"- This folder holds {len(study.data_sets)} data sets ({', '.join(study.data_sets)}); "
+                     "each has its own sections and runs of different data sets are never compared.")
+    devices = sorted({f"{run.record.device or 'unknown'} ({run.record.accelerator or '?'}, "
+                      f"{run.record.precision or '?'})" for run in data.runs})
     lines.append(f"- **Machine**: {'; '.join(devices)}")
-    versions = latest.get("versions") or {}
+    versions = latest.versions or {}
     lines.append("- **Libraries**: " + (", ".join(f"{name} {version}" for name, version in versions.items())
                                         or "not recorded"))
     text = "\n".join(lines)
-    counts = data.get("class_counts") or {}
+    counts, classes = info.class_counts or {}, latest.classes
     if counts and classes:
         header = ["Class", *[f"{split} (n={sum(values)})" for split, values in counts.items()]]
         rows = [[name, *[f"{values[i]} ({100 * values[i] / max(sum(values), 1):.1f}%)"
-                         for values in counts.values()]] for i, name in enumerate(classes)]
+                         if i < len(values) else "n/a" for values in counts.values()]]
+                for i, name in enumerate(classes)]
         text += "\n\n**Class balance** (images per class and share of the split):\n\n" + table(header, rows)
-    return Section("Data set and machine", text)
+    return Section(_titled(study, data, "Data set and machine"), text)
 
 
-def accuracy_section(study: Study) -> Section:
+# ----------------------------------------------------------------------------- accuracy
+
+
+def _interval_series(data: DataStudy, metric: str) -> dict[str, list[plots.Point]]:
+    series: dict[str, list[plots.Point]] = {}
+    for (model, res), group in data.groups.items():
+        interval = group.intervals.get(metric) if metric in stats.METRICS else group.f1
+        if interval is not None and math.isfinite(interval.mean):
+            series.setdefault(model, []).append((res, interval.mean, interval.low, interval.high))
+    return series
+
+
+def _comparison_row(study: Study, data: DataStudy, model: str, res: int) -> list[Any]:
+    comparison = data.comparisons.get((model, res))
+    if comparison is None:
+        return [model, res, "best", "", "", "", "", "", ""]
+    if comparison.paired is None:
+        return [model, res, comparison.best_resolution, "not paired: "
+                                                        f"{comparison.reason}", "", "", "n/a", "", ""]
+    decisive = ""
+    if comparison.decisive_images is not None:
+        decisive = f"about {comparison.decisive_images} images"
+        if comparison.decisive_seeds is not None:
+            decisive += f" or {comparison.decisive_seeds} seeds"
+    mcnemar = comparison.mcnemar
+    plain = "n/a"
+    if mcnemar:
+        plain = (f"{pvalue(mcnemar.pvalue)} ({mcnemar.only_a} vs {mcnemar.only_b}, "
+                 f"seed {comparison.mcnemar_seed})")
+    return [model, res, comparison.best_resolution, signed_ci(comparison.paired),
+            pvalue(comparison.pvalue_holm), pvalue(comparison.noninferiority_p_holm), comparison.status,
+            decisive, plain]
+
+
+def accuracy_section(study: Study, data: DataStudy) -> Section:
+    settings = study.settings
+    level = f"{settings.confidence:.0%}"
     rows = []
-    for (model, res), group in study.groups.items():
-        comparison = study.comparisons.get((model, res))
-        if comparison is None:
-            versus, pvalues = "best", ("", "")
-        elif comparison.paired is None:
-            versus, pvalues = f"not paired: {comparison.reason}", ("n/a", "n/a")
-        else:
-            paired = comparison.paired
-            flag = " (significantly below)" if paired.significantly_below else ""
-            versus = f"{paired.difference:+.3f} [{paired.low:+.3f}, {paired.high:+.3f}]{flag}"
-            pvalues = (fmt(paired.pvalue), fmt(comparison.mcnemar.pvalue) if comparison.mcnemar else "n/a")
-        rows.append([model, res, ", ".join(map(str, group.seeds)), with_ci(group.balanced_accuracy),
-                     group.balanced_accuracy.method, with_ci(group.f1), fmt(group.accuracy), versus,
-                     *pvalues])
-    text = table(["Model", "Resolution", "Seeds", "Balanced accuracy [95% CI]", "CI method", "Macro F1",
-                  "Accuracy", "Difference to best [95% CI]", "Bootstrap p", "McNemar p"], rows)
-    text += ("\n\nCI method *t*: mean and Student-t interval over seeds; *bootstrap*: one seed, percentile "
-             "bootstrap over its test images.")
+    for (model, res), group in data.groups.items():
+        methods = sorted({interval.method for interval in group.intervals.values()})
+        rows.append([model, res, ", ".join(map(str, group.seeds)),
+                     with_ci(group.intervals["balanced_accuracy"]), with_ci(group.intervals["macro_auroc"]),
+                     with_ci(group.f1), fmt(group.accuracy), "; ".join(methods)])
+    text = table(["Model", "Resolution", "Seeds", f"Balanced accuracy [{level} CI]",
+                  f"Macro AUROC [{level} CI]", "Macro F1", "Accuracy", "CI method"], rows)
+    text += ("\n\nBalanced accuracy is ISIC's: the mean per-class recall. Macro AUROC: the mean one-vs-rest "
+             "ROC AUC over the classes. Both are computed from the stored test predictions. CI method "
+             "*bootstrap (images)*: one seed, percentile bootstrap over the test images (resampled within "
+             "each class); *bootstrap (seeds, images)*: seeds resampled, then images; *t*: Student-t over "
+             "seeds' recorded values (no stored predictions); *none*: one value, no interval. An interval "
+             "need not contain its estimate; figures draw intervals from their ends.")
+    comparison_rows = [_comparison_row(study, data, model, res) for model, res in data.groups]
+    text += (f"\n\n**Each resolution against the best, on {settings.metric_label}** (difference = resolution "
+             f"minus best, {level} paired bootstrap interval; margin {settings.margin:g}):\n\n")
+    text += table(["Model", "Resolution", "Best", f"Difference [{level} CI]", "p, difference = 0 (Holm)",
+                   f"p, difference <= -{settings.margin:g} (Holm)", "Decision", "Would decide it",
+                   "McNemar p, plain accuracy (only here right vs only best right)"], comparison_rows)
+    text += ("\n\nThe p-values are bootstrap tests, Holm-corrected over each model's comparisons. *Would "
+             "decide it*: the test images (or seeds) at which the interval would exclude -margin if the "
+             "difference stayed at its estimate (half-width shrinking as 1/sqrt(n): a rough planning "
+             "figure). McNemar's exact test compares plain accuracy (share of images right) on the first "
+             f"shared seed; it is not a test of {settings.metric_label} and may disagree with it in "
+             "direction.")
     images = []
-    for key, label, name in (("balanced_accuracy", "balanced accuracy", "balanced_accuracy_vs_resolution"),
-                             ("f1", "macro F1", "f1_vs_resolution")):
-        series: dict[str, list[plots.Point]] = {}
-        for (model, res), group in study.groups.items():
-            interval = getattr(group, key)
-            if interval is not None:
-                series.setdefault(model, []).append((res, interval.mean, interval.low, interval.high))
-        images.append(plots.lines_by_model(series, label, f"Test {label} by resolution",
-                                           plots_dir(study) / f"{name}.png"))
-    return Section("Accuracy by resolution", text, images)
+    for metric, label, name in (("balanced_accuracy", "balanced accuracy", "balanced_accuracy_vs_resolution"),
+                                ("macro_auroc", "macro AUROC", "macro_auroc_vs_resolution"),
+                                ("f1", "macro F1", "f1_vs_resolution")):
+        series = _interval_series(data, metric)
+        if series:
+            images.append(plots.lines_by_model(series, label, f"Test {label} by resolution ({level} CI)",
+                                               plots_dir(study, data) / f"{name}.png"))
+    return Section(_titled(study, data, "Accuracy by resolution"), text, images)
 
 
-def _cost_label(study: Study, name: str) -> str:
-    keys = sorted({g.cost_keys[name] for g in study.groups.values() if name in g.cost_keys})
+def auroc_section(study: Study, data: DataStudy) -> Section:
+    classes = data.classes
+    auroc_rows, precision_rows = [], []
+    for (model, res), group in data.groups.items():
+        auroc_rows.append([model, res, *[fmt(group.per_class_auroc.get(name)) for name in classes],
+                           fmt(group.value("macro_auroc"))])
+        precision_rows.append([model, res, *[fmt(group.per_class_average_precision.get(name))
+                                             for name in classes]])
+    text = ("One-vs-rest ROC AUC of each class from the stored test probabilities (as the ISIC challenges "
+            "report them beside balanced accuracy), mean over seeds. AUROC measures how well a class is "
+            "ranked against the others whatever the decision threshold, so it shows a resolution effect "
+            "that an under-trained model's argmax (balanced accuracy) can hide.\n\n")
+    text += table(["Model", "Resolution", *classes, "Macro"], auroc_rows)
+    text += "\n\n**Average precision per class** (one-vs-rest, area under the precision-recall curve):\n\n"
+    text += table(["Model", "Resolution", *classes], precision_rows)
+    level = f"{study.settings.confidence:.0%}"
+    extreme_rows = []
+    for model, found in data.extremes.items():
+        for name, difference in found.differences.items():
+            adjusted = found.pvalues_holm.get(name)
+            extreme_rows.append([model, f"{found.high_resolution} - {found.low_resolution}", name,
+                                 signed_ci(difference), pvalue(difference.pvalue),
+                                 pvalue(adjusted) if adjusted is not None else ""])
+    if extreme_rows:
+        text += ("\n\n**Highest minus lowest resolution** (paired over the same test images and seeds, "
+                 f"{level} bootstrap interval; Holm over the classes of a model):\n\n")
+        text += table(["Model", "Resolutions", "Metric", f"Difference [{level} CI]", "p",
+                       "p (Holm, classes)"], extreme_rows)
+    images = []
+    for model in data.models:
+        per_class = {name: [(g.resolution, g.per_class_auroc.get(name)) for g in data.model_groups(model)]
+                     for name in classes}
+        if any(value is not None for points in per_class.values() for _, value in points):
+            images.append(plots.class_lines(per_class, "one-vs-rest AUROC",
+                                            f"{model}: AUROC per class by resolution",
+                                            plots_dir(study, data) / f"auroc_by_class_{model}.png"))
+    return Section(_titled(study, data, "Per-class AUROC and average precision"), text, images)
+
+
+# --------------------------------------------------------------------- equal training cost
+
+
+def _scale(value: float, axis: str) -> str:
+    return f"{value / 1e15:.3g} PFLOP" if axis == "flops" else f"{value:.4g} s"
+
+
+def training_cost_section(study: Study, data: DataStudy) -> Section:
+    title = _titled(study, data, "Accuracy at equal training cost")
+    if not data.curves:
+        return Section(title, "Not available: no run's history has per-epoch validation metrics with "
+                              "cumulative training time (`train_time_sec`).")
+    keys = sorted({c.metric for c in data.curves})
+    names = ", ".join(f"`{key}`" for key in keys)
+    text = (f"Validation metric ({names}) after each epoch against the cumulative training cost: FLOPs = "
+            f"{TRAIN_FLOPS_PER_FORWARD} x forward FLOPs per image (fvcore, one multiply-add = one FLOP; "
+            "forward plus backward, the usual approximation) x training images seen, and training wall "
+            "time (`train_time_sec`, this machine). Equal epochs favour large inputs; at equal cost a "
+            "smaller input gets more epochs. For a few budgets (the full schedule of the smallest, middle "
+            "and largest resolution), the best validation value each resolution reached within it (the "
+            "best checkpoint so far, mean over seeds). Caveats: a run cut at a budget is not a run "
+            "scheduled for that budget (the learning-rate schedule spans the full run), and the "
+            "validation split is small, so close values are within noise.")
+    if f"val_{study.settings.metric}" not in keys:
+        text += (f" The histories have no validation {study.settings.metric_label}; the curves use "
+                 f"{', '.join(keys)} instead.")
+    rows = []
+    for model, found in data.budgets.items():
+        for reference in sorted({budget.reference for budget in found}):
+            by_axis = {budget.axis: budget for budget in found if budget.reference == reference}
+            row = [model, f"{reference} px full schedule"]
+            for axis in ("flops", "seconds"):
+                budget = by_axis.get(axis)
+                if budget is None:
+                    row += ["n/a", "n/a"]
+                    continue
+                best = budget.best
+                row += [_scale(budget.budget, axis),
+                        f"**{best}** ({fmt(budget.reached[best])})" if best is not None else "n/a"]
+            flops = by_axis.get("flops") or by_axis.get("seconds")
+            row.append(", ".join(f"{res}: {fmt(value)}" for res, value in flops.reached.items()))
+            rows.append(row)
+    if rows:
+        text += "\n\n" + table(["Model", "Budget", "Training FLOPs", "Best at this FLOPs budget",
+                                "Wall time", "Best at this time budget",
+                                "Value reached within the FLOPs budget (n/a: first epoch over it)"], rows)
+    else:
+        text += "\n\nFewer than two resolutions per model have cost curves: no budget comparison."
+    images = []
+    for model in data.models:
+        mine = [c for c in data.curves if c.model == model]
+        for axis, label in (("flops", "training FLOPs (3 x forward, "
+                                      "fvcore)"), ("seconds", "training wall time (s)")):
+            series = [(c.resolution, c.flops if axis == "flops" else c.seconds, c.values) for c in mine
+                      if (c.flops if axis == "flops" else c.seconds)]
+            if series:
+                marks = [b.budget for b in data.budgets.get(model, []) if b.axis == axis]
+                images.append(plots.cost_curves(series, label, mine[0].metric, f"{model}: validation metric "
+                                                f"against training cost", plots_dir(study, data) /
+                                                f"training_cost_{axis}_{model}.png", marks))
+    return Section(title, text, images)
+
+
+# --------------------------------------------------------------------------------- cost
+
+
+def _cost_label(data: DataStudy, name: str) -> str:
+    keys = sorted({g.cost_keys[name] for g in data.groups.values() if name in g.cost_keys})
     return f"{FIGURES[name].label} ({FIGURES[name].unit}; {', '.join(keys)})"
 
 
-def cost_section(study: Study) -> Section:
+def cost_section(study: Study, data: DataStudy) -> Section:
     present = [name for name in ("latency", "throughput", "memory", "flops", "params")
-               if name in study.figures_present()]
+               if name in data.figures_present()]
     missing = [name for name in ("latency", "throughput", "memory", "flops") if name not in present]
     parts = []
     if present:
         rows = [[model, res, *[fmt(group.costs.get(name), ".4g") for name in present]]
-                for (model, res), group in study.groups.items()]
-        parts.append(table(["Model", "Resolution", *[_cost_label(study, name) for name in present]], rows))
+                for (model, res), group in data.groups.items()]
+        parts.append(table(["Model", "Resolution", *[_cost_label(data, name) for name in present]], rows))
+        parts.append("Latency: median time of one inference batch in the run's precision. Memory: on a GPU "
+                     "`gpu_memory_peak_mb` (MiB: model weights and buffers plus the peak the measured "
+                     "forward passes added; the data cache excluded); on a CPU `cpu_memory_increase_mb` "
+                     "(decimal MB: the rise of resident memory during the measured passes), or for older "
+                     "records `peak_cpu_memory_mb` (the whole process's peak, baseline included). The "
+                     "column header names the record keys used; docs/profiling.md says what each figure "
+                     "includes.")
     if missing:
         parts.append(f"Not measured in these results: {', '.join(missing)} (the runs have no "
                      "`profiling`/`complexity` figures for them); their plots are left out.")
@@ -181,16 +416,17 @@ def cost_section(study: Study) -> Section:
     for name in ("latency", "throughput", "memory", "flops"):
         if name not in present:
             continue
-        series = {}
-        for (model, res), group in study.groups.items():
+        series: dict[str, list[plots.Point]] = {}
+        for (model, res), group in data.groups.items():
             if name in group.costs:
                 series.setdefault(model, []).append((res, group.costs[name], math.nan, math.nan))
         images.append(plots.lines_by_model(series, f"{FIGURES[name].label} ({FIGURES[name].unit})",
                                            f"{FIGURES[name].label} by resolution (log-log)",
-                                           plots_dir(study) / f"{name}_vs_resolution.png", log_scale=True))
+                                           plots_dir(study, data) / f"{name}_vs_resolution.png",
+                                           log_scale=True))
     fits = [[model, name, fmt(fit.k, ".2f"), fmt(fit.r2, ".3f"), fit.n,
              "**departs from 2**" if abs(fit.k - 2) > EXPONENT_TOLERANCE else "about 2"]
-            for model, by_name in study.scaling.items() for name, fit in by_name.items()]
+            for model, by_name in data.scaling.items() for name, fit in by_name.items()]
     if fits:
         parts.append("**Cost scaling.** Each cost is fitted as `a * res^k` (least squares on log cost "
                      "against log resolution). Compute grows with the pixel count, so k is about 2 for "
@@ -198,61 +434,130 @@ def cost_section(study: Study) -> Section:
                      "usually scale less steeply at small inputs, where fixed overheads (kernel launches, "
                      "weights, the framework itself) dominate.\n\n"
                      + table(["Model", "Figure", "k", "R^2", "Points", "Verdict"], fits))
-    return Section("Cost by resolution", "\n\n".join(parts), images)
+    return Section(_titled(study, data, "Cost by resolution"), "\n\n".join(parts), images)
 
 
-def pareto_section(study: Study) -> Section | None:
-    present = study.figures_present()
+TIMING_ORDER = ("setup", "fit", "test", "profile", "explain", "total")
+
+
+def timing_section(study: Study, data: DataStudy) -> Section | None:
+    timed = [run.record for run in data.runs if run.record.timing]
+    if not timed:
+        return None
+    found = {key for record in timed for key in record.timing}
+    rank = {name: i for i, name in enumerate(TIMING_ORDER)}
+    keys = sorted(found, key=lambda key: (rank.get(key.removesuffix("_sec"), len(rank)), key))
+    rows = [[record.run_name, *[fmt(record.timing.get(key), ".1f") for key in keys]] for record in timed]
+    return Section(_titled(study, data, "Where the time went"),
+                   "Wall time of each run's stages, in seconds (the record's `timing`).\n\n"
+                   + table(["Run", *[f"{key.removesuffix('_sec')} (s)" for key in keys]], rows))
+
+
+def pareto_section(study: Study, data: DataStudy) -> Section:
+    title = _titled(study, data, "Accuracy against cost")
+    label = study.settings.metric_label
+    present = data.figures_present()
     cost = next((name for name in ("latency", "flops") if name in present), None)
     if cost is None:
-        return Section("Accuracy against cost", "No latency or FLOPs in these results: no Pareto plot.")
-    points = [(model, res, group.balanced_accuracy.mean, group.costs[cost])
-              for (model, res), group in study.groups.items() if cost in group.costs]
-    frontier = pareto_optimal({i: (acc, value) for i, (_, _, acc, value) in enumerate(points)})
-    label = _cost_label(study, cost)
-    image = plots.pareto_scatter(points, frontier, label, plots_dir(study) / "accuracy_vs_latency_pareto.png")
+        return Section(title, "No latency or FLOPs in these results: no Pareto plot.")
+    points = [(model, res, group.value(study.settings.metric), group.costs[cost])
+              for (model, res), group in data.groups.items()
+              if cost in group.costs and math.isfinite(group.value(study.settings.metric))]
+    if not points:
+        return Section(title, f"No run has both {label} and {cost}: no Pareto plot.")
+    frontier = pareto_optimal({i: (value, spent) for i, (_, _, value, spent) in enumerate(points)})
+    cost_label = _cost_label(data, cost)
+    image = plots.pareto_scatter(points, frontier, cost_label, label,
+                                 plots_dir(study, data) / "accuracy_vs_cost_pareto.png")
     listed = ", ".join(f"{points[i][0]} @ {points[i][1]}" for i in frontier)
-    return Section("Accuracy against cost",
-                   f"Across all models, the runs on the Pareto frontier of balanced accuracy against "
-                   f"{label.lower()} are: {listed}.", [image])
+    return Section(title, f"Across all models, the runs on the Pareto frontier of {label} against "
+                          f"{cost_label.lower()} are: {listed}.", [image])
 
 
-def cross_res_section(study: Study) -> Section:
-    models = study.cross_res.models()
+def cross_res_section(study: Study, data: DataStudy) -> Section:
+    if data.cross_res_error is not None:
+        raise data.cross_res_error
     images, rows = [], []
-    for model in models:
-        matrix = study.cross_res.matrix(model)
+    for model in data.cross_res.models():
+        matrix = data.cross_res.matrix(model)
         if not any(len(row) > 1 for row in matrix.values()):
             continue
         images.append(plots.heatmap(matrix, f"{model}: balanced accuracy, train x test resolution",
-                                    plots_dir(study) / f"cross_res_{model}.png"))
+                                    plots_dir(study, data) / f"cross_res_{model}.png"))
         for train, row in matrix.items():
             best = max(row, key=lambda test: (row[test], -test))
             rows.append([model, train, best, fmt(row[best]), fmt(row.get(train))])
     text = ("Each model trained at one resolution is tested, from its best checkpoint, at every other "
-            "resolution of the sweep (FixRes, Touvron et al. 2019: a model often does best when tested "
-            "somewhat above its training resolution).")
+            "resolution of the sweep: how well what it learned transfers to other input sizes. ResoMap "
+            "resizes the whole image to the input size for training and testing alike (no random-resized "
+            "crop), so objects have the same apparent size in both; the FixRes effect (Touvron et al. 2019: "
+            "models trained with random-resized crops do best when tested above their training resolution) "
+            "is not expected here, and a model usually does best at its own resolution.")
     if rows:
         text += "\n\n" + table(["Model", "Train resolution", "Best test resolution",
                                 "Balanced accuracy there", "At the train resolution"], rows)
     else:
         text += ("\n\nNo cross-resolution evaluations in these results (a single resolution, "
                  "`evaluate_cross_res=false`, or checkpoints not found).")
-    return Section("Train resolution x test resolution", text, images)
+    return Section(_titled(study, data, "Train resolution x test resolution"), text, images)
 
 
-def confusion_section(study: Study) -> Section:
+def confusion_section(study: Study, data: DataStudy) -> Section:
     images = []
-    for run in study.runs:
-        matrix = run["test_metrics"].get("confusion_matrix")
+    for run in data.runs:
+        matrix = run.record.test_metrics.confusion_matrix
         if matrix:
-            name = run_name(run)
-            balanced = run["test_metrics"].get("balanced_accuracy")
-            images.append(plots.confusion(matrix, run.get("classes") or [str(i) for i in range(len(matrix))],
-                                          f"{name}: balanced accuracy {fmt(balanced)}",
-                                          plots_dir(study) / f"confusion_{name}.png"))
-    return Section("Confusion matrices", "Rows: true class; colour: share of the row (recall on the "
-                   "diagonal); numbers: image counts.", images)
+            record = run.record
+            classes = record.classes or [str(i) for i in range(len(matrix))]
+            images.append(plots.confusion(matrix, classes,
+                                          f"{record.run_name}: balanced accuracy "
+                                          f"{fmt(run.metrics.get('balanced_accuracy'))}",
+                                          plots_dir(study, data) / f"confusion_{record.run_name}.png"))
+    text = "Rows: true class; colour: share of the row (recall on the diagonal); numbers: image counts."
+    if not images:
+        text = "No run recorded a confusion matrix."
+    return Section(_titled(study, data, "Confusion matrices"), text, images)
+
+
+# ----------------------------------------------------------------------- whole-study sections
+
+
+def explanations_section(study: Study) -> Section | None:
+    """The report's "Explanations across resolutions" section (None without explanations)."""
+    summary, written = agreement.write_agreement(study.results_dir, figures_dir=plots_dir(study))
+    if not summary:
+        return None
+    several = len({row["data_name"] for row in summary}) > 1
+    rows = []
+    for row in summary:
+        mass = fmt(row["lesion_mass_fraction"])
+        if row.get("lesion_area_fraction") is not None and mass != "n/a":
+            mass += f" (chance {fmt(row['lesion_area_fraction'])})"
+        completeness = fmt(row.get("completeness_error"))
+        if row.get("completeness_large"):
+            completeness = f"**{completeness} (large)**"
+        rows.append([*([row["data_name"]] if several else []), row["model"], row["resolution"], row["method"],
+                     fmt(row["spearman"]), fmt(row["iou_top10"]), mass, fmt(row.get("sanity_spearman")),
+                     fmt(row.get("sanity_abs_spearman")), completeness])
+    text = (
+        "Attribution maps of the same test images (label class) at every resolution, resampled to a "
+        "common grid (the model's lowest resolution) and compared with the highest resolution's: "
+        "Spearman rank correlation and IoU of the top-10% regions (1 = the model looks at the same "
+        "evidence). *Lesion mass*: the share of attribution inside the lesion mask (n/a without masks); "
+        "*chance* is the lesion's share of the image, what a map spread evenly would score, so only a "
+        "value well above it means the map points at the lesion. *Sanity* (Adebayo et al. 2018): rank "
+        "correlation between the trained model's maps and a randomly re-initialised copy's, per image; "
+        "the signed mean can be near 0 while single images correlate strongly in both directions, so the "
+        "mean of its absolute value is shown beside it (near 0: the method explains the model; near 1: it "
+        "mostly shows the image). *Completeness* (Integrated Gradients only): |sum of attributions - "
+        "(output - baseline output)| relative to |output - baseline output|, mean over images; a large "
+        "value means too few integration steps (raise `callbacks.explain.methods.integrated_gradients."
+        "n_steps`). Per-image values: `explanations/agreement_per_image.csv`.\n\n"
+        + table([*(["Data set"] if several else []), "Model", "Resolution", "Method", "Spearman vs highest",
+                 "Top-10% IoU", "Lesion mass (chance)", "Sanity rho (mean)", "Sanity |rho| (mean)",
+                 "Completeness error"], rows))
+    return Section("Explanations across "
+                   "resolutions", text, [path for path in written if path.suffix == ".png"])
 
 
 def notes_section(study: Study) -> Section | None:
@@ -261,64 +566,79 @@ def notes_section(study: Study) -> Section | None:
     return Section("Notes and ignored files", "\n".join(lines)) if lines else None
 
 
-
-def explanations_section(study: Study) -> Section | None:
-    """The report's "Explanations across resolutions" section (None without explanations)."""
-    summary, written = agreement.write_agreement(study.results_dir, figures_dir=plots_dir(study))
-    if not summary:
-        return None
-    rows = [[row["model"], row["resolution"], row["method"], fmt(row["spearman"]),
-             fmt(row["iou_top10"]), fmt(row["lesion_mass_fraction"]), fmt(row["sanity_spearman"])]
-            for row in summary]
-    text = (
-        "Attribution maps of the same test images (label class) at every resolution, resampled to a "
-        "common grid (the model's lowest resolution) and compared with the highest resolution's: "
-        "Spearman rank correlation and IoU of the top-10% regions (1 = the model looks at the same "
-        "evidence), and the share of attribution inside the lesion mask (n/a without masks). "
-        "*Sanity*: rank correlation between the trained model's maps and a randomly re-initialised "
-        "copy's (Adebayo et al. 2018); near 0 means the method explains the model, near 1 that it "
-        "mostly shows the image. Per-image values: `explanations/agreement_per_image.csv`.\n\n"
-        + table(["Model", "Resolution", "Method", "Spearman vs highest", "Top-10% IoU",
-                 "Lesion mass", "Sanity (trained vs random)"], rows))
-    return Section("Explanations across resolutions", text,
-                   [path for path in written if path.suffix == ".png"])
-
-
-SECTIONS: list[SectionBuilder] = [
+DATA_SECTIONS: list[DataSection] = [
     answer_section,
     data_section,
     accuracy_section,
+    auroc_section,
+    training_cost_section,
     cost_section,
+    timing_section,
     pareto_section,
     cross_res_section,
-    explanations_section,
     confusion_section,
+]
+STUDY_SECTIONS: list[StudySection] = [
+    explanations_section,
     notes_section,
 ]
 
 
-def build_sections(study: Study, builders: Sequence[SectionBuilder] = SECTIONS) -> list[Section]:
-    """Run every section builder; one that fails becomes a short error section, not a lost report."""
-    sections = []
-    for builder in builders:
+def build_sections(study: Study, strict: bool = False, data_sections: Sequence[DataSection] | None = None,
+                   study_sections: Sequence[StudySection] | None = None
+                   ) -> tuple[list[Section], list[SectionFailure]]:
+    """Run every section builder (default: ``DATA_SECTIONS`` per data set, then ``STUDY_SECTIONS``).
+
+    ``strict``: a failing builder raises. Otherwise it is logged with its traceback and listed in
+    the returned failures, and the other sections are still built.
+    """
+    data_sections = DATA_SECTIONS if data_sections is None else data_sections
+    study_sections = STUDY_SECTIONS if study_sections is None else study_sections
+    sections, failures = [], []
+    calls: list[tuple[str, DataStudy | None, Callable[[], Section | None]]] = [
+        (builder.__name__, data, lambda builder=builder, data=data: builder(study, data))
+        for data in study.data_sets.values() for builder in data_sections]
+    calls += [(builder.__name__, None, lambda builder=builder: builder(study)) for builder in study_sections]
+    for name, data, call in calls:
         try:
-            section = builder(study)
-        except Exception as error:  # a broken section must not cost the whole report
-            log.exception("Report section %s failed", builder.__name__)
-            section = Section(f"Section {builder.__name__} failed", f"`{error!r}`")
+            section = call()
+        except Exception as error:
+            if strict:
+                raise
+            log.exception("Report section %s failed", name)
+            reason = f"{type(error).__name__}: {error}"
+            failures.append(SectionFailure(name, data.name if data else None, reason))
+            continue
         if section is not None:
             sections.append(section)
-    return sections
+    return sections, failures
 
 
-def header(study: Study) -> str:
-    return (f"# ResoMap report\n\nGenerated {dt.datetime.now():%Y-%m-%d %H:%M} from "
-            f"{len(study.runs)} runs in `{study.results_dir}`: models {', '.join(study.models)}; "
-            f"resolutions {', '.join(map(str, study.resolutions))}.")
+def failed_section(failures: Sequence[SectionFailure]) -> Section:
+    lines = [f"- `{failure.section}`{f' (data set {failure.data_name})' if failure.data_name else ''}: "
+             f"{failure.error}" for failure in failures]
+    intro = ("These sections could not be built; the rest of the report is complete. The command that "
+             "wrote it exited with an error; the log has each traceback.")
+    return Section(FAILED_TITLE, intro + "\n\n" + "\n".join(lines))
 
 
-def render_markdown(study: Study, sections: Sequence[Section]) -> str:
-    parts = [header(study)]
+def header(study: Study, failures: Sequence[SectionFailure] = ()) -> str:
+    settings = study.settings
+    text = (f"# ResoMap report\n\nGenerated {dt.datetime.now():%Y-%m-%d %H:%M} from "
+            f"{len(study.runs)} runs in `{study.results_dir}`: data "
+            f"set{'s' if len(study.data_sets) > 1 else ''} "
+            f"{', '.join(study.data_sets)}; models {', '.join(study.models)}; resolutions "
+            f"{', '.join(map(str, study.resolutions))}. Recommendation metric: {settings.metric_label} "
+            f"(`report.metric={settings.metric}`), non-inferiority margin {settings.margin:g} "
+            f"(`report.margin`), {settings.confidence:.0%} intervals.")
+    if failures:
+        text += (f"\n\n**Incomplete: {len(failures)} section(s) failed; see \"{FAILED_TITLE}\" at the end.**")
+    return text
+
+
+def render_markdown(study: Study, sections: Sequence[Section],
+                    failures: Sequence[SectionFailure] = ()) -> str:
+    parts = [header(study, failures)]
     for section in sections:
         parts.append(f"## {section.title}\n\n{section.markdown}")
         parts += [f"![{image.stem}]({image.relative_to(study.results_dir).as_posix()})"
@@ -335,10 +655,10 @@ code{background:#f5f5f5;padding:0 3px}
 """
 
 
-def render_html(study: Study, sections: Sequence[Section]) -> str:
+def render_html(study: Study, sections: Sequence[Section], failures: Sequence[SectionFailure] = ()) -> str:
     """One HTML file with everything inline (figures as base64 data URIs): no external requests."""
     markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
-    body = [markdown.render(header(study))]
+    body = [markdown.render(header(study, failures))]
     for section in sections:
         body.append(markdown.render(f"## {section.title}\n\n{section.markdown}"))
         for image in section.images:
@@ -350,10 +670,17 @@ def render_html(study: Study, sections: Sequence[Section]) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(study: Study) -> list[Path]:
-    """Write ``report.md``, ``report.html`` and the figures; returns the report files and figures."""
-    sections = build_sections(study)
+def write_report(study: Study, strict: bool = False) -> ReportOutput:
+    """Write ``report.md``, ``report.html`` and the figures.
+
+    Returns the files written and the sections that failed (always empty with ``strict``,
+    which raises instead); a caller with failures must exit non-zero.
+    """
+    sections, failures = build_sections(study, strict=strict)
+    if failures:
+        sections.append(failed_section(failures))
     markdown_path, html_path = study.results_dir / "report.md", study.results_dir / "report.html"
-    atomic_write_text(markdown_path, render_markdown(study, sections))
-    atomic_write_text(html_path, render_html(study, sections))
-    return [markdown_path, html_path, *[image for section in sections for image in section.images]]
+    atomic_write_text(markdown_path, render_markdown(study, sections, failures))
+    atomic_write_text(html_path, render_html(study, sections, failures))
+    images = [image for section in sections for image in section.images]
+    return ReportOutput([markdown_path, html_path, *images], failures)

@@ -1,31 +1,43 @@
-"""Confidence intervals, paired tests and power-law fits for comparing resolutions.
+"""The metrics of a run's test predictions, their confidence intervals and paired comparisons.
 
-Balanced accuracy is the study's headline metric (the test sets are imbalanced), so the
-intervals and the paired test are computed on it, over the same test images.
+Metrics (ISIC's): balanced accuracy, the mean per-class recall, and one-vs-rest AUROC per class
+and its macro mean, plus per-class average precision. Point estimates come from scikit-learn;
+intervals and paired differences from a bootstrap over the test images (stratified by class:
+every resample keeps each class's count, as the test split does) and, with several seeds, over
+seeds as well: each replicate draws seeds with replacement, then images, and scores every drawn
+seed on the same drawn images. Intervals are percentile intervals (the ``inverted_cdf``
+quantiles of the replicates), so a point estimate may lie outside its interval; plots draw
+intervals from their ends.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000
+# The metrics a recommendation can be driven by (``report.metric``), with their names in text.
+METRICS = {"balanced_accuracy": "balanced accuracy", "macro_auroc": "macro AUROC"}
+
+# A scorer maps one run's arrays and a (B, n) matrix of resampled image indices to B scores.
+Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
 class Interval:
     """A point estimate with its confidence interval and how the interval was obtained."""
 
-    mean: float
+    mean: float  # the point estimate: the metric on all test images, averaged over seeds
     low: float
     high: float
-    spread: float  # standard deviation over seeds, or the bootstrap standard error
-    n: int
+    spread: float  # bootstrap standard error, or the standard deviation over seeds (t)
+    n: int  # seeds
     method: str
 
 
@@ -40,17 +52,35 @@ class McNemar:
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """Balanced accuracy of A minus B on the same images, with a paired bootstrap CI."""
+    """Metric of A minus metric of B on the same test images (and seeds), with its bootstrap.
+
+    ``pvalue``: two-sided bootstrap p-value for no difference, ``2 (k + 1) / (B + 1)`` with k
+    the replicates on the smaller side of 0. ``replicates`` are kept for non-inferiority
+    p-values at any margin.
+    """
 
     difference: float
     low: float
     high: float
     pvalue: float
+    replicates: np.ndarray
+    n_images: int
+    n_seeds: int
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
 
     @property
     def significantly_below(self) -> bool:
-        """A is significantly worse than B: the whole interval lies below zero."""
+        """A is worse than B: the whole interval lies below zero."""
         return self.high < 0
+
+    def noninferiority_pvalue(self, margin: float) -> float:
+        """One-sided p-value of ``H0: difference <= -margin``: the share of replicates at or below
+        ``-margin``. It is below ``(1 - CONFIDENCE) / 2`` exactly when the interval's lower end
+        lies above ``-margin``."""
+        return float(np.mean(self.replicates <= -margin))
 
 
 @dataclass(frozen=True)
@@ -63,26 +93,221 @@ class PowerLaw:
     n: int
 
 
-def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Mean per-class recall along ``axis``, over classes present in ``labels``.
+# ----------------------------------------------------------------------------- point estimates
 
-    Works on stacks of resamples (scipy's vectorised bootstrap); written with numpy because
-    it runs on thousands of resamples at once.
-    """
-    labels = np.moveaxis(np.asarray(labels), axis, -1)
-    predictions = np.moveaxis(np.asarray(predictions), axis, -1)
-    correct = labels == predictions
+
+def balanced_accuracy(labels: Sequence[int], predictions: Sequence[int]) -> float:
+    """ISIC's balanced accuracy: the mean recall over the classes present in ``labels``."""
+    return float(balanced_accuracy_score(np.asarray(labels), np.asarray(predictions)))
+
+
+def per_class_auroc(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """One-vs-rest ROC AUC of each class (NaN for a class absent from ``labels`` or present alone)."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
+    values = np.full(probabilities.shape[1], np.nan)
+    for cls in range(probabilities.shape[1]):
+        member = labels == cls
+        if 0 < member.sum() < member.size:
+            values[cls] = roc_auc_score(member, probabilities[:, cls])
+    return values
+
+
+def per_class_average_precision(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """One-vs-rest average precision of each class (NaN for a class absent from ``labels``)."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
+    values = np.full(probabilities.shape[1], np.nan)
+    for cls in range(probabilities.shape[1]):
+        member = labels == cls
+        if member.any():
+            values[cls] = average_precision_score(member, probabilities[:, cls])
+    return values
+
+
+def macro(values: np.ndarray) -> float:
+    """Mean over the classes that have a value; NaN when none has."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+# ------------------------------------------------------------- vectorised scores of resamples
+# Written with numpy because a comparison scores thousands of resamples at once; scikit-learn
+# scores one sample per call (2000 resamples x 7 classes x 2 runs = 28000 calls per comparison).
+# tests/study/test_stats.py checks both against scikit-learn on the full sample.
+
+
+def balanced_accuracy_scores(labels: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray,
+                             index: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of each row of resampled image indices ``index`` (B, n)."""
+    drawn, correct = labels[index], (predictions == labels)[index]
     recalls = []
     for cls in np.unique(labels):
-        member = labels == cls
+        member = drawn == cls
         support = member.sum(axis=-1)
         hits = (member & correct).sum(axis=-1)
         recalls.append(np.where(support > 0, hits / np.maximum(support, 1), np.nan))
     return np.nanmean(np.stack(recalls, axis=-1), axis=-1)
 
 
+def _auroc_rows(member: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUROC of each row (ties count one half), NaN for rows with one kind only."""
+    ranks = stats.rankdata(scores, axis=-1)
+    positives = member.sum(axis=-1)
+    negatives = member.shape[-1] - positives
+    u = (ranks * member).sum(axis=-1) - positives * (positives + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((positives > 0) & (negatives > 0), u / (positives * negatives), np.nan)
+
+
+def class_auroc_scorer(cls: int) -> Scorer:
+    """A scorer of one class's one-vs-rest AUROC."""
+    def score(labels: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray,
+              index: np.ndarray) -> np.ndarray:
+        return _auroc_rows(labels[index] == cls, probabilities[:, cls][index])
+    return score
+
+
+def macro_auroc_scores(labels: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray,
+                       index: np.ndarray) -> np.ndarray:
+    """Macro AUROC (mean one-vs-rest AUROC over the classes present) of each resample."""
+    per_class = [class_auroc_scorer(cls)(labels, predictions, probabilities, index)
+                 for cls in np.unique(labels)]
+    return np.nanmean(np.stack(per_class, axis=-1), axis=-1)
+
+
+SCORERS: dict[str, Scorer] = {"balanced_accuracy": balanced_accuracy_scores,
+                              "macro_auroc": macro_auroc_scores}
+
+
+# ------------------------------------------------------------------------------ the bootstrap
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One run's stored test predictions: labels (n,), predicted class (n,), probabilities (n, C)."""
+
+    labels: np.ndarray
+    predictions: np.ndarray
+    probabilities: np.ndarray
+
+
+def stratified_indices(labels: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, n) image indices: each row draws, with replacement, as many images of each class as
+    the test split has (the split's class counts are fixed by design)."""
+    columns = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        columns.append(members[rng.integers(0, members.size, (n_resamples, members.size))])
+    return np.concatenate(columns, axis=1)
+
+
+def _percentiles(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
+    finite = replicates[np.isfinite(replicates)]
+    if not finite.size:
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(finite, [tail, 1 - tail], method="inverted_cdf")
+    return float(low), float(high)
+
+
+def _seed_draws(n_seeds: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, S) seed indices drawn with replacement; the one seed every time when there is one."""
+    if n_seeds == 1:
+        return np.zeros((n_resamples, 1), dtype=int)
+    return rng.integers(0, n_seeds, (n_resamples, n_seeds))
+
+
+def _check_same_images(runs: Sequence[Predictions]) -> np.ndarray:
+    if not runs:
+        raise ValueError("A bootstrap needs the predictions of at least one run.")
+    labels = np.asarray(runs[0].labels)
+    for run in runs[1:]:
+        if not np.array_equal(run.labels, labels):
+            raise ValueError("Seeds and resolutions compared together must be tested on the same images.")
+    return labels
+
+
+def bootstrap_metric(runs: Sequence[Predictions], scorer: Scorer, confidence: float = CONFIDENCE,
+                     n_resamples: int = N_RESAMPLES, seed: int = 0) -> Interval:
+    """The metric averaged over the seeds ``runs`` with a bootstrap interval over seeds and images."""
+    labels = _check_same_images(runs)
+    rng = np.random.default_rng(seed)
+    full = np.arange(labels.size)[None]
+    point = float(np.mean([scorer(run.labels, run.predictions, run.probabilities, full)[0] for run in runs]))
+    index = stratified_indices(labels, n_resamples, rng)
+    scores = np.stack([scorer(run.labels, run.predictions, run.probabilities, index) for run in runs])
+    draws = _seed_draws(len(runs), n_resamples, rng)
+    replicates = np.nanmean(scores[draws.T, np.arange(n_resamples)], axis=0)
+    low, high = _percentiles(replicates, confidence)
+    method = "bootstrap (images)" if len(runs) == 1 else "bootstrap (seeds, images)"
+    return Interval(point, low, high, float(np.nanstd(replicates, ddof=1)), len(runs), method)
+
+
+def paired_difference(runs_a: Sequence[Predictions], runs_b: Sequence[Predictions], scorer: Scorer,
+                      confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                      seed: int = 0) -> PairedDifference:
+    """Metric of A minus metric of B, averaged over paired seeds, on the same resampled images.
+
+    ``runs_a[i]`` and ``runs_b[i]`` are the same seed at two resolutions. Each replicate draws
+    seeds (pairs) with replacement, then images, so the pairing is kept throughout.
+    """
+    if len(runs_a) != len(runs_b) or not runs_a:
+        raise ValueError("paired_difference needs one run of B for each run of A (the same seeds).")
+    labels = _check_same_images([*runs_a, *runs_b])
+    rng = np.random.default_rng(seed)
+    full = np.arange(labels.size)[None]
+
+    def scored(runs: Sequence[Predictions], index: np.ndarray) -> np.ndarray:
+        return np.stack([scorer(run.labels, run.predictions, run.probabilities, index) for run in runs])
+
+    point = float(np.mean(scored(runs_a, full) - scored(runs_b, full)))
+    index = stratified_indices(labels, n_resamples, rng)
+    differences = scored(runs_a, index) - scored(runs_b, index)
+    draws = _seed_draws(len(runs_a), n_resamples, rng)
+    replicates = np.nanmean(differences[draws.T, np.arange(n_resamples)], axis=0)
+    low, high = _percentiles(replicates, confidence)
+    finite = replicates[np.isfinite(replicates)]
+    pvalue = 1.0
+    if finite.size:  # (k + 1) / (B + 1): a bootstrap p-value is never exactly 0
+        tail = min(int(np.sum(finite <= 0)), int(np.sum(finite >= 0)))
+        pvalue = min(1.0, 2 * (tail + 1) / (finite.size + 1))
+    return PairedDifference(point, low, high, pvalue, finite, int(labels.size), len(runs_a))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error over the comparisons given).
+
+    Written by hand: scipy has only Benjamini-Hochberg (``false_discovery_control``) and the
+    project does not depend on statsmodels for this one loop.
+    """
+    order = np.argsort(pvalues, kind="stable")
+    adjusted = np.empty(len(pvalues))
+    running = 0.0
+    for rank, position in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * float(pvalues[position])))
+        adjusted[position] = running
+    return adjusted.tolist()
+
+
+def decisive_scale(difference: PairedDifference, margin: float) -> float | None:
+    """By how much the test sample would have to grow for the interval to exclude ``-margin``.
+
+    A rough planning figure, not a power analysis: it assumes the difference stays at its
+    estimate and the interval's half-width shrinks as ``1 / sqrt(n)``, so the factor is
+    ``(half-width / |estimate + margin|)^2``. None when the estimate sits on ``-margin``.
+    """
+    distance = abs(difference.difference + margin)
+    if distance == 0 or not math.isfinite(difference.width):
+        return None
+    return max(1.0, (difference.width / 2 / distance) ** 2)
+
+
+# ------------------------------------------------------------------------ other tests and fits
+
+
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
-    """Mean and Student-t interval of per-seed values (needs at least two)."""
+    """Mean and Student-t interval of per-seed values (needs at least two); used for a metric
+    read from the records when the runs' predictions are not there to bootstrap."""
     data = np.asarray(values, dtype=float)
     if data.size < 2:
         raise ValueError(f"A t interval needs at least two values, got {data.size}.")
@@ -93,20 +318,8 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
     return Interval(mean, float(low), float(high), std, data.size, "t")
 
 
-def bootstrap_interval(labels: np.ndarray, predictions: np.ndarray, confidence: float = CONFIDENCE,
-                       n_resamples: int = N_RESAMPLES, seed: int = 0) -> Interval:
-    """Balanced accuracy of one run with a percentile bootstrap CI over its test images."""
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    point = float(balanced_accuracy(labels, predictions))
-    result = stats.bootstrap((labels, predictions), balanced_accuracy, paired=True, vectorized=True,
-                             n_resamples=n_resamples, confidence_level=confidence,
-                             method="percentile", rng=np.random.default_rng(seed))
-    low, high = result.confidence_interval
-    return Interval(point, float(low), float(high), float(result.standard_error), 1, "bootstrap")
-
-
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
-    """Exact (binomial) McNemar test on per-image correctness of two models on the same images."""
+    """Exact (binomial) McNemar test on per-image correctness: a test of plain accuracy."""
     correct_a, correct_b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if correct_a.shape != correct_b.shape:
         raise ValueError(f"McNemar needs the same images: shapes {correct_a.shape} and {correct_b.shape}.")
@@ -115,35 +328,6 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
     if only_a + only_b == 0:
         return McNemar(0, 0, 1.0)
     return McNemar(only_a, only_b, float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue))
-
-
-def paired_bootstrap(labels: np.ndarray, predictions_a: Sequence[np.ndarray],
-                     predictions_b: Sequence[np.ndarray], confidence: float = CONFIDENCE,
-                     n_resamples: int = N_RESAMPLES, seed: int = 0) -> PairedDifference:
-    """Balanced accuracy of A minus B, averaged over paired seeds, resampling test images.
-
-    ``predictions_a[i]`` and ``predictions_b[i]`` are the same seed's predictions on the
-    same images; images (not seeds) are resampled, so every resample keeps the pairing.
-    """
-    if len(predictions_a) != len(predictions_b) or not predictions_a:
-        raise ValueError("paired_bootstrap needs one prediction array of B for each of A.")
-    labels = np.asarray(labels)
-    pairs = len(predictions_a)
-
-    def difference(labels: np.ndarray, *predictions: np.ndarray, axis: int = -1) -> np.ndarray:
-        per_seed = [balanced_accuracy(labels, predictions[i], axis)
-                    - balanced_accuracy(labels, predictions[pairs + i], axis) for i in range(pairs)]
-        return np.mean(per_seed, axis=0)
-
-    data = (labels, *map(np.asarray, predictions_a), *map(np.asarray, predictions_b))
-    point = float(difference(*data))
-    result = stats.bootstrap(data, difference, paired=True, vectorized=True, n_resamples=n_resamples,
-                             confidence_level=confidence, method="percentile",
-                             rng=np.random.default_rng(seed))
-    low, high = result.confidence_interval
-    distribution = result.bootstrap_distribution
-    pvalue = min(1.0, 2 * min(float(np.mean(distribution <= 0)), float(np.mean(distribution >= 0))))
-    return PairedDifference(point, float(low), float(high), pvalue)
 
 
 def power_law_fit(x: Sequence[float], y: Sequence[float]) -> PowerLaw:

@@ -1,33 +1,86 @@
-"""Everything the sweep-level files say, computed once from the per-run results.
+"""Everything the sweep-level files say, computed once from the run records.
 
-``build_study`` reads the results folder and answers the study's questions: per model
-and resolution the balanced accuracy with its CI, each resolution against the best one
-on the same test images, the recommended resolution, the Pareto set, the cost scaling
-exponents and the train x test resolution matrix. Tables, text and report only format it.
+``build_study`` reads the results folder (records through :mod:`resomap.run.record`, their
+stored test predictions) and answers the study's questions, separately for each data set in
+the folder (runs of two data sets are never compared): per model and resolution the metrics
+with their intervals, each resolution against the best one on the same test images and
+seeds, the recommended resolution with its non-inferiority margin, per-class AUROC, the
+validation metric at equal training cost, the Pareto set, cost scaling and the train x test
+resolution matrix. Tables, text and the report only format it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import zipfile
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from resomap.run import record as results
+from resomap.errors import ResoMapError
+from resomap.run import record as records
+from resomap.run.record import RunRecord
 from resomap.study import cross_res, stats
 
 log = logging.getLogger(__name__)
 
 # A scaling exponent further than this from 2 (cost proportional to pixel count) is flagged.
 EXPONENT_TOLERANCE = 0.5
+# Training FLOPs per image = this x forward FLOPs (forward + backward, the usual approximation).
+TRAIN_FLOPS_PER_FORWARD = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the study decides (``report.*`` in conf/report.yaml)."""
+
+    metric: str = "balanced_accuracy"
+    margin: float = 0.02
+    confidence: float = stats.CONFIDENCE
+    n_resamples: int = stats.N_RESAMPLES
+    seed: int = 0
+
+    @property
+    def metric_label(self) -> str:
+        return stats.METRICS[self.metric]
+
+    @property
+    def alpha(self) -> float:
+        """One-sided error rate of the non-inferiority test (half of 1 - confidence)."""
+        return (1 - self.confidence) / 2
+
+
+def check_settings(metric: Any = "balanced_accuracy", margin: Any = 0.02, confidence: Any = stats.CONFIDENCE,
+                   n_resamples: Any = stats.N_RESAMPLES, seed: Any = 0) -> Settings:
+    """Validated :class:`Settings`; a :class:`ResoMapError` names the bad key and what is valid."""
+    if metric not in stats.METRICS:
+        raise ResoMapError(f"report.metric={metric!r} is not valid: choose one of {', '.join(stats.METRICS)} "
+                           "(balanced_accuracy: the mean per-class recall, ISIC's headline metric; "
+                           "macro_auroc: the mean one-vs-rest AUROC).")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+        raise ResoMapError(f"report.margin={margin!r} is not valid: the non-inferiority margin is a number "
+                           "in [0, 1) in units of report.metric, e.g. report.margin=0.02.")
+    if isinstance(confidence, bool) or not isinstance(confidence, float) or not 0.5 <= confidence < 1:
+        raise ResoMapError(f"report.confidence={confidence!r} is not valid: a level in [0.5, 1), e.g. 0.95.")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 100:
+        raise ResoMapError(f"report.n_resamples={n_resamples!r} is not valid: an integer of at least 100 "
+                           "(2000 by default).")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ResoMapError(f"report.seed={seed!r} is not valid: an integer (the bootstrap's random seed).")
+    return Settings(str(metric), float(margin), float(confidence), int(n_resamples), int(seed))
+
+
+# ------------------------------------------------------------------------------- one run
 
 
 @dataclass(frozen=True)
 class Figure:
-    """A cost figure read from a result section; the first key present is used."""
+    """A cost figure read from a record section; the first key present is used."""
 
     label: str
     unit: str
@@ -41,76 +94,531 @@ FIGURES = {
     "latency": Figure("Latency per batch", "ms", "profiling",
                       ("median_time_sec", "p50_time_sec", "avg_time_sec"), 1000.0),
     "throughput": Figure("Throughput", "images/s", "profiling", ("throughput_samples_sec",)),
-    "memory": Figure("Peak memory", "MB", "profiling", ("gpu_memory_peak_mb", "peak_cpu_memory_mb")),
-    "flops": Figure("FLOPs", "GFLOPs", "complexity", ("flops", "total_flops"), 1e-9),
-    "params": Figure("Parameters", "M", "complexity", ("params", "total_params", "params_total"), 1e-6),
+    # The model's own memory first (GPU: weights + the passes' peak, data cache excluded; CPU: the
+    # passes' rise of resident memory), the whole process's peak only for records without them.
+    "memory": Figure("Peak memory", "MB", "profiling",
+                     ("gpu_memory_peak_mb", "cpu_memory_increase_mb", "peak_cpu_memory_mb")),
+    "flops": Figure("FLOPs", "GFLOPs", "complexity", ("flops",), 1e-9),
+    "params": Figure("Parameters", "M", "complexity", ("params_total",), 1e-6),
 }
 SCALING_FIGURES = ("latency", "memory", "flops")
 
 
-def figure_value(run: dict[str, Any], name: str) -> tuple[float, str] | None:
+def number(value: Any) -> float | None:
+    """A finite float, or None for anything else (None, NaN, a string...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def figure_value(record: RunRecord, name: str) -> tuple[float, str] | None:
     """The run's value of figure ``name`` (scaled to its unit) and the key it came from."""
     figure = FIGURES[name]
-    section = run.get(figure.section) or {}
+    section = getattr(record, figure.section) or {}
     for key in figure.keys:
-        value = section.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return float(value) * figure.scale, key
+        value = number(section.get(key))
+        if value is not None and value > 0:
+            return value * figure.scale, key
     return None
 
 
 @dataclass
-class Group:
-    """All seeds of one model at one resolution."""
+class RunData:
+    """One run: its record, its stored test predictions and the metrics computed from them.
 
+    ``source`` says where the metrics come from: ``predictions`` (the ``.npz``; the study's
+    own computation, the same one its intervals and comparisons use) or ``record`` (the
+    record's values, when the predictions are missing or unusable: ``problem`` says why).
+    """
+
+    path: Path
+    record: RunRecord
+    predictions: stats.Predictions | None
+    metrics: dict[str, float | None]
+    per_class_auroc: dict[str, float | None]
+    per_class_average_precision: dict[str, float | None]
+    source: str
+    problem: str = ""
+
+    @property
+    def seed(self) -> int:
+        return self.record.seed
+
+    @property
+    def scorable(self) -> bool:
+        """Predictions with finite probabilities: every metric can be bootstrapped."""
+        return self.predictions is not None and bool(np.isfinite(self.predictions.probabilities).all())
+
+
+def _by_class(classes: Sequence[str], values: np.ndarray) -> dict[str, float | None]:
+    return {name: number(value) for name, value in zip(classes, values)}
+
+
+def _read_saved(results_dir: Path, record: RunRecord) -> tuple[stats.Predictions | None, str]:
+    try:
+        saved = records.read_predictions(results_dir, record)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        return None, f"its predictions file is not readable ({type(error).__name__}: {error})"
+    if saved is None:
+        return None, "no stored test predictions (.npz)"
+    try:
+        labels = np.asarray(saved["labels"]).astype(np.int64)
+        probabilities = np.asarray(saved["probabilities"], dtype=np.float64)
+        predictions = np.asarray(saved["predictions"]).astype(np.int64)
+    except KeyError as error:
+        return None, f"its predictions file lacks {error}"
+    classes = len(record.classes)
+    if (labels.ndim != 1 or predictions.shape != labels.shape or probabilities.shape != (labels.size, classes)
+            or labels.size == 0 or labels.min() < 0 or labels.max() >= classes):
+        return None, (f"its predictions file does not match the record ({labels.size} labels, probabilities "
+                      f"{probabilities.shape}, {classes} classes)")
+    return stats.Predictions(labels, predictions, probabilities), ""
+
+
+def load_run(results_dir: Path, path: Path, record: RunRecord) -> RunData:
+    """A run's metrics from its stored predictions, or from its record when they are unusable."""
+    predictions, problem = _read_saved(results_dir, record)
+    metrics = record.test_metrics
+    if predictions is None:
+        return RunData(path, record, None, {
+            "balanced_accuracy": number(metrics.balanced_accuracy),
+            "macro_auroc": number(metrics.macro_auroc),
+            "accuracy": number(metrics.accuracy), "f1_score": number(metrics.f1_score)},
+            {name: number(value) for name, value in (metrics.per_class_auroc or {}).items()},
+            {name: number(value) for name, value in (metrics.per_class_average_precision or {}).items()},
+            "record", problem)
+    labels, guessed = predictions.labels, predictions.predictions
+    found = {"balanced_accuracy": stats.balanced_accuracy(labels, guessed),
+             "accuracy": float(np.mean(labels == guessed)), "f1_score": number(metrics.f1_score),
+             "macro_auroc": None}
+    auroc: dict[str, float | None] = dict.fromkeys(record.classes)
+    precision: dict[str, float | None] = dict.fromkeys(record.classes)
+    if np.isfinite(predictions.probabilities).all():
+        per_class = stats.per_class_auroc(labels, predictions.probabilities)
+        auroc = _by_class(record.classes, per_class)
+        precision = _by_class(record.classes,
+                              stats.per_class_average_precision(labels, predictions.probabilities))
+        found["macro_auroc"] = number(stats.macro(per_class))
+    else:
+        problem = "its stored probabilities are not finite (NaN or infinite): no AUROC"
+    return RunData(path, record, predictions, found, auroc, precision, "predictions", problem)
+
+
+# ------------------------------------------------------------------------ model x resolution
+
+
+@dataclass
+class Group:
+    """All seeds of one model at one resolution, on one data set."""
+
+    data_name: str
     model: str
     resolution: int
-    runs: list[dict[str, Any]]
-    balanced_accuracy: stats.Interval
+    runs: list[RunData]
+    intervals: dict[str, stats.Interval]
     f1: stats.Interval | None
     accuracy: float
+    per_class_auroc: dict[str, float | None] = field(default_factory=dict)
+    per_class_average_precision: dict[str, float | None] = field(default_factory=dict)
     costs: dict[str, float] = field(default_factory=dict)
     cost_keys: dict[str, str] = field(default_factory=dict)
-    labels: np.ndarray | None = None
-    predictions: dict[int, np.ndarray] = field(default_factory=dict)
+    paired: list[RunData] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int]:
-        return [int(run.get("seed", 0)) for run in self.runs]
+        return [run.seed for run in self.runs]
+
+    def value(self, metric: str) -> float:
+        """Point estimate of ``metric`` (NaN when unknown)."""
+        interval = self.intervals.get(metric)
+        return interval.mean if interval is not None else math.nan
+
+    def scored(self, metric: str) -> dict[int, stats.Predictions]:
+        """Seed -> predictions usable for ``metric``'s bootstrap."""
+        usable = [run for run in self.paired if metric == "balanced_accuracy" or run.scorable]
+        return {run.seed: run.predictions for run in usable}
+
+
+def _mean_by_class(dicts: list[dict[str, float | None]]) -> dict[str, float | None]:
+    names = list(dict.fromkeys(name for values in dicts for name in values))
+    means = {}
+    for name in names:
+        values = [v for values in dicts if (v := values.get(name)) is not None]
+        means[name] = float(np.mean(values)) if values else None
+    return means
+
+
+def _interval(runs: list[RunData], bootstrap: dict[int, stats.Predictions], metric: str,
+              settings: Settings) -> stats.Interval:
+    if bootstrap:
+        return stats.bootstrap_metric(list(bootstrap.values()), stats.SCORERS[metric], settings.confidence,
+                                      settings.n_resamples, settings.seed)
+    values = [v for run in runs if (v := run.metrics.get(metric)) is not None]
+    if len(values) >= 2:
+        return stats.t_interval(values, settings.confidence)
+    value = values[0] if values else math.nan
+    return stats.Interval(value, math.nan, math.nan, math.nan, len(values), "none")
+
+
+def build_group(data_name: str, model: str, resolution: int, runs: list[RunData], settings: Settings,
+                notes: list[str]) -> Group:
+    paired: list[RunData] = []
+    for run in runs:
+        if run.predictions is None:
+            continue
+        if paired and not np.array_equal(paired[0].predictions.labels, run.predictions.labels):
+            notes.append(f"{run.record.run_name}: its test labels differ from seed {paired[0].seed}'s; "
+                         "left out of the intervals and comparisons.")
+            continue
+        paired.append(run)
+    group = Group(data_name, model, resolution, runs, {}, None, math.nan, paired=paired)
+    for metric in stats.METRICS:
+        group.intervals[metric] = _interval(runs, group.scored(metric), metric, settings)
+    f1_values = [v for run in runs if (v := run.metrics.get("f1_score")) is not None]
+    if len(f1_values) >= 2:
+        group.f1 = stats.t_interval(f1_values, settings.confidence)
+    elif f1_values:
+        group.f1 = stats.Interval(f1_values[0], math.nan, math.nan, math.nan, 1, "none")
+    accuracies = [v for run in runs if (v := run.metrics.get("accuracy")) is not None]
+    group.accuracy = float(np.mean(accuracies)) if accuracies else math.nan
+    group.per_class_auroc = _mean_by_class([run.per_class_auroc for run in runs])
+    group.per_class_average_precision = _mean_by_class([run.per_class_average_precision for run in runs])
+    for name in FIGURES:
+        found = [value for run in runs if (value := figure_value(run.record, name))]
+        if found:
+            group.costs[name] = float(np.mean([value for value, _ in found]))
+            group.cost_keys[name] = found[0][1]
+    return group
+
+
+# ---------------------------------------------------------------------- comparisons, answer
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One resolution against the best resolution of the same model, on the same images."""
+    """One resolution against the best of the same model, on the same test images and seeds.
 
+    ``status``: ``non-inferior`` (Holm-adjusted one-sided test of ``difference <= -margin``
+    rejected), ``inferior`` (the whole interval below ``-margin``), ``undecided`` (the interval
+    holds ``-margin``) or ``not paired`` (``reason`` says why).
+    """
+
+    model: str
+    resolution: int
     best_resolution: int
-    paired: stats.PairedDifference | None
-    mcnemar: stats.McNemar | None
-    seeds: tuple[int, ...]
+    metric: str
+    margin: float
+    seeds: tuple[int, ...] = ()
+    paired: stats.PairedDifference | None = None
+    pvalue_holm: float | None = None
+    noninferiority_p: float | None = None
+    noninferiority_p_holm: float | None = None
+    status: str = "not paired"
+    decisive_images: int | None = None
+    decisive_seeds: int | None = None
+    mcnemar: stats.McNemar | None = None
+    mcnemar_seed: int | None = None
     reason: str = ""
+
+
+def best_group(groups: list[Group], metric: str) -> Group | None:
+    """The group with the highest finite point estimate; ties go to the smaller resolution."""
+    finite = [g for g in groups if math.isfinite(g.value(metric))]
+    return max(finite, key=lambda g: (g.value(metric), -g.resolution)) if finite else None
+
+
+def _pair(group: Group, best: Group, settings: Settings) -> Comparison:
+    base = Comparison(group.model, group.resolution, best.resolution, settings.metric, settings.margin)
+    mine, theirs = group.scored(settings.metric), best.scored(settings.metric)
+    seeds = tuple(sorted(set(mine) & set(theirs)))
+    if not seeds:
+        missing = "no stored predictions" if not mine or not theirs else "no seed in common"
+        return _replace(base, reason=f"{missing} to pair with {best.resolution} px")
+    if not np.array_equal(mine[seeds[0]].labels, theirs[seeds[0]].labels):
+        return _replace(base, reason=f"tested on other images than {best.resolution} px")
+    paired = stats.paired_difference([mine[s] for s in seeds], [theirs[s] for s in seeds],
+                                     stats.SCORERS[settings.metric], settings.confidence,
+                                     settings.n_resamples, settings.seed)
+    first = seeds[0]
+    mcnemar = stats.mcnemar_exact(mine[first].predictions == mine[first].labels,
+                                  theirs[first].predictions == theirs[first].labels)
+    return _replace(base, seeds=seeds, paired=paired, mcnemar=mcnemar, mcnemar_seed=first,
+                    noninferiority_p=paired.noninferiority_pvalue(settings.margin))
+
+
+def _replace(comparison: Comparison, **changes: Any) -> Comparison:
+    return replace(comparison, **changes)
+
+
+def compare_model(groups: list[Group], settings: Settings) -> tuple[Group | None, dict[int, Comparison]]:
+    """Every resolution of a model against its best, with Holm's correction over the comparisons."""
+    best = best_group(groups, settings.metric)
+    if best is None:
+        return None, {}
+    found = {g.resolution: _pair(g, best, settings) for g in groups if g is not best}
+    tested = [res for res, c in found.items() if c.paired is not None]
+    two_sided = stats.holm([found[res].paired.pvalue for res in tested])
+    one_sided = stats.holm([found[res].noninferiority_p for res in tested])
+    for res, p_two, p_one in zip(tested, two_sided, one_sided):
+        comparison = found[res]
+        paired = comparison.paired
+        if p_one < settings.alpha:
+            status = "non-inferior"
+        elif paired.high < -settings.margin:
+            status = "inferior"
+        else:
+            status = "undecided"
+        images = seeds = None
+        if status == "undecided" and (scale := stats.decisive_scale(paired, settings.margin)) is not None:
+            images = math.ceil(paired.n_images * scale)
+            seeds = math.ceil(paired.n_seeds * scale) if paired.n_seeds > 1 else None
+        found[res] = _replace(comparison, pvalue_holm=p_two, noninferiority_p_holm=p_one, status=status,
+                              decisive_images=images, decisive_seeds=seeds)
+    return best, found
 
 
 @dataclass(frozen=True)
 class Recommendation:
+    """The resolution to use for one model, and the plain reason."""
+
     model: str
-    resolution: int
-    best_resolution: int
-    candidates: tuple[int, ...]
+    resolution: int | None
+    best_resolution: int | None
+    non_inferior: tuple[int, ...]
+    undecided: tuple[int, ...]
     pareto: tuple[int, ...]
     pareto_axes: tuple[str, ...]
+    statement: str
+
+
+def pareto_optimal(points: dict[int, tuple[float, ...]]) -> list[int]:
+    """Keys whose point no other point dominates; the first coordinate is maximised, the rest minimised."""
+
+    def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        better_or_equal = a[0] >= b[0] and all(x <= y for x, y in zip(a[1:], b[1:]))
+        return better_or_equal and a != b
+
+    return sorted(key for key, point in points.items()
+                  if not any(dominates(other, point) for other in points.values()))
+
+
+def _pareto(groups: list[Group], metric: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    scored = [g for g in groups if math.isfinite(g.value(metric))]
+    axes = [name for name in ("latency", "memory") if scored and all(name in g.costs for g in scored)]
+    if not axes:
+        axes = ["flops"] if scored and all("flops" in g.costs for g in scored) else []
+    points = {g.resolution: (g.value(metric), *([g.costs[name] for name in axes] or [float(g.resolution)]))
+              for g in scored}
+    return tuple(pareto_optimal(points)), tuple(axes) or ("resolution",)
+
+
+def recommend(model: str, groups: list[Group], best: Group | None, comparisons: dict[int, Comparison],
+              settings: Settings) -> Recommendation:
+    """The smallest resolution shown non-inferior to the best (within ``settings.margin``)."""
+    pareto, axes = _pareto(groups, settings.metric)
+    label, margin = settings.metric_label, f"{settings.margin:g}"
+    if best is None:
+        return Recommendation(model, None, None, (), (), pareto, axes,
+                              f"No {label} is known for any resolution of {model} (no stored predictions "
+                              "and no value in the records): no recommendation.")
+    shown = tuple(sorted([best.resolution]
+                         + [r for r, c in comparisons.items() if c.status == "non-inferior"]))
+    undecided = tuple(sorted(r for r, c in comparisons.items() if c.status == "undecided"))
+    chosen = min(shown)
+    if len(groups) == 1:
+        statement = (f"Only {best.resolution} px was run for {model}: nothing to compare it with. Run more "
+                     "resolutions to get a recommendation.")
+    elif chosen < best.resolution:
+        statement = (f"{chosen} px is the smallest resolution whose {label} is shown non-inferior to "
+                     f"the best ({best.resolution} px) within a margin of {margin}.")
+    elif chosen == min(g.resolution for g in groups):
+        statement = f"{chosen} px, the smallest resolution run, has the best {label}."
+    else:
+        statement = (f"No resolution below {best.resolution} px (the best {label}) could be shown "
+                     f"non-inferior within a margin of {margin}; {best.resolution} px is recommended by "
+                     "default.")
+        smaller = [comparisons[r] for r in undecided if r < best.resolution]
+        if smaller:
+            statement += " " + _undecided_statement(smaller, settings)
+        worse = sorted(r for r, c in comparisons.items() if c.status == "inferior" and r < best.resolution)
+        if worse:
+            statement += (f" Shown worse than the best by more than the margin: "
+                          f"{', '.join(map(str, worse))} px.")
+    unpaired = sorted(r for r, c in comparisons.items() if c.status == "not paired")
+    if unpaired:
+        statement += (f" Not compared (see the comparison table): {', '.join(map(str, unpaired))} px.")
+    return Recommendation(model, chosen, best.resolution, shown, undecided, pareto, axes, statement)
+
+
+def _undecided_statement(comparisons: list[Comparison], settings: Settings) -> str:
+    widths = [c.paired.width for c in comparisons]
+    first = min(comparisons, key=lambda c: c.resolution)
+    n_images, n_seeds = first.paired.n_images, first.paired.n_seeds
+    seeds = f"{n_seeds} seed{'s' if n_seeds > 1 else ''}"
+    if len(widths) == 1:
+        text = (f"The test set is too small to decide: the paired {settings.confidence:.0%} interval of the "
+                f"difference is {widths[0]:.3f} wide and holds -{settings.margin:g} ({n_images} test images, "
+                f"{seeds}).")
+    else:
+        text = (f"The test set is too small to decide: the paired {settings.confidence:.0%} intervals of the "
+                f"differences are {min(widths):.3f} to {max(widths):.3f} wide and hold -{settings.margin:g} "
+                f"({n_images} test images, {seeds}).")
+    if first.decisive_images is not None:
+        outcome = ("show it non-inferior" if first.paired.difference > -settings.margin
+                   else "show it worse than the best by more than the margin")
+        text += (f" With the difference at its estimate ({first.paired.difference:+.3f}), about "
+                 f"{first.decisive_images} test images")
+        if first.decisive_seeds is not None:
+            text += f" (or about {first.decisive_seeds} seeds)"
+        text += (f" would decide the {first.resolution} px comparison, here to {outcome} (a rough figure: "
+                 "the interval's half-width taken to shrink as 1/sqrt(n)).")
+    return text
+
+
+# ------------------------------------------------------------- per class: lowest vs highest
+
+
+@dataclass(frozen=True)
+class Extremes:
+    """Per-class AUROC (and the two headline metrics) of the highest minus the lowest resolution."""
+
+    model: str
+    low_resolution: int
+    high_resolution: int
+    seeds: tuple[int, ...]
+    differences: dict[str, stats.PairedDifference]
+    pvalues_holm: dict[str, float]
+
+
+def extremes(groups: list[Group], classes: Sequence[str], settings: Settings) -> Extremes | None:
+    scored = [g for g in groups if g.scored("macro_auroc")]
+    if len(scored) < 2:
+        return None
+    low, high = min(scored, key=lambda g: g.resolution), max(scored, key=lambda g: g.resolution)
+    a, b = high.scored("macro_auroc"), low.scored("macro_auroc")
+    seeds = tuple(sorted(set(a) & set(b)))
+    if not seeds or not np.array_equal(a[seeds[0]].labels, b[seeds[0]].labels):
+        return None
+    labels = a[seeds[0]].labels
+    scorers: dict[str, stats.Scorer] = {
+        f"AUROC {name}": stats.class_auroc_scorer(i)
+        for i, name in enumerate(classes) if 0 < np.sum(labels == i) < labels.size}
+    scorers.update({stats.METRICS[m]: stats.SCORERS[m] for m in ("macro_auroc", "balanced_accuracy")})
+    differences = {name: stats.paired_difference([a[s] for s in seeds], [b[s] for s in seeds], scorer,
+                                                 settings.confidence, settings.n_resamples, settings.seed)
+                   for name, scorer in scorers.items()}
+    per_class = [name for name in differences if name.startswith("AUROC ")]
+    adjusted = dict(zip(per_class, stats.holm([differences[name].pvalue for name in per_class])))
+    return Extremes(groups[0].model, low.resolution, high.resolution, seeds, differences, adjusted)
+
+
+# -------------------------------------------------------------------- equal training cost
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One run's validation metric after each epoch against its cumulative training cost."""
+
+    model: str
+    resolution: int
+    seed: int
+    metric: str  # the history key used, e.g. val_balanced_accuracy
+    values: tuple[float, ...]
+    seconds: tuple[float, ...]  # cumulative training wall time (s)
+    flops: tuple[float, ...] | None  # cumulative training FLOPs (3 x forward FLOPs x images)
+
+
+def curve(run: RunData, metric: str) -> Curve | None:
+    """The run's curve from its history (None when the history lacks the metric or the time)."""
+    record = run.record
+    key = f"val_{metric}"
+    if not any(key in row for row in record.history):
+        key = "val_balanced_accuracy"
+    rows = [row for row in record.history
+            if number(row.get(key)) is not None and number(row.get("train_time_sec")) is not None]
+    if not rows:
+        return None
+    flops_per_image = number((record.complexity or {}).get("flops"))
+    flops = None
+    if flops_per_image and all(number(row.get("train_images")) is not None for row in rows):
+        per_epoch = [TRAIN_FLOPS_PER_FORWARD * flops_per_image * row["train_images"] for row in rows]
+        flops = tuple(np.cumsum(per_epoch))
+    return Curve(record.model, record.resolution, record.seed, key,
+                 tuple(float(row[key]) for row in rows), tuple(float(row["train_time_sec"]) for row in rows),
+                 tuple(map(float, flops)) if flops is not None else None)
+
+
+def _reached(curve_: Curve, axis: str, budget: float) -> float | None:
+    """Best validation value reached within ``budget`` (the best checkpoint so far), if any epoch fits."""
+    costs = curve_.flops if axis == "flops" else curve_.seconds
+    values = [v for v, cost in zip(curve_.values, costs) if cost <= budget * (1 + 1e-9)]
+    return max(values) if values else None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At one training budget (the full schedule of ``reference`` px), each resolution's best
+    validation value reached, averaged over seeds, on one cost axis (``flops`` or ``seconds``)."""
+
+    model: str
+    reference: int
+    axis: str
+    budget: float
+    reached: dict[int, float | None]
+
+    @property
+    def best(self) -> int | None:
+        found = {res: value for res, value in self.reached.items() if value is not None}
+        return max(found, key=lambda res: (found[res], -res)) if found else None
+
+
+def budget_references(resolutions: Sequence[int]) -> list[int]:
+    """The resolutions whose full schedules set the budgets: the smallest, the middle, the largest."""
+    ordered = sorted(set(resolutions))
+    return sorted({ordered[0], ordered[len(ordered) // 2], ordered[-1]}) if ordered else []
+
+
+def budgets(curves: list[Curve]) -> list[Budget]:
+    """At the full-schedule cost of a few resolutions (:func:`budget_references`), on each cost
+    axis, the best validation value each resolution reached and which resolution is best."""
+    found = []
+    for axis in ("flops", "seconds"):
+        usable = [c for c in curves if (c.flops if axis == "flops" else c.seconds)]
+        by_res: dict[int, list[Curve]] = defaultdict(list)
+        for item in usable:
+            by_res[item.resolution].append(item)
+        if len(by_res) < 2:
+            continue
+        for reference in budget_references(list(by_res)):
+            total = float(np.mean([(c.flops if axis == "flops" else c.seconds)[-1]
+                                   for c in by_res[reference]]))
+            reached = {}
+            for res, items in sorted(by_res.items()):
+                values = [v for c in items if (v := _reached(c, axis, total)) is not None]
+                reached[res] = float(np.mean(values)) if len(values) == len(items) else None
+            found.append(Budget(usable[0].model, reference, axis, total, reached))
+    return found
+
+
+# ---------------------------------------------------------------------------- whole study
 
 
 @dataclass
-class Study:
-    results_dir: Path
-    runs: list[dict[str, Any]]
-    invalid: list[str]
+class DataStudy:
+    """The study of one data set: its runs grouped by model and resolution, and the answers."""
+
+    name: str
+    classes: list[str]
+    runs: list[RunData]
     groups: dict[tuple[str, int], Group]
     comparisons: dict[tuple[str, int], Comparison]
     recommendations: dict[str, Recommendation]
     scaling: dict[str, dict[str, stats.PowerLaw]]
-    cross_res: cross_res.CrossRes
-    notes: list[str] = field(default_factory=list)
+    extremes: dict[str, Extremes]
+    curves: list[Curve]
+    budgets: dict[str, list[Budget]]
+    cross_res: cross_res.CrossRes | None = None
+    cross_res_error: Exception | None = None
 
     @property
     def models(self) -> list[str]:
@@ -127,128 +635,69 @@ class Study:
         return {name for group in self.groups.values() for name in group.costs}
 
 
-def load_results(results_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Valid results sorted by model, resolution and seed, and the problems of the others."""
+@dataclass
+class Study:
+    results_dir: Path
+    settings: Settings
+    runs: list[RunData]
+    invalid: list[str]
+    data_sets: dict[str, DataStudy]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[str]:
+        return sorted({run.record.model for run in self.runs})
+
+    @property
+    def resolutions(self) -> list[int]:
+        return sorted({run.record.resolution for run in self.runs})
+
+
+def load_runs(results_dir: Path) -> tuple[list[RunData], list[str]]:
+    """Valid runs sorted by data set, model, resolution and seed, and the problems of the others."""
     valid, problems = [], []
-    for _path, payload in results.iter_results(results_dir):
-        if isinstance(payload, results.InvalidResult):
-            problems.append(str(payload))
+    for path, found in records.iter_records(results_dir):
+        if isinstance(found, records.InvalidResult):
+            problems.append(str(found))
         else:
-            valid.append(payload)
-    valid.sort(key=lambda r: (r["model"], int(r["resolution"]), int(r.get("seed", 0))))
+            valid.append(load_run(results_dir, path, found))
+    valid.sort(key=lambda r: (r.record.identity.data_name, r.record.model, r.record.resolution,
+                              r.record.seed))
     return valid, problems
 
 
-def run_name(run: dict[str, Any]) -> str:
-    """The run's name; results of the seed study have none and are named ``{model}_{res}``."""
-    seed = int(run.get("seed", 0))
-    return run.get("run_name") or f"{run['model']}_{run['resolution']}" + (f"_seed{seed}" if seed else "")
+def _cross_resolution(runs: list[RunData], results_dir: Path, resolutions: list[int],
+                      evaluate: bool) -> cross_res.CrossRes:
+    return cross_res.build([run.record for run in runs], results_dir, resolutions, evaluate_missing=evaluate)
 
 
-def load_predictions(results_dir: Path, run: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Test labels and predictions saved beside the run's JSON, or None when absent or unreadable."""
-    name = run.get("predictions_file") or f"{run_name(run)}.npz"
-    path = results_dir / results.TEST_RESULTS / name
-    try:
-        with np.load(path) as saved:
-            return saved["labels"].astype(np.int64), saved["predictions"].astype(np.int64)
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def _metric(run: dict[str, Any], key: str) -> float | None:
-    value = run["test_metrics"].get(key)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _balanced_accuracy(run: dict[str, Any]) -> float | None:
-    # Macro recall is balanced accuracy; the seed's results only have ``recall``.
-    value = _metric(run, "balanced_accuracy")
-    return value if value is not None else _metric(run, "recall")
-
-
-def build_group(results_dir: Path, model: str, resolution: int, runs: list[dict[str, Any]],
-                notes: list[str]) -> Group:
-    values = [v for v in map(_balanced_accuracy, runs) if v is not None]
-    f1_values = [v for run in runs if (v := _metric(run, "f1_score")) is not None]
-    labels, predictions = None, {}
+def build_data_study(name: str, runs: list[RunData], results_dir: Path, settings: Settings,
+                     evaluate_cross_res: bool, notes: list[str]) -> DataStudy:
+    by_key: dict[tuple[str, int], list[RunData]] = defaultdict(list)
     for run in runs:
-        saved = load_predictions(results_dir, run)
-        if saved is None:
-            continue
-        if labels is not None and not np.array_equal(labels, saved[0]):
-            notes.append(f"{run_name(run)}: test labels differ from the other seeds; not paired.")
-            continue
-        labels = saved[0]
-        predictions[int(run.get("seed", 0))] = saved[1]
-    mean = float(np.mean(values)) if values else float("nan")
-    if len(values) >= 2:
-        interval = stats.t_interval(values)
-    elif predictions:
-        interval = stats.bootstrap_interval(labels, next(iter(predictions.values())))
-        interval = stats.Interval(mean, interval.low, interval.high, interval.spread, 1, interval.method)
-    else:
-        interval = stats.Interval(mean, float("nan"), float("nan"), float("nan"), len(values), "none")
-    f1 = None
-    if len(f1_values) >= 2:
-        f1 = stats.t_interval(f1_values)
-    elif f1_values:
-        f1 = stats.Interval(f1_values[0], float("nan"), float("nan"), float("nan"), 1, "none")
-    accuracies = [v for run in runs if (v := _metric(run, "accuracy")) is not None]
-    group = Group(model, resolution, runs, interval, f1,
-                  float(np.mean(accuracies)) if accuracies else float("nan"),
-                  labels=labels, predictions=predictions)
-    for name in FIGURES:
-        found = [value for run in runs if (value := figure_value(run, name))]
-        if found:
-            group.costs[name] = float(np.mean([value for value, _ in found]))
-            group.cost_keys[name] = found[0][1]
-    return group
-
-
-def compare(group: Group, best: Group) -> Comparison:
-    """Paired bootstrap of balanced accuracy and exact McNemar, ``group`` against ``best``."""
-    seeds = tuple(sorted(set(group.predictions) & set(best.predictions)))
-    if not seeds:
-        return Comparison(best.resolution, None, None, (), "no saved test predictions to pair")
-    if not np.array_equal(group.labels, best.labels):
-        return Comparison(best.resolution, None, None, (), "the runs were tested on different images")
-    paired = stats.paired_bootstrap(group.labels, [group.predictions[s] for s in seeds],
-                                    [best.predictions[s] for s in seeds])
-    first = seeds[0]
-    mcnemar = stats.mcnemar_exact(group.predictions[first] == group.labels,
-                                  best.predictions[first] == best.labels)
-    return Comparison(best.resolution, paired, mcnemar, seeds)
-
-
-def pareto_optimal(points: dict[int, tuple[float, ...]]) -> list[int]:
-    """Keys whose point no other point dominates; the first coordinate is maximised, the rest minimised."""
-
-    def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-        better_or_equal = a[0] >= b[0] and all(x <= y for x, y in zip(a[1:], b[1:]))
-        return better_or_equal and a != b
-
-    return sorted(key for key, point in points.items()
-                  if not any(dominates(other, point) for other in points.values()))
-
-
-def recommend(model: str, groups: list[Group],
-              comparisons: dict[tuple[str, int], Comparison]) -> Recommendation:
-    """Smallest resolution not significantly below the best, and the Pareto set of the model."""
-    best = max(groups, key=lambda g: (g.balanced_accuracy.mean, -g.resolution))
-    candidates = [best.resolution] + [
-        g.resolution for g in groups
-        if g is not best and (c := comparisons.get((model, g.resolution))) and c.paired
-        and not c.paired.significantly_below
-    ]
-    axes = [name for name in ("latency", "memory") if all(name in g.costs for g in groups)]
-    if not axes:
-        axes = ["flops"] if all("flops" in g.costs for g in groups) else []
-    points = {g.resolution: (g.balanced_accuracy.mean,
-                             *([g.costs[name] for name in axes] if axes else [float(g.resolution)]))
-              for g in groups}
-    return Recommendation(model, min(candidates), best.resolution, tuple(sorted(candidates)),
-                          tuple(pareto_optimal(points)), tuple(axes) or ("resolution",))
+        by_key[(run.record.model, run.record.resolution)].append(run)
+    groups = {key: build_group(name, *key, members, settings, notes)
+              for key, members in sorted(by_key.items())}
+    classes = list(max(runs, key=lambda run: run.record.timestamp).record.classes)
+    study = DataStudy(name, classes, runs, groups, {}, {}, {}, {}, [], {})
+    for model in study.models:
+        members = study.model_groups(model)
+        best, comparisons = compare_model(members, settings)
+        study.comparisons.update({(model, res): c for res, c in comparisons.items()})
+        study.recommendations[model] = recommend(model, members, best, comparisons, settings)
+        study.scaling[model] = fit_scaling(members)
+        if (found := extremes(members, classes, settings)) is not None:
+            study.extremes[model] = found
+    study.curves = [c for run in runs if (c := curve(run, settings.metric)) is not None]
+    for model in study.models:
+        study.budgets[model] = budgets([c for c in study.curves if c.model == model])
+    try:
+        study.cross_res = _cross_resolution(runs, results_dir, study.resolutions, evaluate_cross_res)
+        notes.extend(study.cross_res.notes)
+    except Exception as error:  # reported by the report's cross-resolution section
+        log.exception("Train x test resolution matrix of %s failed", name)
+        study.cross_res_error = error
+    return study
 
 
 def fit_scaling(groups: list[Group]) -> dict[str, stats.PowerLaw]:
@@ -260,28 +709,20 @@ def fit_scaling(groups: list[Group]) -> dict[str, stats.PowerLaw]:
     return fits
 
 
-def build_study(results_dir: str | Path, evaluate_cross_res: bool = True) -> Study:
-    """Read every result under ``results_dir`` and compute the study's answers."""
+def build_study(results_dir: str | Path, evaluate_cross_res: bool = True,
+                settings: Settings | None = None) -> Study:
+    """Read every record under ``results_dir`` and compute the study's answers per data set."""
     results_dir = Path(results_dir)
-    runs, invalid = load_results(results_dir)
+    settings = settings or Settings()
+    runs, invalid = load_runs(results_dir)
     for problem in invalid:
         log.warning("Ignored, not a valid result: %s", problem)
-    notes: list[str] = []
-    by_key: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    notes = [f"{run.record.run_name}: metrics read from the record, not computed from predictions: "
+             f"{run.problem}." if run.source == "record" else f"{run.record.run_name}: {run.problem}."
+             for run in runs if run.problem]
+    by_data: dict[str, list[RunData]] = defaultdict(list)
     for run in runs:
-        by_key[(run["model"], int(run["resolution"]))].append(run)
-    groups = {key: build_group(results_dir, *key, members, notes) for key, members in sorted(by_key.items())}
-    comparisons: dict[tuple[str, int], Comparison] = {}
-    recommendations, scaling = {}, {}
-    for model in sorted({model for model, _ in groups}):
-        members = [groups[key] for key in sorted(groups) if key[0] == model]
-        best = max(members, key=lambda g: (g.balanced_accuracy.mean, -g.resolution))
-        for group in members:
-            if group is not best:
-                comparisons[(model, group.resolution)] = compare(group, best)
-        recommendations[model] = recommend(model, members, comparisons)
-        scaling[model] = fit_scaling(members)
-    resolutions = sorted({res for _, res in groups})
-    matrix = cross_res.build(runs, results_dir, resolutions, evaluate=evaluate_cross_res)
-    notes.extend(matrix.notes)
-    return Study(results_dir, runs, invalid, groups, comparisons, recommendations, scaling, matrix, notes)
+        by_data[run.record.identity.data_name].append(run)
+    data_sets = {name: build_data_study(name, members, results_dir, settings, evaluate_cross_res, notes)
+                 for name, members in sorted(by_data.items())}
+    return Study(results_dir, settings, runs, invalid, data_sets, notes)

@@ -9,20 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_module, tiny_overrides
+from conftest import REPO_ROOT, run_module, tiny_overrides
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from resomap.callbacks.explain import select_sample
+from resomap.callbacks.explain import Explain, completeness, select_sample
+from resomap.data.datamodule import ImageFolderDataModule
 from resomap.measure.attribution import (
     GradCam,
     IntegratedGradientsMethod,
     LayerNotFoundError,
     SaliencyMethod,
+    black_baseline,
     find_gradcam_layer,
 )
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = REPO_ROOT / "conf"
 LAST_STAGE = {"simple_cnn": "features", "tiny_cnn": "features", "vgg11": "features",
               "vgg13": "features", "resnet18": "layer4", "resnet34": "layer4",
               "mobilenet_v2_small": "features", "mobilenet_v3_small": "features"}
@@ -66,6 +68,51 @@ def test_maps_have_the_input_size_and_are_finite(method):
         maps = method(net, torch.randn(3, 3, size, size, requires_grad=True), torch.tensor([0, 1, 6]))
         assert maps.shape == (3, size, size)
         assert torch.isfinite(maps).all() and (maps >= 0).all() and maps.sum() > 0
+
+
+def test_integrated_gradients_completeness_error_is_measured_and_shrinks_with_steps():
+    net = build("tiny_cnn")
+    images = torch.randn(4, 3, 32, 32)
+    targets = torch.tensor([0, 2, 4, 6])
+    errors = {}
+    for steps in (1, 64):
+        maps, deltas, changes = IntegratedGradientsMethod("black", steps, 8).attribute_with_completeness(
+            net, images, targets)
+        assert maps.shape == (4, 32, 32) and deltas.shape == changes.shape == (4,)
+        with torch.no_grad():
+            expected = net(images)[range(4), targets] - net(black_baseline(images))[range(4), targets]
+        assert changes.tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+        errors[steps], _ = completeness(deltas, changes)
+    assert errors[64] < errors[1] and errors[64] < 0.05
+
+
+def test_completeness_is_relative_to_the_total_output_change():
+    overall, per_image = completeness(torch.tensor([0.1, -0.3]), torch.tensor([1.0, 3.0]))
+    assert overall == pytest.approx(0.4 / 4.0)
+    assert per_image == pytest.approx([0.1, 0.1])
+
+
+def test_explain_reports_sanity_magnitude_chance_level_and_completeness(tmp_path: Path, tiny_data_root: Path,
+                                                                        caplog: pytest.LogCaptureFixture):
+    datamodule = ImageFolderDataModule(str(tiny_data_root), 32, num_workers=0, pipeline="classic")
+    datamodule.setup("test")
+    net = build("tiny_cnn")
+    explainer = Explain(str(tmp_path), "tiny_cnn_32",
+                        {"integrated_gradients": IntegratedGradientsMethod("black", 1, 8),
+                         "saliency": SaliencyMethod()},
+                        num_images=7, sanity_methods=["saliency"], overlays=False)
+    with caplog.at_level("WARNING"):
+        section = explainer.explain(net, datamodule)
+    saliency, ig = section["methods"]["saliency"], section["methods"]["integrated_gradients"]
+    correlations = saliency["per_image"]["sanity_spearman"]
+    assert saliency["sanity_abs_spearman"] == pytest.approx(np.nanmean(np.abs(correlations)))
+    assert saliency["sanity_abs_spearman"] >= abs(saliency["sanity_spearman"])
+    assert 0 < section["lesion_area_fraction"] < 1  # the chance level of lesion_mass_fraction
+    # One integration step cannot be complete: the error is reported, flagged and warned about.
+    assert ig["completeness_error"] > ig["completeness_tolerance"] == 0.05 and ig["completeness_large"]
+    assert len(ig["per_image"]["completeness_error"]) == 7
+    assert "miss completeness" in caplog.text and "integrated_gradients.n_steps (now 1)" in caplog.text
+    assert "completeness_error" not in saliency
 
 
 def test_unknown_baseline_is_refused_with_the_choices():
@@ -127,6 +174,8 @@ def test_callback_and_command_explain_a_trained_model(train_cli, tmp_path: Path,
                 assert array.shape == (7, 48, 48)
                 assert np.isfinite(array).all()
     assert len(section["overlays"]) == 7
+    completeness_error = section["methods"]["integrated_gradients"]["completeness_error"]
+    assert math.isfinite(completeness_error) and completeness_error >= 0
     for overlay in section["overlays"]:
         assert (out / overlay).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / overlay).stat().st_size > 1000
@@ -136,6 +185,7 @@ def test_callback_and_command_explain_a_trained_model(train_cli, tmp_path: Path,
     for method in ("grad_cam", "saliency"):
         summary = section["methods"][method]
         assert summary["sanity_spearman"] < 0.5, (method, summary)
+        assert abs(summary["sanity_spearman"]) <= summary["sanity_abs_spearman"] <= 1, (method, summary)
         assert summary["lesion_mass_fraction"] > summary["random_lesion_mass_fraction"], (method, summary)
         assert summary["lesion_mass_fraction"] > section["lesion_area_fraction"], (method, summary)
 
@@ -149,9 +199,9 @@ def test_callback_and_command_explain_a_trained_model(train_cli, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_explain_command_names_a_missing_checkpoint(tmp_path: Path, tiny_data_root: Path):
+def test_explain_command_names_a_missing_run(tmp_path: Path, tiny_data_root: Path):
     failed = run_module("resomap.explain", [*tiny_overrides(tmp_path, tiny_data_root),
                                             "model=tiny_cnn", "res=32"], cwd=tmp_path)
     assert failed.returncode != 0
-    assert "No checkpoint at" in failed.stderr and "python -m resomap.train model=tiny_cnn res=32" \
-        in failed.stderr
+    assert "No record of run tiny_cnn_32" in failed.stderr
+    assert "train model=tiny_cnn res=32" in failed.stderr and "Traceback" not in failed.stderr

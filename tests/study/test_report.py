@@ -1,4 +1,9 @@
-"""The sweep's report end to end: a real 2 models x 2 resolutions sweep, then its files."""
+"""The sweep's report end to end: a real 2 models x 2 resolutions sweep, then its files.
+
+The sweep's end builds the report in production mode: a section that failed would be listed at
+the report's end and fail the command, so these tests also prove that no section fails on a
+real sweep.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +26,11 @@ MODELS, RESOLUTIONS = ("simple_cnn", "tiny_cnn"), (32, 48)
 FAST = ["logger=csv", "explain=none", "callbacks.profile.warmup_runs=1", "callbacks.profile.timed_runs=2"]
 SEED_SEVEN = ("num_experiments", "avg_test_accuracy", "best_test_accuracy", "worst_test_accuracy",
               "avg_test_f1", "avg_inference_time_sec", "avg_throughput_samples_sec")
-PLOTS = ("balanced_accuracy_vs_resolution", "f1_vs_resolution", "latency_vs_resolution",
+PLOTS = ("balanced_accuracy_vs_resolution", "macro_auroc_vs_resolution", "f1_vs_resolution",
+         "auroc_by_class_simple_cnn", "auroc_by_class_tiny_cnn", "latency_vs_resolution",
          "throughput_vs_resolution", "memory_vs_resolution", "flops_vs_resolution",
-         "accuracy_vs_latency_pareto", "cross_res_simple_cnn", "cross_res_tiny_cnn")
+         "accuracy_vs_cost_pareto", "cross_res_simple_cnn", "cross_res_tiny_cnn",
+         *[f"training_cost_{axis}_{model}" for axis in ("flops", "seconds") for model in MODELS])
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -50,8 +57,10 @@ def test_csv_has_one_row_per_run_and_the_seed_columns_first(sweep: Path):
     columns, rows = _rows(sweep)
     assert tuple(columns[:18]) == SEED_COLUMNS
     assert columns[18] == "seed"
-    for extra in ("test_balanced_accuracy", "profile_median_time_sec", "complexity_flops"):
+    for extra in ("test_balanced_accuracy", "test_macro_auroc", "test_per_class_auroc_mel",
+                  "test_per_class_average_precision_nv", "profile_median_time_sec", "complexity_flops"):
         assert extra in columns
+    assert {row["metrics_source"] for row in rows} == {"predictions"}
     runs = sorted((row["model"], int(row["resolution"]), int(row["seed"])) for row in rows)
     expected = sorted([(m, r, 0) for m in MODELS for r in RESOLUTIONS] + [("tiny_cnn", 32, 1)])
     assert runs == expected
@@ -70,15 +79,20 @@ def test_summary_keeps_the_seed_keys_and_its_best_matches_the_csv(sweep: Path):
     assert top["test_balanced_accuracy"] == pytest.approx(best_csv)
     assert any(row["model"] == top["model"] and int(row["resolution"]) == top["resolution"]
                and float(row["test_balanced_accuracy"]) == pytest.approx(best_csv) for row in rows)
-    pairs = {(p["model"], p["resolution"]): p for p in summary["statistics"]["by_model_resolution"]}
+    study = summary["data_sets"]["synthetic"]
+    pairs = {(p["model"], p["resolution"]): p for p in study["by_model_resolution"]}
     two_seeds = pairs[("tiny_cnn", 32)]["balanced_accuracy"]
-    assert (two_seeds["method"], two_seeds["n"]) == ("t", 2)
-    assert two_seeds["ci_low"] <= two_seeds["mean"] <= two_seeds["ci_high"]
-    assert pairs[("simple_cnn", 48)]["balanced_accuracy"]["method"] == "bootstrap"
+    assert (two_seeds["method"], two_seeds["seeds"]) == ("bootstrap (seeds, images)", 2)
+    assert two_seeds["ci_low"] <= two_seeds["ci_high"]
+    assert pairs[("simple_cnn", 48)]["macro_auroc"]["method"] == "bootstrap (images)"
+    assert set(pairs[("simple_cnn", 48)]["per_class_auroc"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv",
+                                                                 "vasc"}
     for model in MODELS:
-        recommendation = summary["recommendations"][model]
-        assert recommendation["recommended_resolution"] in recommendation["not_significantly_below_best"]
-        assert summary["cost_scaling"][model]["flops"]["k"] == pytest.approx(2, abs=0.5)
+        recommendation = study["recommendations"][model]
+        assert recommendation["recommended_resolution"] in recommendation["non_inferior"]
+        assert recommendation["statement"]
+        assert study["cost_scaling"][model]["flops"]["k"] == pytest.approx(2, abs=0.5)
+        assert {budget["axis"] for budget in study["equal_training_cost"][model]} == {"flops", "seconds"}
 
 
 def test_detailed_report_keeps_the_seed_layout(sweep: Path):
@@ -100,6 +114,8 @@ def test_report_answers_per_model_and_names_data_and_machine(sweep: Path):
     assert result["device"] in markdown and f"torch {result['versions']['torch']}" in markdown
     assert "Class balance" in markdown and "nv" in markdown
     assert "Cost scaling" in markdown and "Train resolution x test resolution" in markdown
+    assert "Per-class AUROC" in markdown and "Accuracy at equal training cost" in markdown
+    assert "Sections that failed" not in markdown and "Incomplete" not in markdown
 
 
 def test_every_plot_exists_as_a_png(sweep: Path):
@@ -148,15 +164,31 @@ def test_report_command_on_a_copied_folder_lists_a_corrupt_file(sweep: Path, tmp
     summary = json.loads((copied / "results_summary.json").read_text())
     invalid = "\n".join(summary["invalid_files"])
     assert "broken.json" in invalid and "not readable JSON" in invalid
-    assert "other.json" in invalid and "missing keys" in invalid
+    assert "other.json" in invalid and "not a ResoMap run record" in invalid
     assert "broken.json" in (copied / "report.md").read_text()
     assert summary["total_experiments"] == 5
     assert not (tmp_path / "outputs").exists()  # the report writes only into its results folder
 
 
+def test_report_command_takes_the_metric_and_margin_and_refuses_a_bad_one(sweep: Path, tmp_path: Path):
+    copied = tmp_path / "results"
+    shutil.copytree(sweep, copied)
+    args = [f"results_dir={copied}", "evaluate_cross_res=false"]
+    completed = run_module("resomap.report", [*args, "report.metric=macro_auroc", "report.margin=0.05"],
+                           cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    markdown = (copied / "report.md").read_text()
+    assert "Recommendation metric: macro AUROC (`report.metric=macro_auroc`), non-inferiority margin 0.05" \
+        in markdown
+    assert json.loads((copied / "results_summary.json").read_text())["ranking_metric"] == "test_macro_auroc"
+    refused = run_module("resomap.report", [*args, "report.metric=auc"], cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "report.metric='auc' is not valid: choose one of balanced_accuracy, macro_auroc" in refused.stderr
+
+
 def test_report_command_without_results_says_what_it_expects(tmp_path: Path):
     completed = run_module("resomap.report", [f"results_dir={tmp_path / 'empty'}"], cwd=tmp_path)
-    assert completed.returncode == 1
+    assert completed.returncode == 2
     assert "No result files in" in completed.stderr and "results_dir=PATH" in completed.stderr
 
 
