@@ -1,10 +1,14 @@
 """Classic vs cached data pipeline, side by side: ``python -m resomap.bench model=... res=...``.
 
 For each pipeline: setup time (decode-once cache build included), data-only throughput (one
-training epoch of batches, augmented, on the training device, no model), end-to-end training
-throughput and epoch time, test accuracy after the same epochs, and the achieved FLOP rate.
-With ``bench.seed_scale=true`` the data is a synthetic stand-in of the seed study's size and the
-10-run study's time is projected from timed steps of every model x resolution.
+training epoch of batches, augmented and normalised, on the training device, no model),
+end-to-end training throughput and epoch time, test accuracy after the same epochs, and the
+achieved FLOP rate. Beside them, the framework overhead: ResoMap's training rate (Lightning,
+LitClassifier, its data module) over a bare PyTorch loop doing the same work on the same
+cached tensors (``bench.overhead``). With ``bench.seed_scale=true`` the data is a synthetic
+stand-in of the seed study's size and the 10-run study's time is projected from timed steps
+of every model x resolution. ``gpu_check=true`` runs the GPU figures of docs/benchmarks.md in
+one go (a CUDA device is required).
 
 FLOP convention: fvcore counts one multiply-add as one FLOP; the table reports standard FLOPs
 (2 per multiply-add) and a training step as 3 forward passes (forward + backward ~ 2 forwards).
@@ -13,11 +17,13 @@ FLOP convention: fvcore counts one multiply-add as one FLOP; the table reports s
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import statistics
 import time
 import warnings
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +34,20 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import resomap  # noqa: F401  (registers the config resolvers)
+from resomap.callbacks.profile import ProfileCallback
+from resomap.cli import CONFIG_PATH, VERSION_BASE
+from resomap.data import cache
+from resomap.device import resolve_precision, uses_cuda
+from resomap.errors import ResoMapError, user_errors
 from resomap.io import write_json
 from resomap.models.classifier import LitClassifier
-from resomap.run.orchestrate import build_trainer
+from resomap.run.build import build_trainer
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = resources.files("resomap.conf")  # conf/ in a clone, resomap/conf/ when installed
 TRAIN_FLOPS_PER_FORWARD = 3
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 class Clock(pl.Callback):
@@ -46,6 +58,8 @@ class Clock(pl.Callback):
         self.train_seconds: list[float] = []
         self.epoch_seconds: list[float] = []
         self.val_seconds: list[float] = []
+        # CPU time of this process per training part of an epoch (work done, whatever the load).
+        self.train_cpu_seconds: list[float] = []
         self.step_seconds: float | None = None
         self._marks: dict[str, float] = {}
 
@@ -56,7 +70,7 @@ class Clock(pl.Callback):
         return time.perf_counter()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self._marks = {"epoch": self.now(module)}
+        self._marks = {"epoch": self.now(module), "epoch_cpu": time.process_time()}
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
         if self.timed_steps and batch_idx + 1 == self.warmup_steps:
@@ -68,6 +82,7 @@ class Clock(pl.Callback):
         if "train_end" not in self._marks:
             self._marks["train_end"] = self.now(module)
             self.train_seconds.append(self._marks["train_end"] - self._marks["epoch"])
+            self.train_cpu_seconds.append(time.process_time() - self._marks["epoch_cpu"])
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.state.fn == "fit":
@@ -88,30 +103,36 @@ def steady(values: list[float]) -> float:
 
 
 def training_device(cfg: DictConfig) -> torch.device:
-    accelerator = str(cfg.trainer.accelerator)
-    use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
-    return torch.device("cuda" if use_cuda else "cpu")
+    return torch.device("cuda" if uses_cuda(str(cfg.trainer.accelerator)) else "cpu")
 
 
-def make_datamodule(cfg: DictConfig, pipeline: str) -> pl.LightningDataModule:
+def sync(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def make_datamodule(cfg: DictConfig, pipeline: str, **overrides: Any) -> pl.LightningDataModule:
     return instantiate(cfg.data, pipeline=pipeline,
-                       validation_cache=str(Path(cfg.paths.cache_dir) / "validation"))
+                       validation_cache=str(Path(cfg.paths.cache_dir) / "validation"), **overrides)
 
 
 def data_throughput(datamodule: Any, device: torch.device) -> float:
-    """Training images per second through the loader, on to ``device``, augmented, no model."""
+    """Training images per second through the loader, on to ``device``, augmented and
+    normalised as for training (the data module's own ``prepare_batch``), no model: the second
+    epoch of one loader, so starting its worker processes is not counted (training reuses
+    them: persistent workers)."""
     datamodule.target_device = device
-    images_seen = 0
-    started = time.perf_counter()
-    for images, labels in datamodule.train_dataloader():
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        if images.dtype == torch.uint8:  # cached batches not augmented in the loader's workers
-            images = datamodule.batch_augment(images)
-        images_seen += len(labels)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return images_seen / (time.perf_counter() - started)
+    loader = datamodule.train_dataloader()
+    for _ in range(2):  # the first epoch starts the workers
+        images_seen = 0
+        started = sync(device)
+        for images, labels in loader:
+            batch = (images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+            images, labels = datamodule.prepare_batch(batch, training=True)
+            images_seen += len(labels)
+        seconds = sync(device) - started
+    return images_seen / seconds
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> LitClassifier:
@@ -137,17 +158,17 @@ def forward_flops(cfg: DictConfig, num_classes: int) -> float:
         return float(analysis.total())
 
 
-def trainer_for(cfg: DictConfig, clock: Clock, **overrides: Any) -> pl.Trainer:
+def trainer_for(cfg: DictConfig, callbacks: list[pl.Callback], **overrides: Any) -> pl.Trainer:
     settings = {"enable_checkpointing": False, "enable_model_summary": False,
                 "num_sanity_val_steps": 0, "default_root_dir": str(Path(cfg.bench.output).parent)}
-    return build_trainer(cfg, [clock], [], **{**settings, **overrides})
+    return build_trainer(cfg, callbacks, [], **{**settings, **overrides})
 
 
 def fit_and_test(cfg: DictConfig, datamodule: Any, epochs: int) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg, datamodule)
     clock = Clock()
-    trainer = trainer_for(cfg, clock, max_epochs=epochs, min_epochs=epochs)
+    trainer = trainer_for(cfg, [clock], max_epochs=epochs, min_epochs=epochs)
     trainer.fit(module, datamodule=datamodule)
     tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     n_train = len(datamodule.datasets["train"])
@@ -178,48 +199,175 @@ def bench_pipeline(cfg: DictConfig, pipeline: str) -> dict[str, Any]:
     return row
 
 
-def with_model(cfg: DictConfig, model: str, res: int) -> DictConfig:
-    """``cfg`` for another model (its conf/model file) and resolution."""
+def with_model(cfg: DictConfig, model: str, res: int, **changes: Any) -> DictConfig:
+    """``cfg`` for another model (its conf/model file) and resolution; ``changes`` are dotted
+    keys set on the copy (e.g. ``{"trainer.precision": "bf16-mixed"}``)."""
     other = cfg.copy()
     with open_dict(other):
         other.model = OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml")
         other.res = res
+        for key, value in changes.items():
+            OmegaConf.update(other, key, value, merge=False)
     return other
 
 
-def project_study(cfg: DictConfig) -> dict[str, Any]:
-    """The 10-run study's time from timed steps of every model x resolution (cached pipeline)."""
+# ---- framework overhead ------------------------------------------------------------------------
+
+def bare_loop(cfg: DictConfig, split: cache.CachedSplit, augment: Any, num_classes: int,
+              class_weights: torch.Tensor | None, device: torch.device,
+              epochs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of each training epoch of a plain PyTorch loop: the run's network,
+    optimiser, scheduler, loss, gradient clipping, autocast and augmentation, on ``split``
+    (resident on ``device``), with no Lightning, metrics, logging or callbacks."""
+    pl.seed_everything(cfg.seed)
+    net = instantiate(cfg.model.net, num_classes=num_classes).to(device)
+    channels_last = bool(cfg.channels_last)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if cfg.model.get("compile", False):
+        net.compile()
+    optimizer = instantiate(cfg.optimizer)(net.parameters())
+    batch_size = int(cfg.data.batch_size)
+    n = len(split)
+    steps = epochs * -(-n // batch_size)
+    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=steps) if cfg.get("scheduler") else None
+    loss_fn = torch.nn.CrossEntropyLoss(
+        weight=class_weights.to(device) if class_weights is not None else None)
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    dtype = AUTOCAST_DTYPES.get(precision)
+    scaler = torch.amp.GradScaler("cuda") if precision == "16-mixed" and device.type == "cuda" else None
+    clip = cfg.trainer.get("gradient_clip_val")
+    net.train()
+    seconds, cpu_seconds = [], []
+    for _ in range(epochs):
+        started, started_cpu = sync(device), time.process_time()
+        order = torch.randperm(n, device=device)
+        for start in range(0, n, batch_size):
+            index = order[start:start + batch_size]
+            images, labels = augment(split.images[index]), split.labels[index]
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = loss_fn(net(images).float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), float(clip))
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+        seconds.append(sync(device) - started)
+        cpu_seconds.append(time.process_time() - started_cpu)
+    return seconds, cpu_seconds
+
+
+def resomap_loop(cfg: DictConfig, datamodule: Any, epochs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of each training epoch of ResoMap's own fit (Lightning,
+    LitClassifier with its metrics, the data module, the profiling callback), validation off."""
+    pl.seed_everything(cfg.seed)
+    clock = Clock()
+    profile = ProfileCallback(image_size=int(cfg.res), complexity=False)
+    trainer = trainer_for(cfg, [clock, profile], max_epochs=epochs, min_epochs=epochs, limit_val_batches=0)
+    trainer.fit(build_module(cfg, datamodule), datamodule=datamodule)
+    return clock.train_seconds, clock.train_cpu_seconds
+
+
+def overhead(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """ResoMap's training rate over a bare PyTorch loop's, same model, batch, precision and
+    cached tensors on ``device`` (``data.device_cache=true``: the splits in device or process
+    memory, augmented in the training process, as the bare loop does). Rounds alternate the two
+    so drifting load affects both; the ratio is the median of the rounds' ratios. ``cpu_ratio``
+    compares CPU time per image instead (the work each does, steadier on a shared machine;
+    meaningful on a CPU, where everything runs in this process)."""
+    spec = cfg.bench.overhead
+    run_cfg = with_model(cfg, str(spec.model), int(spec.res), **dict(spec.get("set") or {}))
+    datamodule = make_datamodule(run_cfg, "cached", device_cache="true")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    datamodule.target_device = device
+    split = cache.resident(datamodule.cached["train"], device)
+    weights = datamodule.class_weights()
+    epochs, n = int(spec.epochs), len(split)
+    rounds = []
+    for index in range(int(spec.rounds)):
+        bare, bare_cpu = bare_loop(run_cfg, split, datamodule.batch_augment, datamodule.num_classes,
+                                   weights, device, epochs)
+        ours, ours_cpu = resomap_loop(run_cfg, datamodule, epochs)
+        row = {"bare_images_per_sec": n * (epochs - 1) / sum(bare[1:]),
+               "resomap_images_per_sec": n * (epochs - 1) / sum(ours[1:]),
+               "bare_epoch_seconds": bare, "resomap_epoch_seconds": ours,
+               "bare_epoch_cpu_seconds": bare_cpu, "resomap_epoch_cpu_seconds": ours_cpu,
+               "cpu_ratio": sum(bare_cpu[1:]) / sum(ours_cpu[1:])}
+        row["ratio"] = row["resomap_images_per_sec"] / row["bare_images_per_sec"]
+        log.info("overhead round %d: bare %.1f img/s, resomap %.1f img/s, ratio %.3f", index,
+                 row["bare_images_per_sec"], row["resomap_images_per_sec"], row["ratio"])
+        rounds.append(row)
+    return {"model": str(spec.model), "res": int(spec.res), "device": str(device),
+            "batch_size": datamodule.batch_size, "train_images": n, "epochs": epochs,
+            "precision": resolve_precision(run_cfg.trainer.precision, run_cfg.trainer.accelerator),
+            "compile": bool(run_cfg.model.get("compile", False)),
+            "ratio": statistics.median(row["ratio"] for row in rounds),
+            "cpu_ratio": statistics.median(row["cpu_ratio"] for row in rounds),
+            "threads": torch.get_num_threads(),
+            "bare_images_per_sec": statistics.median(row["bare_images_per_sec"] for row in rounds),
+            "resomap_images_per_sec": statistics.median(row["resomap_images_per_sec"] for row in rounds),
+            "rounds": rounds,
+            "note": "training epochs after the first, validation off; images/s of whole epochs"}
+
+
+# ---- seed-scale projection ---------------------------------------------------------------------
+
+def project_study(cfg: DictConfig, counts: dict[str, int] | None = None,
+                  changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The 10-run study's time from timed steps of every model x resolution (cached pipeline).
+
+    ``counts`` ({"train": N, "val": M}) projects to a data set of that size from a smaller
+    stand-in (same image size, so the same cost per step); default: the stand-in's own sizes.
+    All resolutions of the study are cached in one decode pass; resolution-major order lets
+    consecutive runs reuse the resident splits.
+    """
     study = cfg.bench.study
+    resolutions = [int(res) for res in study.resolutions]
     runs, total = [], 0.0
-    for res in study.resolutions:
+    for res in resolutions:
         for model in study.models:
-            run_cfg = with_model(cfg, model, int(res))
+            run_cfg = with_model(cfg, model, res, **(changes or {}))
             started = time.perf_counter()
-            datamodule = make_datamodule(run_cfg, "cached")
+            datamodule = make_datamodule(run_cfg, "cached", cache_sizes=resolutions)
             datamodule.prepare_data()
             datamodule.setup("fit")
             setup_sec = time.perf_counter() - started
             clock = Clock(study.warmup_steps, study.timed_steps)
             steps = int(study.warmup_steps) + int(study.timed_steps)
-            trainer = trainer_for(run_cfg, clock, max_epochs=1, limit_train_batches=steps,
+            trainer = trainer_for(run_cfg, [clock], max_epochs=1, limit_train_batches=steps,
                                   limit_val_batches=int(study.timed_steps))
             pl.seed_everything(cfg.seed)
-            trainer.fit(build_module(run_cfg, datamodule), datamodule=datamodule)
-            train_batches = -(-len(datamodule.datasets["train"]) // datamodule.batch_size)
-            eval_images = len(datamodule.datasets["val"])
-            val_batches_timed = min(int(study.timed_steps),
-                                    -(-eval_images // datamodule.eval_batch_size))
-            val_batch_sec = clock.val_seconds[0] / val_batches_timed
-            epoch_sec = (train_batches * clock.step_seconds
-                         + -(-eval_images // datamodule.eval_batch_size) * val_batch_sec)
+            module = build_module(run_cfg, datamodule)
+            trainer.fit(module, datamodule=datamodule)
+            n_train = (counts or {}).get("train") or len(datamodule.datasets["train"])
+            n_val = (counts or {}).get("val") or len(datamodule.datasets["val"])
+            train_batches = -(-int(n_train) // datamodule.batch_size)
+            val_batches = -(-int(n_val) // datamodule.eval_batch_size)
+            own_val_batches = -(-len(datamodule.datasets["val"]) // datamodule.eval_batch_size)
+            val_batch_sec = clock.val_seconds[0] / min(int(study.timed_steps), own_val_batches)
+            epoch_sec = train_batches * clock.step_seconds + val_batches * val_batch_sec
             run_sec = int(study.epochs) * epoch_sec
             total += run_sec
-            runs.append({"model": model, "res": int(res), "setup_sec": setup_sec,
+            runs.append({"model": model, "res": res, "setup_sec": setup_sec,
                          "train_step_sec": clock.step_seconds, "val_batch_sec": val_batch_sec,
-                         "epoch_sec": epoch_sec, "run_sec": run_sec})
+                         "epoch_sec": epoch_sec, "run_sec": run_sec,
+                         "compile": module.compile_report()})
             log.info("projection %s @ %d: %.1f s/epoch, %.0f s for %d epochs", model, res, epoch_sec,
                      run_sec, study.epochs)
-    return {"runs": runs, "study_sec": total, "epochs": int(study.epochs),
+    return {"runs": runs, "study_sec": total, "epochs": int(study.epochs), "counts": counts,
             "note": "training + validation epochs only; cache builds (setup_sec) are one-off"}
 
 
@@ -231,7 +379,8 @@ def machine() -> dict[str, str]:
                  if line.startswith("model name")]
         cpu = f"{names[0]} x {len(names)}" if names else cpu
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {"cpu": cpu, "gpu": gpu, "torch": torch.__version__,
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return {"cpu": cpu, "gpu": gpu, "torch": torch.__version__, "load_average": load,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -252,24 +401,51 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def use_seed_scale(cfg: DictConfig) -> None:
-    """Point ``cfg.data`` at the seed-sized synthetic stand-in (generated on first use)."""
-    spec = OmegaConf.to_container(cfg.bench.seed_scale_data, resolve=True)
+def use_seed_scale(cfg: DictConfig, spec_node: DictConfig | None = None, name: str = "synthetic_seed_scale"
+                   ) -> None:
+    """Point ``cfg.data`` at a synthetic stand-in (generated on first use), by default the
+    seed-sized one (``bench.seed_scale_data``)."""
+    spec = OmegaConf.to_container(spec_node if spec_node is not None else cfg.bench.seed_scale_data,
+                                  resolve=True)
     with open_dict(cfg):
-        cfg.data.name = "synthetic_seed_scale"
+        cfg.data.name = name
         cfg.data.root = spec.pop("root")
         cfg.data.generator = {"_target_": "resomap.data.synthetic.generate", "_partial_": True,
                               "seed": 0, **spec}
 
 
+def print_overhead(result: dict[str, Any]) -> None:
+    print(f"\nFramework overhead ({result['model']} at {result['res']} px, batch {result['batch_size']}, "
+          f"{result['precision']}, {result['device']}, cached tensors in memory): ResoMap "
+          f"{result['resomap_images_per_sec']:.1f} img/s, bare PyTorch loop "
+          f"{result['bare_images_per_sec']:.1f} img/s, ratio {result['ratio']:.3f}, CPU-time ratio "
+          f"{result['cpu_ratio']:.3f} "
+          f"(median of {len(result['rounds'])} rounds: "
+          + ", ".join(f"{row['ratio']:.3f}" for row in result["rounds"]) + ")")
+
+
+def set_threads(cfg: DictConfig) -> None:
+    """``bench.threads``: torch's intra-op threads for the whole bench (null: torch's default).
+
+    On a CPU shared with other jobs, OpenMP threads that wait for a descheduled peer spin:
+    measured here, a tiny_cnn step at 64 px took 12 ms on 1 thread and 420 ms on 2 threads
+    while two other processes ran. One thread keeps comparisons stable on a busy machine.
+    """
+    if cfg.bench.get("threads"):
+        torch.set_num_threads(int(cfg.bench.threads))
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
+    set_threads(cfg)
+    if cfg.get("gpu_check"):
+        return gpu_check(cfg)
     if cfg.bench.seed_scale:
         use_seed_scale(cfg)
     device = training_device(cfg)
     facts = {**machine(), "model": cfg.model.name, "res": int(cfg.res), "device": str(device),
-             "epochs": int(cfg.bench.epochs), "data": cfg.data.name}
+             "epochs": int(cfg.bench.epochs), "data": cfg.data.name, "threads": torch.get_num_threads()}
     rows = [bench_pipeline(cfg, pipeline) for pipeline in cfg.bench.pipelines]
-    flops = forward_flops(cfg, rows[0]["num_classes"])
+    flops = forward_flops(cfg, rows[0]["num_classes"]) if rows else 0.0
     for row in rows:
         row["train_tflops"] = 2 * TRAIN_FLOPS_PER_FORWARD * flops * row["train_images_per_sec"] / 1e12
         if cfg.bench.peak_tflops:
@@ -277,10 +453,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     payload: dict[str, Any] = {**facts, "forward_gflops_fvcore": flops / 1e9, "rows": rows}
     hardware = facts["gpu"] if device.type == "cuda" else facts["cpu"]
     print(f"\nResoMap bench: {cfg.model.name} at {cfg.res} px, {cfg.bench.epochs} epoch(s), "
-          f"data {cfg.data.name}, device {device} ({hardware})")
-    print(f"forward {flops / 1e9:.3f} GFLOP/image (fvcore, multiply-add = 1); TFLOP/s below count "
-          f"2 FLOPs per multiply-add and 3 forwards per training image\n")
-    print(format_table(rows))
+          f"data {cfg.data.name}, device {device} ({hardware}), {facts['threads']} torch thread(s), "
+          f"load average {facts['load_average']}")
+    if rows:
+        print(f"forward {flops / 1e9:.3f} GFLOP/image (fvcore, multiply-add = 1); TFLOP/s below count "
+              f"2 FLOPs per multiply-add and 3 forwards per training image\n")
+        print(format_table(rows))
     by_name = {row["pipeline"]: row for row in rows}
     if {"classic", "cached"} <= by_name.keys():
         speedups = {key: by_name["cached"][key] / by_name["classic"][key]
@@ -288,22 +466,136 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         payload["speedup"] = speedups
         print(f"\ncached / classic: data {speedups['data_images_per_sec']:.2f}x, "
               f"training {speedups['train_images_per_sec']:.2f}x")
+    if cfg.bench.overhead.enabled:
+        payload["overhead"] = overhead(cfg, device)
+        print_overhead(payload["overhead"])
     if cfg.bench.seed_scale:
         payload["projection"] = projection = project_study(cfg)
-        print(f"\nProjected seed-scale study ({len(projection['runs'])} runs x {projection['epochs']} "
-              f"epochs, cached pipeline): {projection['study_sec'] / 60:.1f} min")
-        for run_row in projection["runs"]:
-            print(f"  {run_row['model']:>12} @ {run_row['res']:>4}: {run_row['epoch_sec']:8.1f} s/epoch"
-                  f"  {run_row['run_sec'] / 60:8.1f} min")
+        print_projection(projection)
     output = Path(cfg.bench.output)
     write_json(output, payload)
     print(f"\nWrote {output}")
     return payload
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+def print_projection(projection: dict[str, Any], title: str = "Projected seed-scale study") -> None:
+    print(f"\n{title} ({len(projection['runs'])} runs x {projection['epochs']} "
+          f"epochs, cached pipeline): {projection['study_sec'] / 60:.1f} min")
+    for run_row in projection["runs"]:
+        print(f"  {run_row['model']:>12} @ {run_row['res']:>4}: {run_row['epoch_sec']:8.1f} s/epoch"
+              f"  {run_row['run_sec'] / 60:8.1f} min")
+
+
+# ---- GPU check ---------------------------------------------------------------------------------
+
+def profile_untrained(cfg: DictConfig, model: str, res: int) -> dict[str, Any]:
+    """The ``profiling`` and ``complexity`` sections of ``model`` at ``res``, as a run records them
+    after its test (weights do not change time or memory), with the data cache resident."""
+    run_cfg = with_model(cfg, model, res)
+    datamodule = make_datamodule(run_cfg, "cached")
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    profile = ProfileCallback(image_size=res, batch_size=int(cfg.bench.gpu_check.profile_batch_size))
+    trainer = trainer_for(run_cfg, [profile], limit_test_batches=2)
+    trainer.test(build_module(run_cfg, datamodule), datamodule=datamodule, verbose=False)
+    sections = dict(profile.sections or {})
+    sections["profiling"] = {key: value for key, value in sections.get("profiling", {}).items()
+                             if key != "training"}
+    return sections
+
+
+def step_variants(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Training step time of one model x resolution under each precision x compile setting."""
+    spec = cfg.bench.gpu_check.variants
+    rows = []
+    for precision in spec.precisions:
+        for compiled in spec.compile:
+            run_cfg = with_model(cfg, str(spec.model), int(spec.res),
+                                 **{"trainer.precision": str(precision), "model.compile": bool(compiled)})
+            datamodule = make_datamodule(run_cfg, "cached")
+            datamodule.prepare_data()
+            datamodule.setup("fit")
+            clock = Clock(int(spec.warmup_steps), int(spec.timed_steps))
+            trainer = trainer_for(run_cfg, [clock], max_epochs=1,
+                                  limit_train_batches=int(spec.warmup_steps) + int(spec.timed_steps),
+                                  limit_val_batches=0)
+            pl.seed_everything(cfg.seed)
+            module = build_module(run_cfg, datamodule)
+            started = time.perf_counter()
+            trainer.fit(module, datamodule=datamodule)
+            rows.append({"model": str(spec.model), "res": int(spec.res), "precision": str(precision),
+                         "compile": bool(compiled), "train_step_sec": clock.step_seconds,
+                         "images_per_sec": datamodule.batch_size / clock.step_seconds,
+                         "fit_sec": time.perf_counter() - started, "compile_report": module.compile_report()})
+            log.info("variant %s: %.2f ms/step", rows[-1], 1000 * clock.step_seconds)
+    return rows
+
+
+def gpu_check(cfg: DictConfig, require_cuda: bool = True) -> dict[str, Any]:
+    """The GPU figures of docs/benchmarks.md in one command (``gpu_check=true``, sized for the
+    issue's 8 minutes on one H100/H200; not yet run on a GPU): the seed-scale study projected
+    from a stand-in of the seed's image size,
+    profiles of every study model at 224 and 512 px with the data cache resident, the framework
+    overhead at 224 px, and training step times under 16-mixed vs bf16-mixed and compile on vs
+    off. Writes ``bench.json`` beside the run."""
+    device = training_device(cfg)
+    if require_cuda and device.type != "cuda":
+        raise ResoMapError(
+            "gpu_check=true measures the GPU path and needs a CUDA GPU, but "
+            f"trainer.accelerator={cfg.trainer.accelerator} gives {device} here "
+            f"(torch.cuda.is_available() is {torch.cuda.is_available()}). Run it on a machine with "
+            "a GPU; on a CPU, python -m resomap.bench gives the CPU figures.")
+    started = time.perf_counter()
+    spec = cfg.bench.gpu_check
+    use_seed_scale(cfg, spec.data, name="synthetic_gpu_check")
+    payload: dict[str, Any] = {**machine(), "mode": "gpu_check", "device": str(device)}
+    timings: dict[str, float] = {}
+
+    clock = time.perf_counter()
+    counts = {key: int(value) for key, value in spec.counts.items()}
+    payload["projection"] = project_study(cfg, counts=counts)
+    timings["projection_sec"] = time.perf_counter() - clock
+    print_projection(payload["projection"], "Projected seed-scale study (counts " + ", ".join(
+        f"{key} {value}" for key, value in counts.items()) + ")")
+
+    clock = time.perf_counter()
+    payload["profiles"] = []
+    for res in spec.profile_resolutions:
+        for model in cfg.bench.study.models:
+            sections = profile_untrained(cfg, str(model), int(res))
+            payload["profiles"].append({"model": str(model), "res": int(res), **sections})
+            figures = sections["profiling"]
+            print(f"profile {model} @ {res}: {1000 * figures['median_time_sec']:.2f} ms per batch of "
+                  f"{figures['batch_size']}, model GPU peak {figures.get('gpu_memory_peak_mb', 0):.0f} MiB "
+                  f"(data cache {figures.get('data_cache_gpu_mb', 0):.0f} MiB left out)")
+    timings["profiles_sec"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    with open_dict(cfg):
+        cfg.bench.overhead.res = int(spec.overhead_res)
+    payload["overhead"] = overhead(cfg, device)
+    print_overhead(payload["overhead"])
+    timings["overhead_sec"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    payload["variants"] = step_variants(cfg)
+    for row in payload["variants"]:
+        print(f"step {row['model']} @ {row['res']} {row['precision']:>10} compile={row['compile']!s:5}: "
+              f"{1000 * row['train_step_sec']:.2f} ms ({row['images_per_sec']:.0f} img/s)")
+    timings["variants_sec"] = time.perf_counter() - clock
+
+    timings["total_sec"] = time.perf_counter() - started
+    payload["timing"] = timings
+    output = Path(cfg.bench.output)
+    write_json(output, payload)
+    print(f"\ngpu_check took {timings['total_sec'] / 60:.1f} min; wrote {output}")
+    return payload
+
+
+@hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="bench")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with user_errors():
+        run(cfg)
 
 
 if __name__ == "__main__":

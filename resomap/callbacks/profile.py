@@ -1,13 +1,20 @@
 """Measures what a run costs: training throughput during fit, inference latency and memory after test.
 
-The ``profiling`` section keeps the seed study's keys and meanings (forward-only time per
-inference batch, ``throughput_samples_sec = batch_size / avg_time_sec``, GPU keys on CUDA only,
-MiB; CPU memory in decimal MB) and adds the median, p95, batch-1 latency and training figures.
+The ``profiling`` section keeps the seed study's keys (forward-only time per inference batch,
+``throughput_samples_sec = batch_size / avg_time_sec``, GPU keys on CUDA only, MiB; CPU memory
+in decimal MB) and adds the median, p95, batch-1 latency and training figures. Memory figures
+measure the model, not the process: ``gpu_memory_peak_mb`` leaves out the data cache and
+whatever else was already on the GPU (recorded apart), ``cpu_memory_increase_mb`` is the rise
+of resident memory over the process's baseline during the measured passes (docs/profiling.md).
+The number of passes suits the device (``"auto"``: 5 + 25 on CUDA as the seed, 1 + 5 on a CPU)
+and the section records what was measured and the ``seconds`` it took.
 The ``complexity`` section holds FLOPs, parameters and activation memory.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import resource
 import sys
@@ -26,13 +33,26 @@ log = logging.getLogger(__name__)
 
 MIB = 2**20
 MB = 1e6
+# (warm-up, timed) forward passes per batch size under "auto": the seed's 5 + 25 where a pass
+# takes milliseconds; on a CPU, where a batch of 32 at 512 px takes 1.5 s (simple_cnn, 2 cores),
+# 1 + 5 (docs/profiling.md).
+AUTO_RUNS = {"cuda": (5, 25), "cpu": (1, 5)}
 
 
-def _check_count(name: str, value: int, minimum: int = 1) -> int:
+def _check_count(name: str, value: int | str | None, minimum: int = 1) -> int | str:
+    if value is None or (isinstance(value, str) and value.lower() == "auto"):
+        return "auto"
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"callbacks.profile.{name}={value!r} is not valid: it must be an integer "
-                         f">= {minimum} (e.g. callbacks.profile.{name}=3).")
+                         f">= {minimum} or auto (e.g. callbacks.profile.{name}=3).")
     return value
+
+
+def runs_for(device: torch.device, warmup_runs: int | str, timed_runs: int | str) -> tuple[int, int]:
+    """Warm-up and timed passes, ``"auto"`` resolved for ``device``'s type."""
+    auto = AUTO_RUNS.get(device.type, AUTO_RUNS["cpu"])
+    return (auto[0] if warmup_runs == "auto" else int(warmup_runs),
+            auto[1] if timed_runs == "auto" else int(timed_runs))
 
 
 def reset_peak_rss() -> None:
@@ -47,14 +67,69 @@ def reset_peak_rss() -> None:
         pass
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process since the last reset, decimal MB (as the seed)."""
+def current_rss_mb() -> float | None:
+    """Resident memory of this process now (Linux), decimal MB; None where unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024 / MB
+    except OSError:
+        pass
+    return None
+
+
+def release_freed_memory() -> None:
+    """Return memory freed by earlier phases to the OS (glibc's ``malloc_trim``; Linux).
+
+    Without it, what a phase allocates can reuse pages an earlier phase freed but the C
+    library kept resident, and its rise of resident memory would read as nearly zero.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class RssIncrease:
+    """Rise of resident memory over the process's baseline during a phase (Linux).
+
+    Frees what earlier phases left, resets the high-water mark, takes the current resident
+    set as the baseline, and reports ``peak - baseline`` at the end: what the phase added
+    (its tensors' pages), not what the process held before (the Python runtime, libraries,
+    data caches of earlier jobs). None where the mark cannot be reset or read.
+    """
+
+    def __init__(self) -> None:
+        release_freed_memory()
+        reset_peak_rss()
+        self.baseline = current_rss_mb()
+        peak = _vm_hwm_mb()
+        # The reset worked if the high-water mark now equals the resident set (within 1 MB).
+        self.valid = self.baseline is not None and peak is not None and peak <= self.baseline + 1.0
+
+    def mb(self) -> float | None:
+        peak = _vm_hwm_mb()
+        if not self.valid or peak is None or self.baseline is None:
+            return None
+        return max(0.0, peak - self.baseline)
+
+
+def _vm_hwm_mb() -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024 / MB
     except OSError:
         pass
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since the last reset, decimal MB (as the seed)."""
+    peak_mb = _vm_hwm_mb()
+    if peak_mb is not None:
+        return peak_mb
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / MB if sys.platform == "darwin" else peak * 1024 / MB
 
@@ -114,18 +189,31 @@ def _batch_images(batch: Any) -> int:
     return len(images)
 
 
+def data_cache_bytes(trainer: pl.Trainer) -> int:
+    """Bytes of cached data the trainer's data module keeps in accelerator memory (0 if none)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    measure = getattr(datamodule, "device_cache_bytes", None)
+    return int(measure()) if callable(measure) else 0
+
+
+def model_bytes(module: torch.nn.Module) -> int:
+    """Bytes of the module's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
 class ProfileCallback(pl.Callback):
     """Training throughput during fit; latency, throughput, memory and complexity after test.
 
     Args:
         image_size: the run's resolution; inputs are random ``image_size`` squares.
         batch_size: the inference batch of the seed figures (``avg_time_sec`` is per batch).
-        warmup_runs, timed_runs: untimed then timed forward passes per batch size.
+        warmup_runs, timed_runs: untimed then timed forward passes per batch size; ``"auto"``
+            chooses by device (AUTO_RUNS).
         complexity: also count FLOPs, parameters and activation memory (fvcore).
     """
 
-    def __init__(self, image_size: int, batch_size: int = 32, warmup_runs: int = 5,
-                 timed_runs: int = 25, in_channels: int = 3, complexity: bool = True) -> None:
+    def __init__(self, image_size: int, batch_size: int = 32, warmup_runs: int | str = "auto",
+                 timed_runs: int | str = "auto", in_channels: int = 3, complexity: bool = True) -> None:
         self.image_size = _check_count("image_size", image_size)
         self.batch_size = _check_count("batch_size", batch_size)
         self.warmup_runs = _check_count("warmup_runs", warmup_runs, minimum=0)
@@ -137,10 +225,11 @@ class ProfileCallback(pl.Callback):
         self.sections: dict[str, Any] | None = None
         self._fit_start = self._epoch_start = self._last_batch_end = 0.0
         self._epoch_images = 0
+        self._fit_rss: RssIncrease | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epochs, self.training, self.sections = [], {}, None
-        reset_peak_rss()
+        self._fit_rss = RssIncrease()
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
         self._fit_start = time.perf_counter()
@@ -171,11 +260,18 @@ class ProfileCallback(pl.Callback):
             "epochs_measured": len(measured),
             "epoch_images_per_sec": [row["images_per_sec"] for row in self.epochs],
             "peak_cpu_memory_mb": peak_rss_mb(),
+            "cpu_memory_increase_mb": self._fit_rss.mb() if self._fit_rss else None,
         }
         if pl_module.device.type == "cuda":
-            self.training["gpu_memory_peak_mb"] = torch.cuda.max_memory_allocated(pl_module.device) / MIB
-            self.training["gpu_memory_peak_reserved_mb"] = (
-                torch.cuda.max_memory_reserved(pl_module.device) / MIB)
+            # The data cache stays resident through the fit: its bytes are in the peak.
+            cache = data_cache_bytes(trainer)
+            peak = torch.cuda.max_memory_allocated(pl_module.device)
+            self.training.update({
+                "gpu_memory_peak_mb": (peak - cache) / MIB,
+                "gpu_memory_peak_process_mb": peak / MIB,
+                "gpu_memory_peak_reserved_mb": torch.cuda.max_memory_reserved(pl_module.device) / MIB,
+                "data_cache_gpu_mb": cache / MIB,
+            })
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.sections = self.measure(trainer, pl_module)
@@ -199,13 +295,17 @@ class ProfileCallback(pl.Callback):
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """Latency, throughput and memory of the trained model, in the run's precision."""
+        started = time.perf_counter()
         device = pl_module.device
+        warmup_runs, timed_runs = runs_for(device, self.warmup_runs, self.timed_runs)
         channels_last = bool(getattr(pl_module, "channels_last", False))
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         was_training = pl_module.training
         pl_module.eval()
-        reset_peak_rss()
+        rss = RssIncrease()
         if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            gpu_baseline = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
         latency = {}
         with torch.inference_mode(), trainer.precision_plugin.forward_context():
@@ -215,8 +315,9 @@ class ProfileCallback(pl.Callback):
                 inputs = torch.randn(batch_size, self.in_channels, self.image_size, self.image_size,
                                      device=device).contiguous(memory_format=memory_format)
                 times = time_forward(lambda inputs=inputs: pl_module(inputs), device,
-                                     self.warmup_runs, self.timed_runs)
+                                     warmup_runs, timed_runs)
                 latency[name] = latency_stats(times, batch_size)
+                del inputs
         pl_module.train(was_training)
         main = latency["inference_batch"]
         profiling: dict[str, Any] = {
@@ -228,18 +329,28 @@ class ProfileCallback(pl.Callback):
             "p95_time_sec": main["p95_sec"],
             "throughput_samples_sec": main["throughput_images_sec"],
             "peak_cpu_memory_mb": peak_rss_mb(),
+            "cpu_memory_increase_mb": rss.mb(),
         }
         if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device)
+            weights = model_bytes(pl_module)
             profiling.update({
+                # The model's own: weights and buffers + what the forward passes added on top
+                # of the memory in use before them (inputs, activations, workspaces).
+                "gpu_memory_peak_mb": (weights + peak - gpu_baseline) / MIB,
+                "gpu_memory_model_weights_mb": weights / MIB,
+                "gpu_memory_baseline_mb": gpu_baseline / MIB,
+                "gpu_memory_peak_process_mb": peak / MIB,
+                "data_cache_gpu_mb": data_cache_bytes(trainer) / MIB,
                 "gpu_memory_allocated_mb": torch.cuda.memory_allocated(device) / MIB,
                 "gpu_memory_reserved_mb": torch.cuda.memory_reserved(device) / MIB,
-                "gpu_memory_peak_mb": torch.cuda.max_memory_allocated(device) / MIB,
             })
         profiling.update({
             "batch_size": self.batch_size,
+            "batch_sizes": [1, self.batch_size],
             "image_size": self.image_size,
-            "warmup_runs": self.warmup_runs,
-            "timed_runs": self.timed_runs,
+            "warmup_runs": warmup_runs,
+            "timed_runs": timed_runs,
             "precision": str(trainer.precision),
             "autocast_dtype": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else None,
             "channels_last": channels_last,
@@ -248,8 +359,12 @@ class ProfileCallback(pl.Callback):
             "latency": latency,
             "training": self.training,
             "notes": "forward pass only, eval mode, random input; *_time_sec are per inference batch "
-                     "(batch_size images); std is the population std; GPU memory in MiB, "
-                     "CPU memory in decimal MB (peak resident set during this measurement)",
+                     "(batch_size images); std is the population std; GPU memory in MiB: "
+                     "gpu_memory_peak_mb = model weights and buffers + the peak the measured passes "
+                     "added over gpu_memory_baseline_mb (data cache and other resident memory "
+                     "excluded); CPU memory in decimal MB: cpu_memory_increase_mb = peak resident "
+                     "set during the passes minus the resident set before them, peak_cpu_memory_mb "
+                     "= the process's peak resident set (baseline included)",
         })
         sections = {"profiling": profiling}
         if self.complexity:
@@ -261,4 +376,5 @@ class ProfileCallback(pl.Callback):
                 sections["complexity"] = analyse(net, self.image_size, self.in_channels).section()
             finally:
                 net._compiled_call_impl = compiled_call
+        profiling["seconds"] = time.perf_counter() - started
         return sections

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -29,6 +31,9 @@ PIPELINES = ("classic", "cached")
 DEVICE_CACHE = ("auto", "true", "false")
 # Share of free accelerator memory a cached data set may take under device_cache=auto.
 DEVICE_CACHE_SHARE = 0.5
+# Images found unreadable (or none) per (root, fingerprint, on_bad_image), for the jobs of a
+# sweep and the train x test matrix that set up the same data again in this process.
+_VALIDATED: dict[tuple[str, str, str], list[str]] = {}
 
 
 class DatasetLayoutError(ResoMapError, ValueError):
@@ -109,9 +114,20 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     ``pipeline="classic"`` decodes, resizes and augments every image in DataLoader workers
     in every epoch. ``pipeline="cached"`` decodes each split once into a uint8 cache under
-    ``cache_dir`` (resomap.data.cache), loads whole uint8 batches, and augments and normalises
-    them on the batch's device in ``on_after_batch_transfer`` (resomap.data.batch_augment);
-    ``device_cache`` keeps the whole cached split in accelerator memory (auto: when it fits).
+    ``cache_dir`` (resomap.data.cache; ``cache_sizes``: other resolutions to fill in the same
+    decode pass), loads whole uint8 batches, and augments (resomap.data.batch_augment) and
+    normalises them:
+
+    - on an accelerator, on the device in ``on_after_batch_transfer``; ``device_cache`` keeps
+      the whole split in its memory (auto: when it fits), shared with later jobs of the same
+      process at the same resolution, and batches are indexed there (``cache.DeviceBatches``);
+    - on the CPU, training batches are augmented and normalised in the DataLoader's workers,
+      written straight into shared memory; evaluation batches need no worker and are
+      normalised in ``on_after_batch_transfer``. ``device_cache=true`` on the CPU holds the
+      splits in process memory and does everything in the training process (what
+      ``python -m resomap.bench`` compares with a bare PyTorch loop).
+
+    ``timing`` records the seconds ``setup`` took and how much of it built caches.
     """
 
     def __init__(self, root: str, image_size: int, batch_size: int = 32,
@@ -122,7 +138,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
                  generator: Callable[..., Path] | None = None, name: str = "imagefolder",
                  on_bad_image: str = "error", validation_cache: str | None = None,
                  pipeline: str = "classic", cache_dir: str | None = None,
-                 device_cache: str | bool = "auto", cache_workers: int | None = None) -> None:
+                 device_cache: str | bool = "auto", cache_workers: int | None = None,
+                 cache_sizes: Sequence[int] | None = None) -> None:
         super().__init__()
         device_cache = str(device_cache).lower()
         if pipeline not in PIPELINES or device_cache not in DEVICE_CACHE:
@@ -153,9 +170,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.device_cache = device_cache
         self.cache_workers = cache_workers
+        self.cache_sizes = [int(size) for size in cache_sizes or ()]
         self.cached: dict[str, cache.CachedSplit] = {}
         self.target_device = torch.device("cpu")
         self.batch_augment = BatchAugment(**self.augmentation)
+        self.timing: dict[str, float] = {}
 
     def prepare_data(self) -> None:
         if self.generator is not None:
@@ -164,10 +183,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
+        started = time.perf_counter()
         self.classes = list_classes(self.root)
         self.fingerprint = dataset_fingerprint(self.root)
-        self.skipped_images = validate_images(self.root, SPLITS, self.classes, self.fingerprint,
-                                              self.on_bad_image, self.validation_cache)
+        checked = (str(self.root), self.fingerprint, self.on_bad_image)
+        if checked not in _VALIDATED:
+            _VALIDATED[checked] = validate_images(self.root, SPLITS, self.classes, self.fingerprint,
+                                                  self.on_bad_image, self.validation_cache)
+        self.skipped_images = list(_VALIDATED[checked])
+        building = 0.0
         skipped = {str(self.root / name) for name in self.skipped_images}
         transforms = {"train": train_transform(self.image_size, **self.augmentation),
                       "val": eval_transform(self.image_size), "test": eval_transform(self.image_size)}
@@ -178,10 +202,13 @@ class ImageFolderDataModule(pl.LightningDataModule):
                                            and path not in skipped)
             self.datasets[split] = dataset
             if self.pipeline == "cached":
+                start = time.perf_counter()
                 images, labels = cache.load_or_build(dataset.samples, self.image_size, self.cache_dir,
                                                      self.name, self.fingerprint, split,
-                                                     self.cache_workers)
-                self.cached[split] = cache.CachedSplit(images, labels)
+                                                     self.cache_workers, self.cache_sizes)
+                building += time.perf_counter() - start
+                self.cached[split] = cache.CachedSplit(images, labels, source=str(images.filename))
+        self.timing = {"setup_sec": time.perf_counter() - started, "cache_load_or_build_sec": building}
 
     @property
     def num_classes(self) -> int:
@@ -204,53 +231,84 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return self.trainer.strategy.root_device if self.trainer is not None else self.target_device
 
     def _device_cached(self, split: str) -> cache.CachedSplit | None:
-        """The split in accelerator memory when device_cache allows and it fits, else None."""
-        device = self._training_device()
-        if self.device_cache == "false" or device.type != "cuda":
-            return None
-        dataset = self.cached[split]
-        if isinstance(dataset.images, torch.Tensor) and dataset.images.device == device:
-            return dataset
-        free, _ = torch.cuda.mem_get_info(device)
-        if self.device_cache == "auto" and dataset.nbytes > DEVICE_CACHE_SHARE * free:
-            log.info("Cached %s split (%.1f GB) does not fit in %s; streaming it from host memory",
-                     split, dataset.nbytes / 1e9, device)
-            return None
-        self.cached[split] = dataset.to(device)
-        return self.cached[split]
+        """The split in the training device's memory when device_cache allows and it fits, else None.
 
-    def _cached_loader(self, split: str, shuffle: bool) -> DataLoader:
+        On an accelerator, ``auto`` keeps it there when it takes at most DEVICE_CACHE_SHARE of
+        the free memory; on the CPU only ``true`` holds it in process memory.
+        """
+        device = self._training_device()
+        if self.device_cache == "false" or (device.type == "cpu" and self.device_cache != "true"):
+            return None
+        if device.type != "cuda":
+            return cache.resident(self.cached[split], device)
+
+        def fits(nbytes: int) -> bool:
+            free, _ = torch.cuda.mem_get_info(device)
+            if self.device_cache == "auto" and nbytes > DEVICE_CACHE_SHARE * free:
+                log.info("Cached %s split (%.1f GB) does not fit in %s; streaming it from host memory",
+                         split, nbytes / 1e9, device)
+                return False
+            return True
+
+        return cache.resident(self.cached[split], device, fits)
+
+    def device_cache_bytes(self) -> int:
+        """Bytes of cached data this process holds in the training device's memory (0 if none):
+        what a memory figure of the model must leave out."""
+        return cache.resident_bytes(self._training_device())
+
+    def _cached_loader(self, split: str, shuffle: bool) -> DataLoader | cache.DeviceBatches:
         """Batches of uint8 images straight from the cache (no per-image Python work).
 
-        For an accelerator the batches stay uint8 (a quarter of the bytes to copy) and are
-        augmented on it in ``on_after_batch_transfer``; training on the CPU, the workers do
-        that work, overlapped with the training step as in the classic pipeline.
+        A split resident on the training device is served by ``cache.DeviceBatches``. Otherwise
+        a DataLoader reads the memory-mapped file: for an accelerator the batches stay uint8 (a
+        quarter of the bytes to copy, from pinned memory) and are augmented on it in
+        ``on_after_batch_transfer``; training on the CPU, the workers augment and normalise
+        training batches, overlapped with the training step as in the classic pipeline.
         """
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
         on_device = self._device_cached(split)
-        workers = 0 if on_device is not None else self.num_workers
-        dataset = on_device or self.cached[split]
-        if self._training_device().type == "cpu" and workers > 0:
-            dataset = dataset.with_transform(self.batch_augment if split == "train" else normalize)
+        if on_device is not None:
+            trainer = self.trainer
+            seed = int(torch.randint(0, 2**31 - 1, ()))  # seed_everything makes it equal on every rank
+            return cache.DeviceBatches(on_device, batch_size, shuffle, seed,
+                                       rank=trainer.global_rank if trainer is not None else 0,
+                                       world_size=trainer.world_size if trainer is not None else 1)
+        cpu = self._training_device().type == "cpu"
+        # Evaluation batches on the CPU need only normalising, cheaper than a worker's hand-over.
+        workers = 0 if cpu and split != "train" else self.num_workers
+        dataset = self.cached[split]
+        if cpu and split == "train" and workers > 0:
+            dataset = dataset.with_transform(self.batch_augment.into_shared_memory)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            batch_size=batch_size,
             shuffle=shuffle,
             num_workers=workers,
             collate_fn=cache.passthrough,
             # Pinned host batches let Lightning's non_blocking copy overlap with compute.
-            pin_memory=self.pin_memory and on_device is None,
+            pin_memory=self.pin_memory and not cpu,
             persistent_workers=workers > 0,
+            worker_init_fn=partial(cache.worker_init, rank) if workers > 0 else None,
             multiprocessing_context=multiprocessing.get_context("fork") if workers > 0 else None,
         )
+
+    def prepare_batch(self, batch: tuple[torch.Tensor, torch.Tensor],
+                      training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """A cached uint8 batch made ready for the model on its device: augmented (training)
+        and normalised. Float batches (the classic pipeline's, or augmented by the CPU
+        loader's workers) pass unchanged."""
+        images, labels = batch
+        if images.dtype != torch.uint8:
+            return batch
+        return (self.batch_augment(images) if training else normalize(images)), labels
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor],
                                 dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached batches arrive as uint8 on the device: augment (training only) and normalise there."""
-        images, labels = batch
-        if images.dtype != torch.uint8:
-            return batch
         training = self.trainer is not None and self.trainer.training
-        return (self.batch_augment(images) if training else normalize(images)), labels
+        return self.prepare_batch(batch, training)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.pipeline == "cached":

@@ -15,6 +15,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from resomap.data.io import is_image_file, load_rgb
 from resomap.errors import ResoMapError
 from resomap.io import write_json
@@ -64,7 +66,8 @@ def find_bad_images(root: Path, files: list[Path], fingerprint: str, cache_dir: 
     start = time.perf_counter()
     # PIL decodes without holding the GIL, so threads check images in parallel.
     with ThreadPoolExecutor(max_workers=workers or min(32, 2 * (os.cpu_count() or 1))) as pool:
-        reasons = list(pool.map(check_image, files))
+        reasons = list(tqdm(pool.map(check_image, files), total=len(files), unit="img",
+                            desc=f"Checking the images of {root.name}", mininterval=1.0))
     bad = {path.relative_to(root).as_posix(): reason
            for path, reason in zip(files, reasons) if reason is not None}
     log.info("Checked %d images of %s in %.1f s: %d unreadable", len(files), root,

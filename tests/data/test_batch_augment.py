@@ -124,3 +124,21 @@ def test_one_batch_gets_different_transforms_unlike_v2_on_a_batch():
     # torchvision applied to the batch flips all images or none: the reason for BatchAugment.
     v2_flipped = v2.RandomHorizontalFlip(0.5)(batch)
     assert torch.equal(v2_flipped, batch) or torch.equal(v2_flipped, batch.flip(-1))
+
+
+def test_padding_from_the_configured_bound_gives_the_same_pixels():
+    """The zero border sized from the configured rotation (no wait for the device) changes nothing."""
+    generator = torch.Generator().manual_seed(4)
+    images = torch.randint(0, 256, (12, 3, 37, 37), dtype=torch.uint8, generator=generator)
+    params = B.sample_params(12, 15.0, JITTER, 0.5, 0.5, generator)
+    assert torch.equal(B.flip_rotate(images, params, max_degrees=15.0), B.flip_rotate(images, params))
+    assert B._padding(15.0, 37, 37) >= B._padding(float(params.angle.abs().max()), 37, 37)
+
+
+def test_parameters_are_drawn_where_asked_in_one_reproducible_call():
+    first = B.sample_params(6, 15.0, JITTER, 0.5, 0.5, torch.Generator().manual_seed(6), device="cpu")
+    again = B.sample_params(6, 15.0, JITTER, 0.5, 0.5, torch.Generator().manual_seed(6), device="cpu")
+    assert all(torch.equal(getattr(first, name), getattr(again, name)) for name in vars(first))
+    assert first.angle.device.type == "cpu" and first.order.shape == (6, 4)
+    with pytest.raises(ValueError, match="contrast=-0.1 is negative"):
+        B.BatchAugment(color_jitter=(0.2, -0.1, 0.2, 0.02))

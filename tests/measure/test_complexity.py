@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torchvision
+from conftest import REPO_ROOT
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
 from resomap.measure.complexity import analyse, architecture_summary, fvcore_flops
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = REPO_ROOT / "conf"
 MODELS = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
 SQUARE = (512 / 224) ** 2
 # The module after each network's adaptive pool. Everything before it is convolutional, so its

@@ -6,20 +6,25 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-pytestmark = pytest.mark.slow
+from resomap.callbacks.profile import ProfileCallback, RssIncrease, peak_rss_mb, runs_for
 
 CHEAP = ("explain=none", "logger=csv", "callbacks.profile.warmup_runs=1",
          "callbacks.profile.timed_runs=3", "callbacks.profile.batch_size=8")
+# The default passes ("auto": 1 warm-up + 5 timed on a CPU), a small inference batch.
+AUTO = ("explain=none", "logger=csv", "callbacks.profile.batch_size=8")
 SEED_KEYS = ("avg_time_sec", "std_time_sec", "min_time_sec", "max_time_sec", "throughput_samples_sec",
              "peak_cpu_memory_mb")
 STATS = ("mean_sec", "min_sec", "max_sec", "p50_sec", "p95_sec", "per_image_mean_sec",
          "per_image_p50_sec", "throughput_images_sec")
 
 
+@pytest.mark.slow
 def test_run_records_profiling_and_complexity(train_cli, tmp_path: Path):
-    completed = train_cli("model=tiny_cnn", "res=48", "trainer.max_epochs=2", *CHEAP)
+    completed = train_cli("model=tiny_cnn", "res=48", "trainer.max_epochs=2", *AUTO)
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads((tmp_path / "results" / "test_results" / "tiny_cnn_48.json").read_text())
 
@@ -30,7 +35,11 @@ def test_run_records_profiling_and_complexity(train_cli, tmp_path: Path):
     assert profiling["min_time_sec"] <= profiling["avg_time_sec"] <= profiling["max_time_sec"]
     assert profiling["throughput_samples_sec"] == pytest.approx(8 / profiling["avg_time_sec"])
     assert (profiling["precision"], profiling["autocast_dtype"]) == ("bf16-mixed", "bfloat16")
-    assert (profiling["image_size"], profiling["batch_size"], profiling["timed_runs"]) == (48, 8, 3)
+    assert (profiling["image_size"], profiling["batch_size"], profiling["batch_sizes"]) == (48, 8, [1, 8])
+    assert (profiling["warmup_runs"], profiling["timed_runs"]) == (1, 5)  # "auto" on a CPU
+    assert profiling["seconds"] > 0
+    # The model's memory, not the process's: the rise over the baseline is well below the peak.
+    assert 0 <= profiling["cpu_memory_increase_mb"] < profiling["peak_cpu_memory_mb"] / 2
     for name, batch in (("batch_1", 1), ("inference_batch", 8)):
         latency = profiling["latency"][name]
         assert latency["batch_size"] == batch and all(latency[key] > 0 for key in STATS)
@@ -43,6 +52,7 @@ def test_run_records_profiling_and_complexity(train_cli, tmp_path: Path):
     assert training["fit_wall_time_sec"] > 0 and training["images_per_sec"] > 0
     assert training["epochs_measured"] == 1 and len(training["epoch_images_per_sec"]) == 2
     assert training["images_per_sec"] == training["epoch_images_per_sec"][1]
+    assert 0 <= training["cpu_memory_increase_mb"] < training["peak_cpu_memory_mb"]
 
     complexity = result["complexity"]
     assert complexity["image_size"] == 48
@@ -59,7 +69,27 @@ def test_run_records_profiling_and_complexity(train_cli, tmp_path: Path):
     assert float(logged[0]["throughput_samples_sec"]) > 0
 
 
+@pytest.mark.slow
 def test_bad_setting_is_named(train_cli):
     completed = train_cli("model=tiny_cnn", "res=32", "callbacks.profile.timed_runs=0", *CHEAP[:3])
     assert completed.returncode != 0
     assert "callbacks.profile.timed_runs=0 is not valid" in completed.stderr
+
+
+def test_auto_passes_suit_the_device():
+    assert runs_for(torch.device("cpu"), "auto", "auto") == (1, 5)
+    assert runs_for(torch.device("cuda"), "auto", "auto") == (5, 25)  # the seed's, where passes are fast
+    assert runs_for(torch.device("cpu"), 2, "auto") == (2, 5)
+    assert ProfileCallback(image_size=32, warmup_runs=None, timed_runs="AUTO").timed_runs == "auto"
+
+
+def test_cpu_memory_figure_is_the_rise_during_the_phase():
+    held = np.ones(8 * 2**20)  # 64 MiB already resident: part of the baseline, not of the phase
+    phase = RssIncrease()
+    if not phase.valid:
+        pytest.skip("the kernel's resident high-water mark cannot be reset here")
+    assert phase.mb() < 30
+    grown = np.ones(12 * 2**20)  # 96 MiB touched during the phase
+    rise = phase.mb()
+    assert 0.9 * grown.nbytes / 1e6 <= rise <= grown.nbytes / 1e6 + 30
+    assert rise < peak_rss_mb() - held.nbytes / 1e6
