@@ -599,4 +599,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from resomap.cli import start
+
+    start(main)

@@ -17,6 +17,7 @@ from resomap.errors import ResoMapError
 
 # The seed study's metric names: per-epoch ``{stage}_f1``, final ``test_f1_score``.
 _F1_NAME = {"train": "f1", "val": "f1", "test": "f1_score"}
+STAGES = ("train", "val", "test")
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
@@ -33,18 +34,28 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
     return LambdaLR(optimizer, factor)
 
 
-def _metrics(num_classes: int) -> torchmetrics.MetricCollection:
-    # validate_args=False: no per-step checks of the inputs (each is a host-device sync on a GPU).
-    task = {"task": "multiclass", "num_classes": num_classes, "validate_args": False}
-    return torchmetrics.MetricCollection({
-        "accuracy": torchmetrics.Accuracy(**task, average="micro"),
-        # Macro recall over all classes is balanced accuracy.
-        "balanced_accuracy": torchmetrics.Recall(**task, average="macro"),
-        "precision": torchmetrics.Precision(**task, average="macro"),
-        "recall": torchmetrics.Recall(**task, average="macro"),
-        "f1": torchmetrics.F1Score(**task, average="macro"),
-    })
+def confusion_metrics(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The stage's metrics from its confusion counts (rows: true class, columns: predicted).
 
+    Derived once per epoch from counts updated with one ``bincount`` per step, instead of five
+    torchmetrics objects logged on every step (Lightning walks each logged metric object per
+    step: most of the framework's per-step cost for a small CNN). Same definitions as
+    torchmetrics' multiclass metrics: macro averages over the classes that occur in the
+    targets or predictions; balanced accuracy is macro recall, ISIC's mean per-class recall.
+    """
+    confusion = confusion.double()
+    tp = confusion.diag()
+    support, predicted = confusion.sum(1), confusion.sum(0)
+    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
+    denominator = precision + recall
+    f1 = torch.where(denominator > 0, 2 * precision * recall / denominator.clamp(min=1e-12),
+                     torch.zeros_like(tp))
+    seen = (support + predicted) > 0
+    macro = (lambda values: values[seen].mean()) if seen.any() else (lambda values: values.sum() * 0)
+    return {"accuracy": tp.sum() / confusion.sum().clamp(min=1), "balanced_accuracy": macro(recall),
+            "precision": macro(precision), "recall": macro(recall), "f1": macro(f1),
+            "per_class_recall": recall}
 
 
 class CheckpointMismatchError(ResoMapError):
@@ -83,74 +94,77 @@ class LitClassifier(pl.LightningModule):
         self.scheduler_factory = scheduler
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weight)
-        # ModuleDict keys may not shadow Module methods such as ``train``.
-        self.stage_metrics = nn.ModuleDict({f"{stage}_metrics": _metrics(num_classes)
-                                            for stage in ("train", "val", "test")})
-        self.stage_losses = nn.ModuleDict({f"{stage}_loss": torchmetrics.MeanMetric()
-                                           for stage in ("train", "val", "test")})
-        self.val_per_class = torchmetrics.Recall(task="multiclass", num_classes=num_classes,
-                                                 average=None, validate_args=False)
-        self.test_per_class = torchmetrics.Recall(task="multiclass", num_classes=num_classes,
-                                                  average=None, validate_args=False)
-        self.test_confusion = torchmetrics.ConfusionMatrix(task="multiclass", num_classes=num_classes,
-                                                           validate_args=False)
+        # Per stage, confusion counts and the mean loss: updated each step, turned into the
+        # stage's metrics and logged once per epoch. torchmetrics keeps them in step across DDP
+        # processes. ModuleDict keys may not shadow Module methods such as ``train``.
+        self.confusion = nn.ModuleDict({
+            f"{stage}_confusion": torchmetrics.ConfusionMatrix(task="multiclass", num_classes=num_classes,
+                                                               validate_args=False)
+            for stage in STAGES})
+        self.mean_loss = nn.ModuleDict({f"{stage}_loss": torchmetrics.MeanMetric() for stage in STAGES})
         # Per-epoch records and fit time survive resume through the checkpoint.
         self.history: list[dict[str, Any]] = []
         self._train_images = 0
         self.fit_seconds = 0.0
         self.test_outputs: dict[str, list[torch.Tensor]] = {}
         self._epoch_start = 0.0
-        self._val_per_class: dict[str, float] | None = None
+        self._val_row: dict[str, Any] = {}
+        self.test_results: dict[str, Any] = {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor],
+              stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets = batch
         logits = self(images)
         loss = self.loss(logits.float(), targets)
-        metrics = self.stage_metrics[f"{stage}_metrics"]
-        metrics.update(logits.detach(), targets)
-        # Metric objects (not tensors) are logged, so this epoch's values can be read in
-        # on_train_epoch_end, before Lightning reduces and resets them.
-        mean_loss = self.stage_losses[f"{stage}_loss"]
-        mean_loss.update(loss.detach(), weight=len(targets))
-        self.log(f"{stage}_loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(targets))
-        for name, metric in metrics.items():
-            self.log(f"{stage}_{_F1_NAME[stage] if name == 'f1' else name}", metric,
-                     on_step=False, on_epoch=True, prog_bar=name == "balanced_accuracy",
-                     batch_size=len(targets))
-        if stage == "val":
-            self.val_per_class.update(logits.detach(), targets)
-        return loss if stage != "test" else logits
+        self.confusion[f"{stage}_confusion"].update(logits.detach().argmax(dim=1), targets)
+        self.mean_loss[f"{stage}_loss"].update(loss.detach(), weight=len(targets))
+        return loss, logits
+
+    def _epoch_metrics(self, stage: str) -> dict[str, Any]:
+        """The stage's epoch metrics under the seed's names, logged once; the counters reset."""
+        confusion = self.confusion[f"{stage}_confusion"]
+        derived = confusion_metrics(confusion.compute())
+        per_class = derived.pop("per_class_recall")
+        values = {f"{stage}_{_F1_NAME[stage] if name == 'f1' else name}": value.float()
+                  for name, value in derived.items()}
+        values[f"{stage}_loss"] = self.mean_loss[f"{stage}_loss"].compute().float()
+        confusion.reset()
+        self.mean_loss[f"{stage}_loss"].reset()
+        for name, value in values.items():
+            self.log(name, value, prog_bar=name.endswith(("_loss", "balanced_accuracy")))
+        return {"values": {name: float(value) for name, value in values.items()},
+                "per_class_recall": dict(zip(self.hparams.class_names, per_class.tolist()))}
 
     def training_step(self, batch, batch_idx):
         self._train_images += len(batch[1])
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        logits = self._step(batch, "test")
-        targets = batch[1]
-        self.test_per_class.update(logits, targets)
-        self.test_confusion.update(logits, targets)
+        _, logits = self._step(batch, "test")
         probabilities = logits.float().softmax(dim=1)
         self.test_outputs.setdefault("probabilities", []).append(probabilities.cpu())
-        self.test_outputs.setdefault("labels", []).append(targets.cpu())
+        self.test_outputs.setdefault("labels", []).append(batch[1].cpu())
 
     def on_test_epoch_start(self) -> None:
         self.test_outputs = {}
-        self.test_per_class.reset()
-        self.test_confusion.reset()
+        self.test_results = {}
+
+    def on_test_epoch_end(self) -> None:
+        confusion = self.confusion["test_confusion"].compute().long()
+        self.test_results = {**self._epoch_metrics("test"), "confusion": confusion.tolist()}
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
         self._train_images = 0
+        self._val_row = {}
 
     def _synchronized_now(self) -> float:
         if self.device.type == "cuda":
@@ -191,24 +205,17 @@ class LitClassifier(pl.LightningModule):
         epoch_time = time.perf_counter() - self._epoch_start
         self.fit_seconds += epoch_time
         self.log("train_epoch_time", epoch_time, on_epoch=True)
-        record: dict[str, Any] = {"epoch": self.current_epoch}
-        train = {f"train_{_F1_NAME['train'] if name == 'f1' else name}": float(value)
-                 for name, value in self.stage_metrics["train_metrics"].compute().items()}
-        record.update(train_loss=float(self.stage_losses["train_loss"].compute()), **train)
-        record.update({key: float(value) for key, value in self.trainer.callback_metrics.items()
-                       if key.startswith("val_") and value.numel() == 1})
-        if self._val_per_class is not None:
-            record["val_per_class_recall"] = self._val_per_class
+        record: dict[str, Any] = {"epoch": self.current_epoch, **self._epoch_metrics("train")["values"]}
+        record.update(self._val_row)
         record.update(train_epoch_time=epoch_time, train_time_sec=self.fit_seconds,
                       train_images=self._train_images)
         self.history = [row for row in self.history if row["epoch"] != self.current_epoch]
         self.history.append(record)
 
     def on_validation_epoch_end(self) -> None:
-        per_class = self.val_per_class.compute()
-        self.val_per_class.reset()
+        measured = self._epoch_metrics("val")
         if not self.trainer.sanity_checking:
-            self._val_per_class = dict(zip(self.hparams.class_names, per_class.tolist()))
+            self._val_row = {**measured["values"], "val_per_class_recall": measured["per_class_recall"]}
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

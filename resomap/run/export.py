@@ -85,10 +85,9 @@ class ResultExport(pl.Callback):
     def build(self, trainer: pl.Trainer, pl_module: pl.LightningModule, labels: np.ndarray,
               probabilities: np.ndarray) -> RunRecord:
         classes = list(pl_module.hparams.class_names)
-        metrics = {key: float(value) for key, value in trainer.callback_metrics.items()
-                   if key.startswith("test_") and value.numel() == 1}
-        per_class = pl_module.test_per_class.compute().tolist()
-        confusion = pl_module.test_confusion.compute().tolist()
+        tested = pl_module.test_results
+        metrics, confusion = tested["values"], tested["confusion"]
+        per_class = [tested["per_class_recall"][name] for name in classes]
         auroc, average_precision = ranking_scores(labels, probabilities, classes)
         known = [value for value in auroc.values() if value is not None]
         history = pl_module.history

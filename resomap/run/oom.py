@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from resomap.data import cache
 from resomap.device import free_accelerator_memory
 from resomap.errors import ResoMapError
 
@@ -79,7 +80,9 @@ def run_with_oom_retries(attempt: Callable[[BatchPlan], T], plan: BatchPlan, min
                     f"precision, or lower oom.min_batch_size. ({str(error).splitlines()[0]})"
                 ) from error
             plan = plan.halved(error)
-        # Outside the except block, so the traceback no longer holds the failed attempt's tensors.
+        # Outside the except block, so the traceback no longer holds the failed attempt's tensors;
+        # data splits kept on the GPU for later jobs go too, the retry needs the room.
+        cache.release()
         free_accelerator_memory()
         log.warning("Out of memory at batch size %d; retrying with batch size %d and "
                     "accumulate_grad_batches=%d (effective batch %d)", plan.retries[-1]["batch_size"],

@@ -83,7 +83,8 @@ def _train(cfg: DictConfig, identity: RunIdentity, folder: Path, ckpt_path: str 
     datamodule = build.build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    timing = {"setup_sec": time.perf_counter() - started}
+    timing = {"setup_sec": time.perf_counter() - started,
+              "cache_sec": datamodule.timing.get("cache_load_or_build_sec", 0.0)}
 
     def attempt(plan: BatchPlan) -> records.RunRecord | None:
         """One fit and test with ``plan``'s batch sizes; every attempt starts from fresh objects."""

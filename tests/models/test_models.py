@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import REPO_ROOT
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from resomap.models.zoo import PretrainedWeightsUnavailable
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = REPO_ROOT / "conf"
 MODELS = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
 
 
