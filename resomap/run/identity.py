@@ -33,7 +33,8 @@ IDENTITY_FILE = "identity.json"
 # Keys of a composed config that cannot change what is trained (dotted paths).
 IGNORED = {
     "data": ("root", "name", "num_workers", "pin_memory", "eval_batch_size", "cache_dir", "pipeline",
-             "device_cache", "cache_workers", "cache_sizes", "on_bad_image", "generator", "validation_cache", "_target_"),
+             "device_cache", "cache_workers", "cache_sizes", "on_bad_image", "generator", "validation_cache",
+             "_target_"),
     "model": ("compile", "min_size"),
     # Callbacks that only observe a run: checkpoint writers, profiling, result export, explanations.
     "callbacks": ("last_checkpoint", "profile", "result_export", "explain"),
