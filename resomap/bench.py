@@ -40,8 +40,7 @@ from resomap.data import cache
 from resomap.device import resolve_precision, uses_cuda
 from resomap.errors import ResoMapError, user_errors
 from resomap.io import write_json
-from resomap.models.classifier import LitClassifier
-from resomap.run.build import build_trainer
+from resomap.run.build import build_module, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +133,6 @@ def data_throughput(datamodule: Any, device: torch.device) -> float:
         seconds = sync(device) - started
     return images_seen / seconds
 
-
-def build_module(cfg: DictConfig, datamodule: Any) -> LitClassifier:
-    weights = datamodule.class_weights()
-    return LitClassifier(
-        net=instantiate(cfg.model.net, num_classes=datamodule.num_classes),
-        num_classes=datamodule.num_classes, class_names=datamodule.classes,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        class_weights=weights.tolist() if weights is not None else None,
-        channels_last=cfg.channels_last, compile=bool(cfg.model.get("compile", False)))
 
 
 def forward_flops(cfg: DictConfig, num_classes: int) -> float:

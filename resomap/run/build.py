@@ -61,8 +61,10 @@ def build_datamodule(cfg: DictConfig) -> ImageFolderDataModule:
     return instantiate(cfg.data, validation_cache=str(Path(cfg.paths.cache_dir) / "validation"))
 
 
-def build_module(cfg: DictConfig, datamodule: ImageFolderDataModule, identity: RunIdentity) -> LitClassifier:
-    """The LightningModule of ``cfg.model`` for ``datamodule``'s classes (set up first)."""
+def build_module(cfg: DictConfig, datamodule: ImageFolderDataModule,
+                 identity: RunIdentity | None = None) -> LitClassifier:
+    """The LightningModule of ``cfg.model`` for ``datamodule``'s classes (set up first); without
+    an identity (benchmarks) its checkpoints resume nothing."""
     weights = datamodule.class_weights()
     return LitClassifier(
         net=instantiate(cfg.model.net, num_classes=datamodule.num_classes),
@@ -74,7 +76,7 @@ def build_module(cfg: DictConfig, datamodule: ImageFolderDataModule, identity: R
         channels_last=cfg.channels_last,
         run_config=run_config(cfg),
         compile=bool(cfg.model.get("compile", False)),
-        identity=identity.to_dict(),
+        identity=identity.to_dict() if identity else None,
     )
 
 
