@@ -74,7 +74,7 @@ def build_module(cfg: DictConfig, datamodule: ImageFolderDataModule,
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         class_weights=weights.tolist() if weights is not None else None,
         channels_last=cfg.channels_last,
-        run_config=run_config(cfg),
+        run_config=run_config(cfg) if identity else None,
         compile=bool(cfg.model.get("compile", False)),
         identity=identity.to_dict() if identity else None,
     )
