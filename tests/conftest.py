@@ -97,3 +97,19 @@ def fail_training_step(monkeypatch: pytest.MonkeyPatch, when: Callable[..., bool
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(LitClassifier, "training_step", training_step)
+
+
+def interrupt_run(run: Callable[[DictConfig], object], cfg: DictConfig, monkeypatch: pytest.MonkeyPatch,
+                  when: Callable[..., bool]) -> None:
+    """``run(cfg)`` stopped by Ctrl-C (KeyboardInterrupt) at the training step where ``when``
+    holds; Lightning's SIGINT handler is put back afterwards."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    fail_training_step(monkeypatch, when, KeyboardInterrupt())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after an interrupt
+        monkeypatch.undo()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import checkpoint_folders, fail_training_step
+from conftest import checkpoint_folders, interrupt_run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -34,15 +33,8 @@ def _folder(cfg: DictConfig, index: int = 0) -> Path:
 
 
 def _interrupted(cfg: DictConfig, monkeypatch: pytest.MonkeyPatch) -> None:
-    handler = signal.getsignal(signal.SIGINT)
-    fail_training_step(monkeypatch, lambda module, batch_idx: module.current_epoch == 0 and batch_idx == 1,
-                       KeyboardInterrupt())
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            orchestrate.run(cfg)
-    finally:
-        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after an interrupt
-        monkeypatch.undo()
+    interrupt_run(orchestrate.run, cfg, monkeypatch,
+                  lambda module, batch_idx: module.current_epoch == 0 and batch_idx == 1)
 
 
 def test_resume_after_a_config_change_trains_the_new_config_and_keeps_the_old(compose_train, caplog):

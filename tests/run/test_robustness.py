@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import checkpoint_folders, fail_training_step, tiny_overrides
+from conftest import checkpoint_folders, fail_training_step, interrupt_run, tiny_overrides
 from omegaconf import DictConfig
 
 from resomap.errors import ResoMapError
@@ -72,15 +72,8 @@ def test_out_of_memory_at_the_floor_fails_the_run_without_a_result(compose_run, 
 
 def _interrupted_run(compose_run, monkeypatch: pytest.MonkeyPatch) -> DictConfig:
     """A run stopped by KeyboardInterrupt (what Ctrl-C raises) at its third training step."""
-    fail_training_step(monkeypatch, lambda module, batch_idx: batch_idx == 2, KeyboardInterrupt())
     cfg = compose_run("data.batch_size=8")
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            experiment.run(cfg)
-    finally:
-        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after an interrupt
-    monkeypatch.undo()
+    interrupt_run(experiment.run, cfg, monkeypatch, lambda module, batch_idx: batch_idx == 2)
     return cfg
 
 
