@@ -77,7 +77,32 @@ def absolute_store_uri(uri: str) -> str:
         return uri
     path = Path(uri[len(prefix):]).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        create_sqlite_store(path)
     return f"{prefix}{path}"
+
+
+def create_sqlite_store(path: Path) -> None:
+    """Create a SQLite store whole, or not at all.
+
+    MLflow builds a new store's schema in many steps; a process killed among them leaves a
+    database that every later run refuses ("table ... already exists"). So the schema is built in
+    a temporary file beside ``path`` and hard-linked into place, which fails if another process
+    created the store first (its store is then used, and ours dropped).
+    """
+    from mlflow.tracking import MlflowClient
+
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(descriptor)
+    os.chmod(temporary, 0o644)  # mkstemp makes 0600; the usual file mode
+    try:
+        MlflowClient(f"sqlite:///{temporary}").search_experiments()  # runs the schema migrations
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+    finally:
+        Path(temporary).unlink(missing_ok=True)
 
 
 class MLFlowLogger(LightningMLFlowLogger):
