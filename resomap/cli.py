@@ -92,11 +92,12 @@ def check_plugins(args: Sequence[str]) -> None:
 def start(hydra_main: Callable[[], Any]) -> None:
     """Run a Hydra entry point from the command line after the checks Hydra cannot make.
 
-    Log redaction is installed first, so no log line of any command shows a secret.
+    Redaction of log records and of stdout/stderr is installed first, before Hydra parses an
+    argument, so no log line, error or traceback of any command shows a secret.
     """
-    from resomap.tracking.redact import install_log_redaction
+    from resomap.tracking.redact import install_stream_redaction
 
-    install_log_redaction()
+    install_stream_redaction()
     try:
         check_plugins(sys.argv[1:])
     except ResoMapError as error:

@@ -6,6 +6,8 @@ import io
 import logging
 import logging.config
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from resomap.tracking.mlflow import use_env_credentials
 from resomap.tracking.redact import (
     MASK,
     install_log_redaction,
+    is_secret_env_name,
+    is_secret_key,
     overrides_without_secrets,
     redact_config,
     redact_text,
@@ -170,8 +174,21 @@ def test_child_command_holds_no_secret_and_carries_it_in_env(clean_env):
     assert list(command.env.values()) == [URI]
     secret_override = next(item for item in command if item.startswith("logger.mlflow.tracking_uri="))
     assert secret_override == f"logger.mlflow.tracking_uri=${{oc.env:{next(iter(command.env))}}}"
-    with pytest.raises(distributed.DistributedConfigError, match="inside a list"):
-        distributed.child_command(OmegaConf.merge(hydra_cfg, {"overrides": {"task": [f"+x.uris=[{URI}]"]}}))
+    # Secrets inside list and dict values travel through the environment too, whole.
+    nested = ["+x.uris=['" + URI + "',b]", "+extra={api_token:'pw-(1)',n:2}",
+              "+y.api_token=[tk-123456,tk-7890]"]
+    command = distributed.child_command(OmegaConf.merge(hydra_cfg, {"overrides": {"task": nested}}))
+    secrets = (PASSWORD, "pw-(1)", "tk-123456", "tk-7890")
+    assert not any(secret in item for item in command for secret in secrets)
+    for name, value in command.env.items():
+        clean_env.setenv(name, value)
+    kept = [item for item in command if item.startswith(("+x.", "+extra", "+y."))]
+    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
+        composed = compose("train", kept)
+        cfg = OmegaConf.to_container(OmegaConf.masked_copy(composed, ["x", "extra", "y"]), resolve=True)
+    assert cfg["x"]["uris"] == [URI, "b"]
+    assert cfg["extra"] == {"api_token": "pw-(1)", "n": 2}
+    assert cfg["y"]["api_token"] == ["tk-123456", "tk-7890"]
 
 
 def test_uri_credentials_move_into_mlflow_variables(clean_env):
@@ -197,3 +214,97 @@ def test_params_and_tags_hold_no_secret(tmp_path: Path, clean_env):
     assert tags["logger.mlflow.tracking_uri"] == "http://***@127.0.0.1:5000"
     assert tags["logger.mlflow.api_token"] == MASK
     assert params["model"] == "tiny_cnn"
+
+
+# A password with every character RFC 3986 allows unencoded in user info (unreserved, sub-delims,
+# ':') and a percent-encoded one, between two markers: any fragment that survives is found.
+HARD = "Hd7q'!$&()*+,;=:~-._%41Zx9k"
+FRAGMENTS = ("Hd7q", "Zx9k", "!$&()*+,;=")
+
+
+def _leaks(text: str) -> list[str]:
+    return [fragment for fragment in FRAGMENTS if fragment in text]
+
+
+@pytest.mark.parametrize("text", [
+    f"tracking_uri=http://alice:{HARD}@127.0.0.1:5000/api?x=1",
+    f'logger.mlflow.tracking_uri="http://alice:{HARD}@127.0.0.1:5000"',
+    f"Could not reach {{'uri': \"https://alice:{HARD}@mlflow.example.org/x\"}} (timeout)",
+    "uri=" + f"http://alice:{HARD}@127.0.0.1:5000".replace(":", "\\:"),
+    f"#0 : res=32 +extra={{tracking:'https://bob:{HARD}@h/x'}}",
+])
+def test_uri_passwords_with_any_legal_character_are_masked_whole(clean_env, text: str):
+    redacted = redact_text(text)
+    assert _leaks(redacted) == [], redacted
+    assert "***@" in redacted
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("+extra={api_token:abc123,n:1}", "+extra={api_token:***,n:1}"),
+    ("+x.api_token=[abc123,def456]", "+x.api_token=***"),
+    ("+a={b:{c:[{password:'p w(1)'},{keep:1}]}}", "+a={b:{c:[{password:***},{keep:1}]}}"),
+    ("++db.Passwords=[x1234567]", "++db.Passwords=***"),
+    ("+svc={clientSecret:abcdefg,key_dim:64}", "+svc={clientSecret:***,key_dim:64}"),
+    ("model.key_dim=64", "model.key_dim=64"),
+    ("+x.api_token=${oc.env:MY_TOKEN}", "+x.api_token=${oc.env:MY_TOKEN}"),
+])
+def test_overrides_are_parsed_and_redacted_by_key_path_at_any_depth(clean_env, override: str, expected: str):
+    assert redact_text(override) == expected
+    assert redact_config({"task": [override]}) == {"task": [expected]}
+
+
+@pytest.mark.parametrize("name", [
+    "password", "passwords", "PASSWORD", "passwd", "pass", "DB_PASS", "pwd", "MYSQL_PWD", "secret", "secrets",
+    "client_secret", "token", "tokens", "GITHUB_TOKEN", "api_key", "apikey", "apiKey", "API-KEY", "auth",
+    "Authorization", "credential", "credentials", "private_key", "privateKey", "access_key",
+    "AWS_SECRET_ACCESS_KEY", "ssh-key", "passphrase", "dbPassword", "X-Amz-Signature", "sig",
+])
+def test_secret_names_are_recognised_whatever_case_plural_or_separator(name: str):
+    assert is_secret_key(name)
+
+
+@pytest.mark.parametrize("name", [
+    "key_dim", "key", "keys", "max_tokens", "num_tokens", "tokenizer", "patience", "keyboard", "bypass",
+    "monkey", "exclude_keys", "author", "passage", "compass", "PWD", "signal", "design",
+])
+def test_ordinary_names_are_not_secrets(name: str):
+    assert not is_secret_env_name(name) if name == "PWD" else not is_secret_key(name)
+
+
+def test_redaction_masks_values_by_secret_key_only_and_never_renames_keys(clean_env):
+    """The contract identity relies on: a config's keys and its non-secret values are kept."""
+    config = {"model": {"key_dim": 64, "num_heads": 4, "tokenizer": "bpe", "max_tokens": 77},
+              "data": {"root": "/data/x", "sizes": [32, 64]},
+              "logger": {"api_key": "abc123", "DB_PASS": "pw", "credentials": {"user": "u", "pass": 1}}}
+    redacted = redact_config(config)
+    assert redacted["model"] == config["model"] and redacted["data"] == config["data"]
+    assert redacted["logger"] == {"api_key": MASK, "DB_PASS": MASK, "credentials": MASK}
+
+
+def test_secret_environment_values_are_masked_by_normalised_name(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MYSQL_PWD", "mysql-pw-1")
+    monkeypatch.setenv("DB_PASS", "db-pass-22")
+    monkeypatch.setenv("SERVICE_CREDENTIALS", "cred-value-3")
+    assert redact_text("a mysql-pw-1 b db-pass-22 c cred-value-3") == f"a {MASK} b {MASK} c {MASK}"
+
+
+def test_console_streams_are_redacted_from_the_entry_point_on(tmp_path: Path, clean_env):
+    """Hydra's own error for a mistyped key echoes the override: the command line masks it, and
+    a traceback printed by the interpreter too."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "resomap.train", f"trainer.not_a_key_password={HARD.replace(',', '')}",
+         f'+extra={{api_token:"tk-{HARD[:4]}-zz"}}', f"paths.root_dir={tmp_path}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode != 0 and "not_a_key_password" in output, output
+    assert _leaks(output) == [] and "tk-Hd7q" not in output, output
+    script = ("from resomap.tracking.redact import install_stream_redaction\n"
+              "install_stream_redaction()\n"
+              f"print('uri', {('http://alice:' + HARD + '@h/x')!r})\n"
+              f"raise RuntimeError('failed with password=' + {HARD!r})\n")
+    completed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                               timeout=120)
+    output = completed.stdout + completed.stderr
+    assert "RuntimeError" in output and "uri http://***@h/x" in output, output
+    assert _leaks(output) == [], output
