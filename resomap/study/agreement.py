@@ -1,6 +1,9 @@
 """Scores of attribution maps and their agreement across resolutions.
 
-Per run, the explain callback saves maps under ``results/explanations/{run_name}/``.
+Per run, the explain callback saves maps under ``results/explanations/{run_name}/``. Names read
+from records and maps files (run, model, data set, maps file, image names) are checked with
+:mod:`resomap.names`: a record whose names would lead outside the results folder or the data
+root is skipped with a warning, an image name that leaves its data root is not shown.
 Here every resolution's maps of one model are resampled to a common grid and compared
 with the highest resolution's: Spearman rank correlation, IoU of the top-10% regions,
 and the share of attribution mass inside the lesion (when the data set has masks).
@@ -31,6 +34,7 @@ from resomap.measure.maps import (
     resample,
     top_iou,
 )
+from resomap.names import UnsafeName, contained, safe_name
 from resomap.run import record as records
 from resomap.run.record import RunRecord
 
@@ -39,9 +43,40 @@ log = logging.getLogger(__name__)
 AGREEMENT_TARGET = "label"  # the same class at every resolution, whatever each run predicted
 
 
-def _load_maps(results_dir: Path, record: RunRecord) -> dict[str, Any] | None:
-    section = record.explain or {}
-    path = explanation_dir(results_dir, record.run_name) / str(section.get("maps_file") or MAPS_FILE)
+def _maps_path(results_dir: Path, record: RunRecord, source: Path | None = None) -> Path:
+    """The record's maps file, its names checked and the path kept inside ``results_dir``.
+
+    Raises :class:`~resomap.names.UnsafeName` (and a record with an unsafe name is skipped).
+    """
+    section = record.explain if isinstance(record.explain, dict) else {}
+    safe_name(record.identity.model, "model", source)
+    safe_name(record.identity.data_name, "data set name", source)
+    run = safe_name(record.run_name, "run name", source)
+    seed = record.seed
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UnsafeName(f"seed {seed!r} in {source} is not an integer. The file is left out.")
+    maps_file = safe_name(section.get("maps_file") or MAPS_FILE, "explain.maps_file", source)
+    return contained(results_dir, explanation_dir(Path("."), run) / maps_file)
+
+
+def image_path(data_root: str | Path, image: object) -> Path | None:
+    """``data_root/image`` when ``image`` (a name read from a maps file) is a relative path that
+    stays inside ``data_root``; None (with a warning) otherwise."""
+    if not isinstance(image, str) or not image:
+        return None
+    try:
+        return contained(data_root, image)
+    except UnsafeName as error:
+        log.warning("Image %r of an explanation is outside its data root: %s; left out", image, error)
+        return None
+
+
+def _load_maps(results_dir: Path, record: RunRecord, source: Path | None = None) -> dict[str, Any] | None:
+    try:
+        path = _maps_path(results_dir, record, source)
+    except UnsafeName as error:
+        log.warning("%s; its explanations are skipped", error)
+        return None
     if not path.is_file():
         log.warning("%s: explain section without its maps file %s; skipped", record.run_name, path)
         return None
@@ -52,11 +87,12 @@ def _load_maps(results_dir: Path, record: RunRecord) -> dict[str, Any] | None:
 def _explained(results_dir: Path) -> Explained:
     """(data set, model, seed) -> resolution -> (record, maps) of every run with explanations."""
     found: dict[tuple[str, str, int], dict[int, tuple[RunRecord, dict[str, Any]]]] = defaultdict(dict)
-    for _path, record in records.iter_records(results_dir):
-        if isinstance(record, records.InvalidResult) or not (record.explain or {}).get("methods"):
+    for path, record in records.iter_records(results_dir):
+        if (isinstance(record, records.InvalidResult) or not isinstance(record.explain, dict)
+                or not isinstance(record.explain.get("methods"), dict) or not record.explain["methods"]):
             continue
-        maps = _load_maps(results_dir, record)
-        if maps is not None:
+        maps = _load_maps(results_dir, record, path)
+        if maps is not None and "images" in maps:
             found[(record.identity.data_name, record.model, record.seed)][record.resolution] = (record, maps)
     return found
 
@@ -94,7 +130,9 @@ def agreement_table(results_dir: str | Path, grid: int | None = None, target: st
         order = sorted(images)
         methods = sorted(set.intersection(*(set(r.explain["methods"]) for r, _ in loaded.values())))
         data_root = loaded[reference_res][0].explain.get("data_root")
-        masks = [load_mask(data_root, image, side) if data_root else None for image in order]
+        data_root = data_root if isinstance(data_root, str) and data_root else None
+        masks = [load_mask(data_root, image, side) if data_root and image_path(data_root, image) else None
+                 for image in order]
         chance = nanmean([float(mask.mean()) for mask in masks if mask is not None])
         common = {}
         for res, (_record, maps) in loaded.items():
@@ -168,11 +206,12 @@ def agreement_figure(loaded: dict[int, tuple[RunRecord, dict[str, Any]]], max_im
 
 
 def _thumbnail(data_root: str | None, image: str, size: int = 160) -> np.ndarray | None:
-    if not data_root or not (Path(data_root) / image).is_file():
+    path = image_path(data_root, image) if isinstance(data_root, str) and data_root else None
+    if path is None or not path.is_file():
         return None
     from resomap.data.io import load_rgb
 
-    return np.asarray(load_rgb(Path(data_root) / image).resize((size, size)))
+    return np.asarray(load_rgb(path).resize((size, size)))
 
 
 def write_agreement(results_dir: str | Path, grid: int | None = None,
@@ -195,7 +234,8 @@ def write_agreement(results_dir: str | Path, grid: int | None = None,
         png = agreement_figure(loaded)
         if png is not None:
             suffix = "" if data_name == PRIMARY_DATA else f"--{data_name}"
-            path = Path(figures_dir or out) / f"attribution_{model}{seed_suffix(seed)}{suffix}.png"
+            # Names checked when the maps were loaded; the path is kept inside its folder anyway.
+            path = contained(figures_dir or out, f"attribution_{model}{seed_suffix(seed)}{suffix}.png")
             atomic_write_bytes(path, png)
             written.append(path)
     return summary, written

@@ -1,7 +1,8 @@
 """Explanations of a finished run, without retraining: ``resomap explain model=... res=...``.
 
 The run is found by its record (``results/test_results/{run_name}.json``), its model loaded by
-:func:`resomap.run.build.load_trained` and its test split rebuilt from the record's data set.
+:func:`resomap.run.build.load_trained` (which checks every name and path the record gives) and
+its test split rebuilt from the record's data set.
 The explain section is written into the record and the cross-resolution agreement refreshed.
 """
 
@@ -37,11 +38,14 @@ def explain_checkpoint(cfg: DictConfig) -> dict[str, Any]:
             "that holds it.")
     try:
         record = records.read_record(path)
-        module = load_trained(record, cfg.paths.checkpoint_dir, checkpoint=cfg.get("ckpt"))
+        if record.run_name != cfg.run_name:
+            raise UntrustedRecordError(f"{path} holds the record of run {record.run_name!r}, "
+                                       f"not {cfg.run_name}")
+        module = load_trained(record, cfg.paths.checkpoint_dir, checkpoint=cfg.get("ckpt"), source=path)
     except (records.InvalidResult, UntrustedRecordError, FileNotFoundError) as error:
         raise ResoMapError(f"Cannot explain {cfg.run_name}: {error}. Pass ckpt=PATH to a checkpoint "
                            "of this run, or retrain it.") from error
-    datamodule = datamodule_for(record, record.resolution)
+    datamodule = datamodule_for(record, record.resolution, cache_root=cfg.paths.cache_dir)
     datamodule.setup("test")
     if list(module.hparams.class_names) != datamodule.classes:
         raise ResoMapError(
