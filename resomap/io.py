@@ -18,8 +18,25 @@ from typing import Any
 
 import numpy as np
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+def current_umask() -> int:
+    """The process's umask now (read from ``/proc`` where it can be: setting it to read it back
+    is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the current umask (``0o666 & ~umask``): what ``open``
+    would give it. ``mkstemp`` makes 0600, so files written through a temporary get this mode."""
+    return 0o666 & ~current_umask()
 
 
 def to_strict_json(value: Any) -> Any:
@@ -49,7 +66,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
+        os.chmod(temporary, file_mode())  # mkstemp makes 0600; give the usual file mode
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

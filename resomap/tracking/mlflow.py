@@ -92,9 +92,11 @@ def create_sqlite_store(path: Path) -> None:
     """
     from mlflow.tracking import MlflowClient
 
+    from resomap.io import file_mode
+
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(descriptor)
-    os.chmod(temporary, 0o644)  # mkstemp makes 0600; the usual file mode
+    os.chmod(temporary, file_mode())  # mkstemp makes 0600; the mode the umask gives a new file
     try:
         MlflowClient(f"sqlite:///{temporary}").search_experiments()  # runs the schema migrations
         try:
