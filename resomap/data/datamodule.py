@@ -18,7 +18,14 @@ from torchvision.transforms import v2
 
 from resomap.data import cache
 from resomap.data.batch_augment import BatchAugment, normalize
-from resomap.data.io import IMAGE_EXTENSIONS, is_image_file, load_rgb
+from resomap.data.io import (
+    IMAGE_EXTENSIONS,
+    image_files,
+    is_image_file,
+    is_visible,
+    load_rgb,
+    visible_folders,
+)
 from resomap.data.validate import validate_images
 from resomap.errors import ResoMapError
 
@@ -50,7 +57,7 @@ def list_classes(root: Path) -> list[str]:
         split_dir = root / split
         if not split_dir.is_dir():
             raise DatasetLayoutError(f"Split folder {split_dir} is missing; {expected}.")
-        per_split[split] = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+        per_split[split] = [path.name for path in visible_folders(split_dir)]
         if not per_split[split]:
             raise DatasetLayoutError(f"Split folder {split_dir} has no class folders; {expected}.")
     classes = per_split["train"]
@@ -66,10 +73,29 @@ def list_classes(root: Path) -> list[str]:
     for split in SPLITS:
         for name in classes:
             folder = root / split / name
-            if not any(path.is_file() and is_image_file(path) for path in folder.rglob("*")):
+            if not image_files(folder):
                 raise DatasetLayoutError(f"Class folder {folder} has no images "
                                          f"({' '.join(IMAGE_EXTENSIONS)}); {expected}.")
     return classes
+
+
+class VisibleImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder that never takes a hidden or OS folder (``.ipynb_checkpoints``,
+    ``__MACOSX``) as a class, nor an image inside one (``bcc/.thumbnails/x.png``) as a sample:
+    the filter of :mod:`resomap.data.io`, the same as validation and the fingerprint apply."""
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        classes = [path.name for path in visible_folders(directory)]
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+        return classes, {name: index for index, name in enumerate(classes)}
+
+
+def _visible_image(split_dir: Path, skipped: set[str]) -> Callable[[str], bool]:
+    def accept(path: str) -> bool:
+        return is_image_file(path) and is_visible(path, split_dir) and path not in skipped
+
+    return accept
 
 
 def dataset_fingerprint(root: Path) -> str:
@@ -196,10 +222,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         transforms = {"train": train_transform(self.image_size, **self.augmentation),
                       "val": eval_transform(self.image_size), "test": eval_transform(self.image_size)}
         for split in SPLITS:
-            dataset = datasets.ImageFolder(str(self.root / split), transform=transforms[split],
-                                           loader=load_rgb, allow_empty=False,
-                                           is_valid_file=lambda path: is_image_file(path)
-                                           and path not in skipped)
+            dataset = VisibleImageFolder(str(self.root / split), transform=transforms[split],
+                                         loader=load_rgb, allow_empty=False,
+                                         is_valid_file=_visible_image(self.root / split, skipped))
             self.datasets[split] = dataset
             if self.pipeline == "cached":
                 start = time.perf_counter()

@@ -1,8 +1,10 @@
-"""The one place images are decoded: any mode or orientation in, 8-bit RGB out."""
+"""The one place images are listed and decoded: hidden and OS entries never count, any mode or
+orientation in, 8-bit RGB out."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,8 +20,11 @@ _SIGNATURES = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PD
                (b"GIF8", "GIF"), (b"\x00\x00\x00\x0cjP", "JPEG 2000"), (b"<", "text/XML (e.g. SVG)"))
 
 
-# Files an operating system or a copy tool leaves beside images: never images, never classes.
-OS_FILES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+# Entries an operating system, a NAS or a copy tool leaves beside images (lower case): never
+# images, never classes. Names starting with '.' (``.DS_Store``, ``._*`` forks, ``.thumbnails/``,
+# ``.ipynb_checkpoints/``, ``.git/``) are hidden too.
+OS_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "@eadir", "$recycle.bin",
+                      "system volume information", "icon\r"})
 
 
 def is_hidden_name(name: str) -> bool:
@@ -31,6 +36,38 @@ def is_image_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a visible file with an image extension: what datasets and validation read."""
     name = os.path.basename(os.fspath(path))
     return not is_hidden_name(name) and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_visible(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether no part of ``path`` below ``root`` is hidden (``root/a/.thumbnails/x.png`` is not)."""
+    relative = os.path.relpath(os.fspath(path), os.fspath(root))
+    return not any(is_hidden_name(part) for part in relative.split(os.sep) if part not in ("", "."))
+
+
+def visible_folders(folder: str | os.PathLike) -> list[Path]:
+    """The sub-folders of ``folder`` that may be classes or splits, sorted: hidden and OS folders
+    (``.ipynb_checkpoints``, ``__MACOSX``, ``@eaDir``) never are. Symlinked folders count."""
+    folder = Path(folder)
+    return sorted(path for path in folder.iterdir() if path.is_dir() and not is_hidden_name(path.name))
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """Every image under ``folder`` at any depth, sorted, never inside a hidden or OS folder.
+
+    The one listing of images: classes, data sets, validation, ``data prepare`` and the data
+    fingerprint all read it (or apply :func:`is_hidden_name` the same way). Symlinked folders
+    are followed, as ``torchvision``'s ``ImageFolder`` does, each real folder once.
+    """
+    found, seen = [], set()
+    for current, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:  # a symlink loop
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(name for name in dirs if not is_hidden_name(name))
+        found += [Path(current) / name for name in names if is_image_file(name)]
+    return sorted(path for path in found if path.is_file())
 
 
 class UnsupportedImageError(ResoMapError, OSError):

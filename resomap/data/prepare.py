@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from resomap.data.io import is_hidden_name, is_image_file
+from resomap.data.io import image_files, is_image_file, visible_folders
 from resomap.errors import ResoMapError
 from resomap.io import write_json
 
@@ -49,14 +49,13 @@ def is_image(path: Path) -> bool:
 
 def _images_under(folder: Path) -> list[Path]:
     """Every image below ``folder`` (sub-folders too, as torchvision's ImageFolder reads them), sorted;
-    nothing inside a hidden or OS folder (``.thumbnails/``, ``__MACOSX/``)."""
-    return sorted(path for path in folder.rglob("*") if path.is_file() and is_image(path)
-                  and not any(is_hidden_name(part) for part in path.relative_to(folder).parts))
+    nothing inside a hidden or OS folder (``.thumbnails/``, ``__MACOSX/``): the one listing."""
+    return image_files(folder)
 
 
 def _subfolders(folder: Path) -> list[Path]:
     """Visible sub-folders: hidden and OS folders (``.git``, ``__MACOSX``) are never classes or splits."""
-    return sorted(path for path in folder.iterdir() if path.is_dir() and not is_hidden_name(path.name))
+    return visible_folders(folder)
 
 
 def find_split_folders(folder: Path) -> dict[str, Path] | None:

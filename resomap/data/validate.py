@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from resomap.data.io import is_image_file, load_rgb
+from resomap.data.io import image_files as list_images
+from resomap.data.io import load_rgb
 from resomap.errors import ResoMapError
 from resomap.io import write_json
 
@@ -33,10 +34,9 @@ class BadImagesError(ResoMapError):
 
 
 def image_files(root: Path, splits: tuple[str, ...], classes: list[str]) -> list[Path]:
-    """The files the datasets read: images anywhere under ``root/<split>/<class>/``."""
-    return sorted(path for split in splits for name in classes
-                  for path in (root / split / name).rglob("*")
-                  if path.is_file() and is_image_file(path))
+    """The files the datasets read: images anywhere under ``root/<split>/<class>/``, never inside
+    a hidden or OS folder (:func:`resomap.data.io.image_files`)."""
+    return sorted(path for split in splits for name in classes for path in list_images(root / split / name))
 
 
 def check_image(path: Path) -> str | None:

@@ -105,3 +105,44 @@ def test_prepare_takes_no_hidden_or_os_entry_as_a_class_or_an_image(tmp_path: Pa
     assert len([path for path in placed if path != "prepare.json"]) == 8
     assert all(not part.startswith(".") and part.lower() != "__macosx"
                for path in placed for part in path.split("/"))
+
+
+def _data_set_with_hidden_entries(root: Path) -> None:
+    """Two classes per split, two visible images each (one in a sub-folder), and hidden and OS
+    entries at every depth, each holding valid images that must never be read."""
+    for split in ("train", "val", "test"):
+        for name, value in (("akiec", 60), ("bcc", 180)):
+            _image(root / split / name / "0.png", value=value)
+            _image(root / split / name / "sub" / "1.png", value=value)
+            _image(root / split / name / ".thumbnails" / "t.png", value=255 - value)
+            _image(root / split / name / "sub" / ".hidden" / "deep.png")
+            _image(root / split / name / "@eaDir" / "nas.png")
+            _image(root / split / name / "__MACOSX" / "fork.png")
+            (root / split / name / "._0.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+            (root / split / name / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+            (root / split / name / "desktop.ini").write_text("[.ShellClassInfo]\n")
+        for hidden in (".ipynb_checkpoints", "__MACOSX", ".git"):
+            _image(root / split / hidden / "x.png")
+
+
+def test_hidden_and_os_folders_are_never_classes_nor_images_at_any_depth(tmp_path: Path):
+    from resomap.data.datamodule import ImageFolderDataModule, list_classes
+    from resomap.data.io import image_files
+    from resomap.data.validate import image_files as files_to_validate
+
+    root = tmp_path / "data"
+    _data_set_with_hidden_entries(root)
+    assert list_classes(root) == ["akiec", "bcc"]
+    expected = sorted(f"{split}/{name}/{path}" for split in ("train", "val", "test")
+                      for name in ("akiec", "bcc") for path in ("0.png", "sub/1.png"))
+    assert [path.relative_to(root).as_posix() for path in image_files(root)] == expected
+    assert [path.relative_to(root).as_posix()
+            for path in files_to_validate(root, ("train", "val", "test"), ["akiec", "bcc"])] == expected
+    datamodule = ImageFolderDataModule(str(root), image_size=8, batch_size=2, num_workers=0,
+                                       validation_cache=str(tmp_path / "validation"))
+    datamodule.setup("fit")
+    assert datamodule.classes == ["akiec", "bcc"]
+    for split, dataset in datamodule.datasets.items():
+        samples = sorted((Path(path).relative_to(root).as_posix(), label) for path, label in dataset.samples)
+        assert samples == [(f"{split}/akiec/0.png", 0), (f"{split}/akiec/sub/1.png", 0),
+                           (f"{split}/bcc/0.png", 1), (f"{split}/bcc/sub/1.png", 1)]
