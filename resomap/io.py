@@ -83,16 +83,35 @@ def write_json(path: str | os.PathLike, payload: Any) -> None:
     atomic_write_text(path, text + "\n")
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` made safe for a spreadsheet: text that starts like a formula (``=HYPERLINK(..)``,
+    ``+1``, ``@SUM``) gets a leading ``'``, which spreadsheets show as plain text; numbers (and
+    text that is only a number, such as ``-0.5``) are left as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
 def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]],
               columns: Sequence[str] | None = None) -> None:
-    """Rows as CSV (columns: given, else the first row's keys), written atomically."""
+    """Rows as CSV (columns: given, else the first row's keys), written atomically. Cells and
+    column names read from records are data: one that begins like a formula is neutralised
+    (:func:`csv_cell`)."""
     rows = [to_strict_json(dict(row)) for row in rows]
     buffer = io.StringIO()
     fieldnames = list(columns) if columns is not None else (list(rows[0]) if rows else [])
     if fieldnames:
-        writer = csv.DictWriter(buffer, fieldnames=fieldnames, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+        writer = csv.writer(buffer)
+        writer.writerow([csv_cell(str(name)) for name in fieldnames])
+        writer.writerows([csv_cell(row.get(name, "")) for name in fieldnames] for row in rows)
     atomic_write_text(path, buffer.getvalue())
 
 
