@@ -26,9 +26,14 @@ from mlflow_server import mlflow_server_at, recording_proxy
 
 pytestmark = pytest.mark.slow
 
-PASSWORD = "PASSWORD1234"
+# Every character RFC 3986 allows unencoded in a URI's user info, between two markers: a leak of
+# any part of it (say, what follows the ') is found by one of the fragments.
+PASSWORD = "Hd7q'!$&()*+,;=:~-._Zx9k"
 TOKEN = "tok-abcdef123"
-SECRETS = (PASSWORD.encode(), TOKEN.encode())
+# Secrets inside dict and list overrides.
+NESTED = ("tk-nested-42", "lst-secret-1", "lst-secret-2")
+SECRETS = tuple(text.encode() for text in (PASSWORD, TOKEN, "Hd7q", "Zx9k", "!$&()*+,;=", *NESTED))
+NESTED_OVERRIDES = (f"+extra={{api_token:'{NESTED[0]}',n:1}}", f"+xtra.api_token=[{NESTED[1]},{NESTED[2]}]")
 CREDENTIAL_VARIABLES = ("DAGSHUB_TOKEN", "DAGSHUB_USER_TOKEN", "MLFLOW_TRACKING_USERNAME",
                         "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "RESOMAP_ROOT")
 FAST = ("model=tiny_cnn", "explain=none", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
@@ -120,8 +125,8 @@ def _runs(server: Server, base: Path, data_root: Path, *args: str, timeout: floa
     root.mkdir()
     runs = Runs(root=root, server=server.folder, url=server.url)
     first = len(server.seen)
-    _train(runs, [*args, *tiny_overrides(root, data_root), *FAST,
-                  f"logger.mlflow.tracking_uri=http://alice:{PASSWORD}@127.0.0.1:{server.proxy_port}"],
+    _train(runs, [*args, *tiny_overrides(root, data_root), *FAST, *NESTED_OVERRIDES,
+                  f'logger.mlflow.tracking_uri="http://alice:{PASSWORD}@127.0.0.1:{server.proxy_port}"'],
            timeout=timeout)
     runs.authorizations = server.seen[first:]
     return runs
@@ -165,7 +170,7 @@ def test_credentials_in_the_uri_still_authenticate_every_request(single: Runs):
 
 def test_no_secret_in_the_console_output(single: Runs):
     (output,) = single.outputs
-    assert PASSWORD not in output and TOKEN not in output
+    assert not [secret for secret in SECRETS if secret.decode() in output]
 
 
 def test_no_secret_in_hydra_files_logs_or_the_tracking_server(single: Runs):
@@ -193,8 +198,8 @@ def test_child_processes_get_secrets_through_the_environment_not_argv(ddp_sweep:
 
 def test_no_secret_in_a_sweep_s_files_or_console(ddp_sweep: Runs):
     (output,) = ddp_sweep.outputs
-    assert PASSWORD not in output and TOKEN not in output
-    assert "http\\://***@127.0.0.1" in output  # Hydra's launcher line, redacted
+    assert not [secret for secret in SECRETS if secret.decode() in output]
+    assert "://***@127.0.0.1" in output  # Hydra's launcher line, redacted
     multirun = (ddp_sweep.root / "multirun" / "multirun.yaml").read_text()
     assert "tracking_uri: http://***@127.0.0.1:" in multirun
     leaks = [leak for leak in _files_holding_secrets(ddp_sweep.root) if not _lead_owned(leak)]
