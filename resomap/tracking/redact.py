@@ -134,7 +134,7 @@ def secret_env_values() -> list[str]:
 
 def _is_placeholder(value: str) -> bool:
     """An interpolation (``${oc.env:X}``), a placeholder (``<token>``) or a mask: not a secret."""
-    return value.startswith(("${", "<", MASK)) or value in ("", "???")
+    return value.startswith(("${", "<", MASK)) or value in ("", "???", "null", "None", "~")
 
 
 # ----------------------------------------------------------------------------------------------
