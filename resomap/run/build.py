@@ -217,7 +217,7 @@ def checkpoint_path(record: RunRecord, checkpoints_root: str | Path) -> Path:
     """The record's best checkpoint, resolved and refused unless it lies inside ``checkpoints_root``."""
     check_record_names(record)
     try:
-        return contained(checkpoints_root, record.run_name, record.identity.digest, BEST)
+        return contained(checkpoints_root, record.identity.checkpoint_dir(checkpoints_root) / BEST)
     except UnsafeName as error:
         raise UntrustedRecordError(str(error)) from error
 
