@@ -363,7 +363,7 @@ def test_bad_settings_name_the_key(key: str, value, message: str):
 # and the training stack only through the one loader of trained models, run.build.
 STUDY_MAY_IMPORT = ("resomap.study", "resomap.io", "resomap.errors", "resomap.config", "resomap.device",
                     "resomap.run.record", "resomap.run.identity", "resomap.run.build", "resomap.measure.maps",
-                    "resomap.data.io")
+                    "resomap.data.io", "resomap.names")
 TRAINING_STACK = ("lightning", "pytorch_lightning", "captum")
 
 
