@@ -79,25 +79,6 @@ def list_classes(root: Path) -> list[str]:
     return classes
 
 
-class VisibleImageFolder(datasets.ImageFolder):
-    """torchvision's ImageFolder that never takes a hidden or OS folder (``.ipynb_checkpoints``,
-    ``__MACOSX``) as a class, nor an image inside one (``bcc/.thumbnails/x.png``) as a sample:
-    the filter of :mod:`resomap.data.io`, the same as validation and the fingerprint apply."""
-
-    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
-        classes = [path.name for path in visible_folders(directory)]
-        if not classes:
-            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
-        return classes, {name: index for index, name in enumerate(classes)}
-
-
-def _visible_image(split_dir: Path, skipped: set[str]) -> Callable[[str], bool]:
-    def accept(path: str) -> bool:
-        return is_image_file(path) and is_visible(path, split_dir) and path not in skipped
-
-    return accept
-
-
 def dataset_fingerprint(root: Path) -> str:
     """A short hash of every image's relative path and size: changes when the data does."""
     digest = hashlib.sha256()
@@ -130,6 +111,25 @@ def eval_transform(image_size: int) -> v2.Compose:
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
+
+
+class VisibleImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder that never takes a hidden or OS folder (``.ipynb_checkpoints``,
+    ``__MACOSX``) as a class, nor an image inside one (``bcc/.thumbnails/x.png``) as a sample:
+    the filter of :mod:`resomap.data.io`, the same as validation and the fingerprint apply."""
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        classes = [path.name for path in visible_folders(directory)]
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+        return classes, {name: index for index, name in enumerate(classes)}
+
+
+def _visible_image(split_dir: Path, skipped: set[str]) -> Callable[[str], bool]:
+    def accept(path: str) -> bool:
+        return is_image_file(path) and is_visible(path, split_dir) and path not in skipped
+
+    return accept
 
 
 class ImageFolderDataModule(pl.LightningDataModule):
