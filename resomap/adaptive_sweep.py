@@ -85,6 +85,7 @@ class AdaptiveSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.study_values = {"min_seeds": min_seeds, "max_seeds": max_seeds, "budget_minutes": budget_minutes}
         self.parser = OverridesParser.create()
+        self.read: dict[tuple[str, str, str], Finished] = {}
 
     # ------------------------------------------------------------------------------ the sweep
 
@@ -93,6 +94,7 @@ class AdaptiveSweeper(BasicSweeper):
         try:
             settings = check_study(**self.study_values,
                                    report_looks=OmegaConf.select(self.config, "report.looks", default=None))
+            self._report_settings()  # a bad report.* key stops the study before its first run
         except ResoMapError as error:
             exit_with(error)
         returns = super().sweep(arguments)  # the grid, as the basic sweeper runs it
@@ -133,10 +135,11 @@ class AdaptiveSweeper(BasicSweeper):
             self._write_trace(trace)
             log.info("Adaptive study, look %d: %d runs, projected %.1f min (%.1f min spent so far): %s", look,
                      len(batch), projected / 60, spent / 60, summary)
-            self.validate_batch_is_legal(batch)
-            results = self.launcher.launch(batch, initial_job_idx=len(jobs))
-            returns.append(results)
-            jobs.extend(self._job(ret) for ret in results)
+            for chunk in self.split_overrides_to_chunks(batch, self.max_batch_size):
+                self.validate_batch_is_legal(chunk)
+                results = self.launcher.launch(chunk, initial_job_idx=len(jobs))
+                returns.append(results)
+                jobs.extend(self._job(ret) for ret in results)
         trace["cost"] = cost = self._cost(self._configurations(jobs, grid), settings)
         self._write_trace(trace)
         log.info("Adaptive study finished: %d runs, %.1f min of recorded run time; the full grid at %d seeds "
@@ -176,7 +179,7 @@ class AdaptiveSweeper(BasicSweeper):
             conf.templates.setdefault(job.res, job.overrides)
             if number < grid:
                 conf.base_seeds.add(job.seed)
-            finished = _finished(job, indexes[job.results_dir])
+            finished = self._finished(job, indexes[job.results_dir])
             if finished is not None:
                 conf.runs.setdefault(job.res, {})[job.seed] = finished
         return found
@@ -184,20 +187,47 @@ class AdaptiveSweeper(BasicSweeper):
     def _extend(self, conf: Configuration, settings: StudySettings) -> Extension:
         seeds = {res: set(conf.runs.get(res, {})) for res in conf.templates}
         seeds = {res: found for res, found in seeds.items() if found}
-        ready = bool(seeds) and min(map(len, seeds.values())) >= settings.min_seeds
-        decision = self._decide(conf) if ready else None
+        decision = None
+        if seeds and min(map(len, seeds.values())) >= settings.min_seeds:
+            try:
+                decision = self._decide(conf)
+            except ValueError as error:  # e.g. resolutions tested on different images
+                log.warning("Adaptive study: no decision for %s: %s", conf.label, error)
+                return Extension(reason=f"no decision ({error})", done=True)
         return extend(seeds, decision, conf.base_seeds or {0}, settings)
 
     def _decide(self, conf: Configuration) -> Any:
-        from resomap.study.decide import check_settings, decide
+        from resomap.study.decide import decide
 
         runs = {res: {seed: run.predictions for seed, run in sorted(by_seed.items())
                       if run.predictions is not None} for res, by_seed in sorted(conf.runs.items())}
         runs = {res: by_seed for res, by_seed in runs.items() if by_seed}
         if not runs:
             return None
+        return decide(runs, self._report_settings())
+
+    def _report_settings(self) -> Any:
+        """The report's decision settings (report.*), looks included: the report decides alike."""
+        from resomap.study.decide import check_settings
+
         report = OmegaConf.to_container(self.config.report, resolve=True) if "report" in self.config else {}
-        return decide(runs, check_settings(**report))
+        return check_settings(**report)
+
+    def _finished(self, job: Job, index: dict[str, tuple[Path, Any]]) -> Finished | None:
+        """The job's finished run (records are written once, so each is read once per sweep)."""
+        found = _record_of(job, index)
+        if found is None:
+            return None
+        path, record = found
+        key = (str(path), record.identity.digest, record.timestamp)
+        if key not in self.read:
+            from resomap.study.study import load_run
+
+            seconds = record.timing.get("total_sec")
+            self.read[key] = Finished(record.identity.digest,
+                                      float(seconds) if isinstance(seconds, (int, float)) else 0.0,
+                                      load_run(Path(job.results_dir), path, record).predictions)
+        return self.read[key]
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -267,8 +297,8 @@ def _job_file(output_dir: str) -> dict[str, Any] | None:
     return read_job(output_dir) if output_dir else None
 
 
-def _finished(job: Job, index: dict[str, tuple[Path, Any]]) -> Finished | None:
-    """The job's finished run: through its ``job.json`` digest, else its run name."""
+def _record_of(job: Job, index: dict[str, tuple[Path, Any]]) -> tuple[Path, Any] | None:
+    """The record of the job's finished run: through its ``job.json`` digest, else its run name."""
     if not job.succeeded:
         return None
     written = _job_file(job.output_dir)
@@ -280,15 +310,8 @@ def _finished(job: Job, index: dict[str, tuple[Path, Any]]) -> Finished | None:
         found = index.get(f"name:{job.run_name}")
     if found is None:
         return None
-    path, record = found
-    if (record.model, record.resolution, record.seed) != (job.model, job.res, job.seed):
-        return None
-    from resomap.study.study import load_run
-
-    run = load_run(Path(job.results_dir), path, record)
-    seconds = record.timing.get("total_sec")
-    return Finished(record.identity.digest, float(seconds) if isinstance(seconds, (int, float)) else 0.0,
-                    run.predictions)
+    record = found[1]
+    return found if (record.model, record.resolution, record.seed) == (job.model, job.res, job.seed) else None
 
 
 def _seconds(conf: Configuration) -> dict[int, list[float]]:

@@ -20,8 +20,6 @@ from resomap.run import record as records
 from resomap.study.decide import check_settings, decide
 from resomap.study.study import load_run
 
-pytestmark = pytest.mark.slow
-
 RESOLUTIONS = (32, 48)
 MAX_SEEDS = 3
 # One epoch on 21 test images: comparisons are usually undecided, so the study goes on to a third
@@ -71,6 +69,7 @@ def _expected(root: Path, seeds: dict[int, set[int]], settings) -> dict[int, lis
             for res in [decision.best, *undecided]}
 
 
+@pytest.mark.slow
 def test_a_killed_adaptive_study_resumes_and_adds_only_what_its_decisions_ask(tmp_path: Path,
                                                                                tiny_data_root: Path):
     # First invocation: killed once look 1's first added run (seed 1) has finished.
@@ -119,3 +118,11 @@ def test_a_killed_adaptive_study_resumes_and_adds_only_what_its_decisions_ask(tm
     assert sorted(jobs) == sorted(after)
     assert trace["cost"]["runs"] == len(after)
     assert trace["cost"]["full_grid_runs"] == len(RESOLUTIONS) * MAX_SEEDS
+
+
+def test_a_bad_study_setting_stops_before_the_first_run(train_cli, tmp_path: Path):
+    completed = train_cli("-m", "study=adaptive", "study.max_seeds=1", "model=tiny_cnn", "res=32,48",
+                          "logger=none")
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "study.max_seeds=1 is not valid" in completed.stderr
+    assert not (tmp_path / "results").exists()

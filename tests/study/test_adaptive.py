@@ -129,3 +129,10 @@ def test_looks_cover_every_seed_count_that_decides():
 def test_bad_settings_name_the_key(values, key):
     with pytest.raises(ResoMapError, match=key.replace(".", r"\.")):
         check_study(**values)
+
+
+def test_the_adaptive_study_splits_the_report_s_alpha_over_its_looks(compose_train):
+    cfg = compose_train("study=adaptive", "study.max_seeds=3")
+    assert cfg.report.looks == 2
+    assert compose_train("study=adaptive").report.looks == 4
+    assert "looks" not in compose_train().report  # study=grid: one look, the report's default
