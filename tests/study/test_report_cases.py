@@ -276,8 +276,9 @@ def _pair_with_known_difference(tmp_path: Path, counts: list[int], wrong_224: di
     (no training variance); returns the known balanced-accuracy difference (224 minus 512)."""
     labels = labels_of(counts)
     for seed in (0, 1):
-        make_record(tmp_path, "simple_cnn", 512, seed=seed, probs=_confident(labels, wrong_512), labels=labels)
-        make_record(tmp_path, "simple_cnn", 224, seed=seed, probs=_confident(labels, wrong_224), labels=labels)
+        for res, wrong in ((512, wrong_512), (224, wrong_224)):
+            make_record(tmp_path, "simple_cnn", res, seed=seed, labels=labels,
+                        probs=_confident(labels, wrong))
     misses = {cls: len(wrong_224.get(cls, ())) - len(wrong_512.get(cls, ())) for cls in range(len(counts))}
     return -sum(miss / counts[cls] for cls, miss in misses.items()) / len(counts)
 
