@@ -126,3 +126,16 @@ def test_a_bad_study_setting_stops_before_the_first_run(train_cli, tmp_path: Pat
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert "study.max_seeds=1 is not valid" in completed.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_look_projected_past_the_budget_is_not_started(train_cli, tmp_path: Path):
+    # The grid alone takes more recorded time than this budget: no look may start.
+    completed = train_cli("-m", *STUDY, "study.budget_minutes=0.001")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert set(_finished(tmp_path)) == {(res, 0) for res in RESOLUTIONS}
+    trace = json.loads((tmp_path / "multirun" / "adaptive_study.json").read_text())
+    (look,) = trace["looks"]
+    assert not look["started"] and look["runs"] == len(RESOLUTIONS)
+    assert look["projected_sec"] > 0 and look["spent_sec"] > 0.001 * 60
+    assert "look 1 not started" in completed.stdout + completed.stderr
