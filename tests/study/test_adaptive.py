@@ -136,3 +136,11 @@ def test_the_adaptive_study_splits_the_report_s_alpha_over_its_looks(compose_tra
     assert cfg.report.looks == 2
     assert compose_train("study=adaptive").report.looks == 4
     assert "looks" not in compose_train().report  # study=grid: one look, the report's default
+
+
+def test_a_run_of_an_adaptive_study_is_the_same_run_as_in_a_grid(compose_train):
+    from resomap.run.identity import RunIdentity
+
+    grid = RunIdentity.from_config(compose_train("seed=1"), "data")
+    adaptive = RunIdentity.from_config(compose_train("study=adaptive", "study.max_seeds=3", "seed=1"), "data")
+    assert adaptive == grid and adaptive.digest == grid.digest
