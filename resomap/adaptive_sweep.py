@@ -11,6 +11,9 @@ functions of the records alone (seeded bootstrap, recorded times), takes the sam
 
 Hydra instantiates sweepers only from the ``hydra_plugins`` package: the class it loads is
 ``hydra_plugins.resomap_sweeper.adaptive_sweeper.AdaptiveSweeper``, a subclass of this one.
+Import this module only after Hydra's plugin scan (``hydra_plugins.resomap_sweeper.register``):
+the scan executes Hydra's ``basic_sweeper`` module again, and a subclass of the class it replaced
+fails in ``BasicSweeper.__init__``.
 """
 
 from __future__ import annotations
@@ -342,3 +345,4 @@ def _added_text(additions: dict[int, list[int]], extension: Extension) -> str:
     where = ", ".join(f"{res} px seed {'/'.join(map(str, seeds))}"
                       for res, seeds in sorted(additions.items()))
     return f"+{runs} ({where}): {extension.reason}"
+
