@@ -139,3 +139,27 @@ def test_a_look_projected_past_the_budget_is_not_started(train_cli, tmp_path: Pa
     assert not look["started"] and look["runs"] == len(RESOLUTIONS)
     assert look["projected_sec"] > 0 and look["spent_sec"] > 0.001 * 60
     assert "look 1 not started" in completed.stdout + completed.stderr
+
+
+# An editable install (pip install -e .) maps this project's hydra_plugins package through an
+# import hook that Hydra's plugin scan does not list: simulated by taking the folder out of the
+# namespace's path after importing the package, as the hook leaves it.
+EDITABLE_INSTALL = """
+import sys
+from pathlib import Path
+import hydra_plugins, hydra_plugins.resomap_sweeper
+hydra_plugins.__path__ = [p for p in hydra_plugins.__path__ if not (Path(p) / "resomap_sweeper").is_dir()]
+import resomap.train
+from resomap.cli import start
+start(resomap.train.main)
+"""
+
+
+def test_the_sweeper_is_found_when_hydra_s_plugin_scan_cannot_see_it(tmp_path: Path, tiny_data_root: Path):
+    args = ["-m", *tiny_overrides(tmp_path, tiny_data_root), "study=adaptive", "study.max_seeds=1",
+            "model=tiny_cnn", "res=32,48", "logger=none"]
+    completed = subprocess.run([sys.executable, "-c", EDITABLE_INSTALL, *args], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=600)
+    # The sweeper was instantiated and ran: its own check of study.max_seeds answered.
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "study.max_seeds=1 is not valid" in completed.stderr
