@@ -55,8 +55,13 @@ def per_res(key: str, *, _root_: DictConfig) -> object:
     return own[key] if key in own else presets.default[key]
 
 
+def study_looks(min_seeds: int, max_seeds: int) -> int:
+    """The looks of an adaptive study that may decide: one per seed count, min_seeds..max_seeds."""
+    return int(max_seeds) - int(min_seeds) + 1
+
+
 def register_resolvers() -> None:
     for name, function in (("resomap.run_name", run_name), ("resomap.folder_name", folder_name),
-                           ("resomap.per_res", per_res)):
+                           ("resomap.per_res", per_res), ("resomap.looks", study_looks)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

@@ -7,8 +7,11 @@ import hydra
 from omegaconf import DictConfig
 
 import resomap  # noqa: F401  (registers the config resolvers)
+from hydra_plugins.resomap_sweeper import register as register_sweepers
 from resomap.cli import CONFIG_PATH, VERSION_BASE, start
 from resomap.errors import user_errors
+
+register_sweepers()  # study=adaptive's sweeper, in editable installs too
 
 
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="train")

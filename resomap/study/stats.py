@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
@@ -66,6 +66,11 @@ class PairedDifference:
     replicates: np.ndarray
     n_images: int
     n_seeds: int
+    # Per-seed differences on all test images (training variance), and the variance of the
+    # seed-mean difference over resampled images with the seeds held fixed (test-set variance):
+    # the two parts of the power figures (resomap.study.decide).
+    seed_differences: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    image_variance: float = math.nan
 
     @property
     def width(self) -> float:
@@ -75,6 +80,15 @@ class PairedDifference:
     def significantly_below(self) -> bool:
         """A is worse than B: the whole interval lies below zero."""
         return self.high < 0
+
+    def one_sided_pvalue(self, threshold: float, above: bool) -> float:
+        """Bootstrap p-value ``(k + 1) / (B + 1)`` of ``H0: difference <= threshold`` (``above``:
+        the claim is that the difference lies above ``threshold``) or of ``H0: difference >=
+        threshold`` (not ``above``); k counts the replicates on the null's side."""
+        if not self.replicates.size:
+            return 1.0
+        against = self.replicates <= threshold if above else self.replicates >= threshold
+        return min(1.0, (int(np.sum(against)) + 1) / (self.replicates.size + 1))
 
     def noninferiority_pvalue(self, margin: float) -> float:
         """One-sided p-value of ``H0: difference <= -margin``: the share of replicates at or below
@@ -210,7 +224,7 @@ def _percentiles(replicates: np.ndarray, confidence: float) -> tuple[float, floa
     return float(low), float(high)
 
 
-def _seed_draws(n_seeds: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+def seed_draws(n_seeds: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """(B, S) seed indices drawn with replacement; the one seed every time when there is one."""
     if n_seeds == 1:
         return np.zeros((n_resamples, 1), dtype=int)
@@ -236,7 +250,7 @@ def bootstrap_metric(runs: Sequence[Predictions], scorer: Scorer, confidence: fl
     point = float(np.mean([scorer(run.labels, run.predictions, run.probabilities, full)[0] for run in runs]))
     index = stratified_indices(labels, n_resamples, rng)
     scores = np.stack([scorer(run.labels, run.predictions, run.probabilities, index) for run in runs])
-    draws = _seed_draws(len(runs), n_resamples, rng)
+    draws = seed_draws(len(runs), n_resamples, rng)
     replicates = np.nanmean(scores[draws.T, np.arange(n_resamples)], axis=0)
     low, high = _percentiles(replicates, confidence)
     method = "bootstrap (images)" if len(runs) == 1 else "bootstrap (seeds, images)"
@@ -260,10 +274,13 @@ def paired_difference(runs_a: Sequence[Predictions], runs_b: Sequence[Prediction
     def scored(runs: Sequence[Predictions], index: np.ndarray) -> np.ndarray:
         return np.stack([scorer(run.labels, run.predictions, run.probabilities, index) for run in runs])
 
-    point = float(np.mean(scored(runs_a, full) - scored(runs_b, full)))
+    per_seed = (scored(runs_a, full) - scored(runs_b, full))[:, 0]
+    point = float(np.mean(per_seed))
     index = stratified_indices(labels, n_resamples, rng)
     differences = scored(runs_a, index) - scored(runs_b, index)
-    draws = _seed_draws(len(runs_a), n_resamples, rng)
+    image_only = np.nanmean(differences, axis=0)
+    image_variance = float(np.nanvar(image_only, ddof=1)) if np.isfinite(image_only).sum() > 1 else math.nan
+    draws = seed_draws(len(runs_a), n_resamples, rng)
     replicates = np.nanmean(differences[draws.T, np.arange(n_resamples)], axis=0)
     low, high = _percentiles(replicates, confidence)
     finite = replicates[np.isfinite(replicates)]
@@ -271,7 +288,8 @@ def paired_difference(runs_a: Sequence[Predictions], runs_b: Sequence[Prediction
     if finite.size:  # (k + 1) / (B + 1): a bootstrap p-value is never exactly 0
         tail = min(int(np.sum(finite <= 0)), int(np.sum(finite >= 0)))
         pvalue = min(1.0, 2 * (tail + 1) / (finite.size + 1))
-    return PairedDifference(point, low, high, pvalue, finite, int(labels.size), len(runs_a))
+    return PairedDifference(point, low, high, pvalue, finite, int(labels.size), len(runs_a), per_seed,
+                            image_variance)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from resomap.errors import ResoMapError
 from resomap.run import record as records
 from resomap.run.record import RunRecord
 from resomap.study import cross_res, stats
+from resomap.study.decide import Decision, Settings, check_settings, decide  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -33,46 +33,6 @@ log = logging.getLogger(__name__)
 EXPONENT_TOLERANCE = 0.5
 # Training FLOPs per image = this x forward FLOPs (forward + backward, the usual approximation).
 TRAIN_FLOPS_PER_FORWARD = 3
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How the study decides (``report.*`` in conf/report.yaml)."""
-
-    metric: str = "balanced_accuracy"
-    margin: float = 0.02
-    confidence: float = stats.CONFIDENCE
-    n_resamples: int = stats.N_RESAMPLES
-    seed: int = 0
-
-    @property
-    def metric_label(self) -> str:
-        return stats.METRICS[self.metric]
-
-    @property
-    def alpha(self) -> float:
-        """One-sided error rate of the non-inferiority test (half of 1 - confidence)."""
-        return (1 - self.confidence) / 2
-
-
-def check_settings(metric: Any = "balanced_accuracy", margin: Any = 0.02, confidence: Any = stats.CONFIDENCE,
-                   n_resamples: Any = stats.N_RESAMPLES, seed: Any = 0) -> Settings:
-    """Validated :class:`Settings`; a :class:`ResoMapError` names the bad key and what is valid."""
-    if metric not in stats.METRICS:
-        raise ResoMapError(f"report.metric={metric!r} is not valid: choose one of {', '.join(stats.METRICS)} "
-                           "(balanced_accuracy: the mean per-class recall, ISIC's headline metric; "
-                           "macro_auroc: the mean one-vs-rest AUROC).")
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
-        raise ResoMapError(f"report.margin={margin!r} is not valid: the non-inferiority margin is a number "
-                           "in [0, 1) in units of report.metric, e.g. report.margin=0.02.")
-    if isinstance(confidence, bool) or not isinstance(confidence, float) or not 0.5 <= confidence < 1:
-        raise ResoMapError(f"report.confidence={confidence!r} is not valid: a level in [0.5, 1), e.g. 0.95.")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 100:
-        raise ResoMapError(f"report.n_resamples={n_resamples!r} is not valid: an integer of at least 100 "
-                           "(2000 by default).")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ResoMapError(f"report.seed={seed!r} is not valid: an integer (the bootstrap's random seed).")
-    return Settings(str(metric), float(margin), float(confidence), int(n_resamples), int(seed))
 
 
 # ------------------------------------------------------------------------------- one run
@@ -296,11 +256,11 @@ def build_group(data_name: str, model: str, resolution: int, runs: list[RunData]
 
 @dataclass(frozen=True)
 class Comparison:
-    """One resolution against the best of the same model, on the same test images and seeds.
+    """One resolution against the best of the same model, on the same test images and seeds:
+    a :class:`resomap.study.decide.Verdict` plus what the report shows beside it.
 
-    ``status``: ``non-inferior`` (Holm-adjusted one-sided test of ``difference <= -margin``
-    rejected), ``inferior`` (the whole interval below ``-margin``), ``undecided`` (the interval
-    holds ``-margin``) or ``not paired`` (``reason`` says why).
+    ``status``: ``non-inferior``, ``inferior``, ``undecided`` or ``not paired`` (``reason``
+    says why); see :mod:`resomap.study.decide`.
     """
 
     model: str
@@ -319,6 +279,7 @@ class Comparison:
     mcnemar: stats.McNemar | None = None
     mcnemar_seed: int | None = None
     reason: str = ""
+    inferiority_p_holm: float | None = None
 
 
 def best_group(groups: list[Group], metric: str) -> Group | None:
@@ -327,59 +288,56 @@ def best_group(groups: list[Group], metric: str) -> Group | None:
     return max(finite, key=lambda g: (g.value(metric), -g.resolution)) if finite else None
 
 
-def _pair(group: Group, best: Group, settings: Settings) -> Comparison:
-    base = Comparison(group.model, group.resolution, best.resolution, settings.metric, settings.margin)
-    mine, theirs = group.scored(settings.metric), best.scored(settings.metric)
-    seeds = tuple(sorted(set(mine) & set(theirs)))
-    if not seeds:
-        missing = "no stored predictions" if not mine or not theirs else "no seed in common"
-        return _replace(base, reason=f"{missing} to pair with {best.resolution} px")
-    if not np.array_equal(mine[seeds[0]].labels, theirs[seeds[0]].labels):
-        return _replace(base, reason=f"tested on other images than {best.resolution} px")
-    paired = stats.paired_difference([mine[s] for s in seeds], [theirs[s] for s in seeds],
-                                     stats.SCORERS[settings.metric], settings.confidence,
-                                     settings.n_resamples, settings.seed)
-    first = seeds[0]
-    mcnemar = stats.mcnemar_exact(mine[first].predictions == mine[first].labels,
-                                  theirs[first].predictions == theirs[first].labels)
-    return _replace(base, seeds=seeds, paired=paired, mcnemar=mcnemar, mcnemar_seed=first,
-                    noninferiority_p=paired.noninferiority_pvalue(settings.margin))
+def compare_model(groups: list[Group], settings: Settings
+                  ) -> tuple[Group | None, dict[int, Comparison], Decision | None]:
+    """Every resolution of a model against its best, through :func:`resomap.study.decide.decide`.
 
-
-def _replace(comparison: Comparison, **changes: Any) -> Comparison:
-    return replace(comparison, **changes)
-
-
-def compare_model(groups: list[Group], settings: Settings) -> tuple[Group | None, dict[int, Comparison]]:
-    """Every resolution of a model against its best, with Holm's correction over the comparisons."""
-    best = best_group(groups, settings.metric)
+    Resolutions with stored predictions are decided from them; when none has any, the best is the
+    highest value read from the records and nothing is compared.
+    """
+    scored = {g.resolution: g.scored(settings.metric) for g in groups}
+    if not any(scored.values()):
+        return best_group(groups, settings.metric), {}, None
+    decision = decide({res: seeds for res, seeds in scored.items() if seeds}, settings)
+    by_res = {g.resolution: g for g in groups}
+    best = by_res.get(decision.best) if decision.best is not None else None
+    found: dict[int, Comparison] = {}
     if best is None:
-        return None, {}
-    found = {g.resolution: _pair(g, best, settings) for g in groups if g is not best}
-    tested = [res for res, c in found.items() if c.paired is not None]
-    two_sided = stats.holm([found[res].paired.pvalue for res in tested])
-    one_sided = stats.holm([found[res].noninferiority_p for res in tested])
-    for res, p_two, p_one in zip(tested, two_sided, one_sided):
-        comparison = found[res]
-        paired = comparison.paired
-        if p_one < settings.alpha:
-            status = "non-inferior"
-        elif paired.high < -settings.margin:
-            status = "inferior"
-        else:
-            status = "undecided"
-        images = seeds = None
-        if status == "undecided" and (scale := stats.decisive_scale(paired, settings.margin)) is not None:
-            images = math.ceil(paired.n_images * scale)
-            seeds = math.ceil(paired.n_seeds * scale) if paired.n_seeds > 1 else None
-        found[res] = _replace(comparison, pvalue_holm=p_two, noninferiority_p_holm=p_one, status=status,
-                              decisive_images=images, decisive_seeds=seeds)
-    return best, found
+        return best_group(groups, settings.metric), found, decision
+    for group in groups:
+        if group is best:
+            continue
+        base = Comparison(group.model, group.resolution, best.resolution, settings.metric, settings.margin)
+        verdict = decision.verdicts.get(group.resolution)
+        if verdict is None:
+            found[group.resolution] = replace(base, reason=f"no stored predictions to pair with "
+                                                           f"{best.resolution} px")
+            continue
+        mcnemar = first = None
+        if verdict.difference is not None:
+            first = verdict.seeds[0]
+            mine, theirs = group.scored(settings.metric)[first], best.scored(settings.metric)[first]
+            mcnemar = stats.mcnemar_exact(mine.predictions == mine.labels,
+                                          theirs.predictions == theirs.labels)
+        paired = verdict.difference
+        found[group.resolution] = replace(
+            base, seeds=verdict.seeds, paired=paired, pvalue_holm=verdict.pvalue_holm,
+            noninferiority_p=paired.one_sided_pvalue(-settings.margin, above=True) if paired else None,
+            noninferiority_p_holm=verdict.noninferiority_p_holm, status=verdict.status,
+            decisive_images=verdict.images_for_power, decisive_seeds=verdict.seeds_for_power,
+            mcnemar=mcnemar, mcnemar_seed=first, reason=verdict.reason,
+            inferiority_p_holm=verdict.inferiority_p_holm)
+    return best, found, decision
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    """The resolution to use for one model, and the plain reason."""
+    """The resolution to use for one model, and the plain reason.
+
+    ``decided`` is False when the seeds do not back the answer (one training run per resolution,
+    or a smaller resolution still undecided): the report then states no decision. ``warnings``:
+    e.g. the recommended resolution has a degenerate run.
+    """
 
     model: str
     resolution: int | None
@@ -389,6 +347,9 @@ class Recommendation:
     pareto: tuple[int, ...]
     pareto_axes: tuple[str, ...]
     statement: str
+    decided: bool = False
+    decision: Decision | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def pareto_optimal(points: dict[int, tuple[float, ...]]) -> list[int]:
@@ -413,66 +374,36 @@ def _pareto(groups: list[Group], metric: str) -> tuple[tuple[int, ...], tuple[st
 
 
 def recommend(model: str, groups: list[Group], best: Group | None, comparisons: dict[int, Comparison],
-              settings: Settings) -> Recommendation:
-    """The smallest resolution shown non-inferior to the best (within ``settings.margin``)."""
+              settings: Settings, decision: Decision | None = None) -> Recommendation:
+    """The decision's answer (:func:`resomap.study.decide.decide`), with the Pareto set."""
     pareto, axes = _pareto(groups, settings.metric)
-    label, margin = settings.metric_label, f"{settings.margin:g}"
+    label = settings.metric_label
     if best is None:
         return Recommendation(model, None, None, (), (), pareto, axes,
                               f"No {label} is known for any resolution of {model} (no stored predictions "
                               "and no value in the records): no recommendation.")
+    if decision is None:  # no stored predictions anywhere: values read from the records only
+        statement = (f"{best.resolution} px has the highest {label} read from the records "
+                     f"({best.value(settings.metric):.3f}); without stored test predictions nothing can be "
+                     "compared: not a decision.")
+        if len(groups) == 1:
+            statement = (f"Only {best.resolution} px was run for {model}: nothing to compare it with. "
+                         "Run more resolutions to get a recommendation.")
+        return Recommendation(model, best.resolution, best.resolution, (best.resolution,), (), pareto, axes,
+                              statement)
     shown = tuple(sorted([best.resolution]
                          + [r for r, c in comparisons.items() if c.status == "non-inferior"]))
     undecided = tuple(sorted(r for r, c in comparisons.items() if c.status == "undecided"))
-    chosen = min(shown)
+    statement = decision.statement
     if len(groups) == 1:
         statement = (f"Only {best.resolution} px was run for {model}: nothing to compare it with. Run more "
                      "resolutions to get a recommendation.")
-    elif chosen < best.resolution:
-        statement = (f"{chosen} px is the smallest resolution whose {label} is shown non-inferior to "
-                     f"the best ({best.resolution} px) within a margin of {margin}.")
-    elif chosen == min(g.resolution for g in groups):
-        statement = f"{chosen} px, the smallest resolution run, has the best {label}."
-    else:
-        statement = (f"No resolution below {best.resolution} px (the best {label}) could be shown "
-                     f"non-inferior within a margin of {margin}; {best.resolution} px is recommended by "
-                     "default.")
-        smaller = [comparisons[r] for r in undecided if r < best.resolution]
-        if smaller:
-            statement += " " + _undecided_statement(smaller, settings)
-        worse = sorted(r for r, c in comparisons.items() if c.status == "inferior" and r < best.resolution)
-        if worse:
-            statement += (f" Shown worse than the best by more than the margin: "
-                          f"{', '.join(map(str, worse))} px.")
-    unpaired = sorted(r for r, c in comparisons.items() if c.status == "not paired")
-    if unpaired:
-        statement += (f" Not compared (see the comparison table): {', '.join(map(str, unpaired))} px.")
-    return Recommendation(model, chosen, best.resolution, shown, undecided, pareto, axes, statement)
-
-
-def _undecided_statement(comparisons: list[Comparison], settings: Settings) -> str:
-    widths = [c.paired.width for c in comparisons]
-    first = min(comparisons, key=lambda c: c.resolution)
-    n_images, n_seeds = first.paired.n_images, first.paired.n_seeds
-    seeds = f"{n_seeds} seed{'s' if n_seeds > 1 else ''}"
-    if len(widths) == 1:
-        text = (f"The test set is too small to decide: the paired {settings.confidence:.0%} interval of the "
-                f"difference is {widths[0]:.3f} wide and holds -{settings.margin:g} ({n_images} test images, "
-                f"{seeds}).")
-    else:
-        text = (f"The test set is too small to decide: the paired {settings.confidence:.0%} intervals of the "
-                f"differences are {min(widths):.3f} to {max(widths):.3f} wide and hold -{settings.margin:g} "
-                f"({n_images} test images, {seeds}).")
-    if first.decisive_images is not None:
-        outcome = ("show it non-inferior" if first.paired.difference > -settings.margin
-                   else "show it worse than the best by more than the margin")
-        text += (f" With the difference at its estimate ({first.paired.difference:+.3f}), about "
-                 f"{first.decisive_images} test images")
-        if first.decisive_seeds is not None:
-            text += f" (or about {first.decisive_seeds} seeds)"
-        text += (f" would decide the {first.resolution} px comparison, here to {outcome} (a rough figure: "
-                 "the interval's half-width taken to shrink as 1/sqrt(n)).")
-    return text
+    unscored = sorted(r for r, c in comparisons.items() if c.status == "not paired"
+                      and r not in decision.verdicts)
+    if unscored:
+        statement += f" Not compared (no stored predictions): {', '.join(map(str, unscored))} px."
+    return Recommendation(model, decision.recommended, best.resolution, shown, undecided, pareto, axes,
+                          statement, decision.decided, decision)
 
 
 # ------------------------------------------------------------- per class: lowest vs highest
@@ -682,9 +613,9 @@ def build_data_study(name: str, runs: list[RunData], results_dir: Path, settings
     study = DataStudy(name, classes, runs, groups, {}, {}, {}, {}, [], {})
     for model in study.models:
         members = study.model_groups(model)
-        best, comparisons = compare_model(members, settings)
+        best, comparisons, decision = compare_model(members, settings)
         study.comparisons.update({(model, res): c for res, c in comparisons.items()})
-        study.recommendations[model] = recommend(model, members, best, comparisons, settings)
+        study.recommendations[model] = recommend(model, members, best, comparisons, settings, decision)
         study.scaling[model] = fit_scaling(members)
         if (found := extremes(members, classes, settings)) is not None:
             study.extremes[model] = found

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 EXTRAS = ("dagshub", "dagshub_annotation_converter", "hydra_joblib_launcher", "hydra_submitit_launcher")
 PLUGINS = ("hydra_joblib_launcher", "hydra_submitit_launcher")
 # What building the wheel reads from the repository.
-SOURCES = ("pyproject.toml", "README.md", "resomap", "conf")
+SOURCES = ("pyproject.toml", "README.md", "resomap", "conf", "hydra_plugins")
 
 USER_MODEL = """\
 name: my_cnn
