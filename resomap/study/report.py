@@ -136,7 +136,7 @@ def with_ci(interval: stats.Interval | None) -> str:
         return fmt(interval.mean)
     text = f"{fmt(interval.mean)} [{fmt(interval.low)}, {fmt(interval.high)}]"
     flag = degenerate.interval_flag(interval.low, interval.high, interval.mean)
-    return f"{text} (degenerate: {flag})" if flag else text
+    return Md(f"{text} (degenerate: {flag})" if flag else text)  # numbers only: nothing to escape
 
 
 def signed_ci(difference: stats.PairedDifference, positives: int | None = None,
@@ -148,7 +148,7 @@ def signed_ci(difference: stats.PairedDifference, positives: int | None = None,
     reasons += [f"an estimate at the bound {value:g}" for value in estimates
                 if math.isfinite(value) and (value <= 0 or value >= 1)]
     found = ", ".join(reason for reason in reasons if reason)
-    return f"{text} (degenerate: {found})" if found else text
+    return Md(f"{text} (degenerate: {found})" if found else text)  # numbers only: nothing to escape
 
 
 def pvalue(value: float | None) -> str:

@@ -200,8 +200,8 @@ def test_several_seeds_resample_seeds_then_images(tmp_path: Path):
 def test_a_single_resolution_is_answered_plainly(tmp_path: Path):
     make_record(tmp_path, "simple_cnn", 224)
     markdown = strict_report(tmp_path)
-    assert "Only 224 px was run for simple_cnn" in markdown
-    assert "| simple_cnn | **224** |" in markdown
+    assert "Only 224 px was run for simple\\_cnn" in markdown
+    assert "| simple\\_cnn | **224** | **not a decision** | 1 |" in markdown
 
 
 def test_missing_profiling_and_history_are_said_not_hidden(tmp_path: Path):
@@ -369,8 +369,8 @@ def test_bad_settings_name_the_key(key: str, value, message: str):
 # What the after-the-sweep package may import from ResoMap: records, files, settings, map scores,
 # and the training stack only through the one loader of trained models, run.build.
 STUDY_MAY_IMPORT = ("resomap.study", "resomap.io", "resomap.errors", "resomap.config", "resomap.device",
-                    "resomap.run.record", "resomap.run.identity", "resomap.run.build", "resomap.measure.maps",
-                    "resomap.data.io")
+                    "resomap.names", "resomap.run.record", "resomap.run.identity", "resomap.run.build",
+                    "resomap.measure.maps", "resomap.data.io")
 TRAINING_STACK = ("lightning", "pytorch_lightning", "captum")
 
 
