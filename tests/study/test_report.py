@@ -18,6 +18,7 @@ import pytest
 from conftest import run_module, tiny_overrides
 
 from resomap.study.aggregate import SEED_COLUMNS
+from resomap.study.report import esc
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +109,7 @@ def test_report_answers_per_model_and_names_data_and_machine(sweep: Path):
     markdown = (sweep / "report.md").read_text()
     answer = markdown.split("## Answer", 1)[1].split("\n## ", 1)[0]
     for model in MODELS:
-        assert re.search(rf"\| {model} \| \*\*(32|48)\*\* \|", answer)
+        assert re.search(rf"\| {re.escape(esc(model))} \| \*\*(32|48)\*\* \|", answer)
     assert "How the resolution is chosen" in answer
     result = json.loads((sweep / "test_results" / "tiny_cnn_32.json").read_text())
     assert result["device"] in markdown and f"torch {result['versions']['torch']}" in markdown
