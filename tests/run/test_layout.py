@@ -50,8 +50,9 @@ def test_a_sweep_over_the_learning_rate_keeps_both_runs_and_a_rerun_trains_nothi
 
     second = train_cli(*LR_SWEEP)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stderr.count("Skipping tiny_cnn_32: finished with the same configuration") == 2
-    assert "Record written" not in second.stderr
+    output = second.stdout + second.stderr
+    assert output.count("Skipping tiny_cnn_32: finished with the same configuration") == 2
+    assert "Record written" not in output
     assert {lr: record.timestamp for lr, record in _runs(results_dir).items()} == {
         lr: record.timestamp for lr, record in runs.items()}
     assert sorted(job["status"] for job in sweep_jobs(tmp_path / "multirun")) == ["skipped", "skipped"]
