@@ -1,7 +1,9 @@
-"""What makes a Hydra multirun a sweep: failures recorded per job, a summary at the end."""
+"""What makes a Hydra multirun a sweep: each job says which run it was (``job.json``), failures
+are recorded per job, and the end-of-sweep report covers the runs this sweep asked for."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -19,9 +21,10 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from resomap.errors import ResoMapError
+from resomap.errors import ResoMapError, user_error
 from resomap.io import write_json
-from resomap.run import distributed
+from resomap.names import UnsafeName, safe_name
+from resomap.run import distributed, signals
 from resomap.run import orchestrate as experiment
 from resomap.tracking import mlflow as tracking
 from resomap.tracking.redact import redact_config
@@ -29,6 +32,8 @@ from resomap.tracking.redact import redact_config
 log = logging.getLogger(__name__)
 
 FAILURE_FILE = "failure.json"
+JOB_FILE = "job.json"
+JOB_STATUSES = ("finished", "skipped", "failed", "interrupted")
 USAGE_EXIT = 2
 INTERRUPTED_EXIT = 130
 TERMINATED_EXIT = 128 + signal.SIGTERM
@@ -67,45 +72,115 @@ def report_interrupt(cfg: DictConfig, overrides: list[str], multirun: bool) -> N
     log.error("\n".join(lines))
 
 
+def _identity_digest(cfg: DictConfig) -> str:
+    """The run's identity digest for a job that stopped before saying it; "" when unknown."""
+    from resomap.run import build
+
+    try:
+        return build.identify(cfg).digest
+    except Exception:  # the job already failed; its job.json must still be written
+        return ""
+
+
+def write_job(output_dir: str | Path, cfg: DictConfig, status: str, identity: str | None = None) -> dict:
+    """``job.json`` in the job's output folder: which run this job was and how it ended."""
+    job = {"identity": identity if identity is not None else _identity_digest(cfg),
+           "run_name": str(cfg.run_name), "model": str(cfg.model.name), "res": int(cfg.res),
+           "seed": int(cfg.seed), "status": status}
+    write_json(Path(output_dir) / JOB_FILE, job)
+    return job
+
+
+def read_job(output_dir: str | Path) -> dict | None:
+    """The validated ``job.json`` of a job's output folder; None when absent or not valid."""
+    path = Path(output_dir) / JOB_FILE
+    try:
+        job = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    types = {"identity": str, "run_name": str, "model": str, "res": int, "seed": int, "status": str}
+    if not isinstance(job, dict) or any(not isinstance(job.get(key), kind) or isinstance(job.get(key), bool)
+                                        for key, kind in types.items()):
+        log.warning("%s is not a valid job file; ignored", path)
+        return None
+    try:
+        if job["identity"]:
+            safe_name(job["identity"], "identity", path)
+        safe_name(job["run_name"], "run_name", path)
+        safe_name(job["model"], "model", path)
+    except UnsafeName as error:
+        log.warning("%s", error)
+        return None
+    if job["status"] not in JOB_STATUSES:
+        log.warning("%s: status %r is not one of %s; ignored", path, job["status"], ", ".join(JOB_STATUSES))
+        return None
+    return {key: job[key] for key in types}
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """Run one job. Bad input ends a single run with one paragraph (exit 2); in a multirun a
-    failure is recorded and the other jobs go on; Ctrl-C stops everything (exit 130)."""
+    failure is recorded and the other jobs go on; Ctrl-C (exit 130) or SIGTERM (exit 143) stop
+    everything, the run's checkpoint saved and its job marked interrupted."""
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
     try:
-        run = distributed.job_runner(cfg, experiment.run)
+        run = distributed.job_runner(cfg, experiment.run_outcome)
     except distributed.DistributedConfigError as error:  # stops a sweep at its first job
         print(f"error: {error}", file=sys.stderr)
         sys.exit(USAGE_EXIT)
-    failure_file = Path(hydra_cfg.runtime.output_dir) / FAILURE_FILE
-    try:
-        objective = run(cfg)
-        # A reused sweep folder may hold this job's failure from an earlier sweep: it is resolved.
-        failure_file.unlink(missing_ok=True)
-        return objective
-    except (KeyboardInterrupt, SIGTERMException) as stop:
-        report_interrupt(cfg, overrides, multirun)
-        # Lightning's SIGTERMException would exit 0; a scheduler must see an interrupted job.
-        sys.exit(TERMINATED_EXIT if isinstance(stop, SIGTERMException) else INTERRUPTED_EXIT)
-    except Exception as error:
-        user_error = isinstance(error, USER_ERRORS)
-        if not multirun:
-            if not user_error or os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            # Like argparse: the message alone on stderr, exit status 2.
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(USAGE_EXIT)
-        record = {"run_name": cfg.run_name, "overrides": overrides,
-                  "error": str(error) if user_error else repr(error),
-                  "traceback": "" if user_error else traceback.format_exc(),
-                  "resume": resume_command(overrides)}
-        write_json(failure_file, redact_config(record))
-        if user_error:
-            log.error("Run %s failed; the sweep goes on. error: %s", cfg.run_name, error)
-        else:
-            log.exception("Run %s failed; the sweep goes on", cfg.run_name)
-        return None
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    failure_file = output_dir / FAILURE_FILE
+    with signals.sigterm_interrupts():
+        try:
+            outcome = run(cfg)
+            # A reused sweep folder may hold this job's failure from an earlier sweep: it is resolved.
+            failure_file.unlink(missing_ok=True)
+            if isinstance(outcome, experiment.Outcome):
+                write_job(output_dir, cfg, outcome.status, outcome.identity.digest)
+                return outcome.objective
+            return outcome  # a child process ran the job and wrote its job.json
+        except (KeyboardInterrupt, SIGTERMException) as stop:
+            _interrupted(cfg, output_dir, overrides, multirun, isinstance(stop, SIGTERMException))
+        except Exception as error:
+            if signals.received():  # e.g. DataLoader workers killed with the process group
+                _interrupted(cfg, output_dir, overrides, multirun, True)
+            found = user_error(error)
+            write_job(output_dir, cfg, "failed")
+            if not multirun:
+                if found is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                # Like argparse: the message alone on stderr, exit status 2.
+                print(f"error: {found}", file=sys.stderr)
+                sys.exit(USAGE_EXIT)
+            record = {"run_name": cfg.run_name, "overrides": overrides,
+                      "error": str(found) if found else repr(error),
+                      "traceback": "" if found else traceback.format_exc(),
+                      "resume": resume_command(overrides)}
+            write_json(failure_file, redact_config(record))
+            if found:
+                log.error("Run %s failed; the sweep goes on. error: %s", cfg.run_name, found)
+            else:
+                log.exception("Run %s failed; the sweep goes on", cfg.run_name)
+            return None
+
+
+def _interrupted(cfg: DictConfig, output_dir: Path, overrides: list[str], multirun: bool,
+                 terminated: bool) -> None:
+    """Mark the job interrupted, say how to resume, and stop (a sweep stops with it)."""
+    write_job(output_dir, cfg, "interrupted")
+    report_interrupt(cfg, overrides, multirun)
+    # Lightning's SIGTERMException would exit 0; a scheduler must see an interrupted job.
+    sys.exit(TERMINATED_EXIT if terminated else INTERRUPTED_EXIT)
+
+
+def sweep_jobs(sweep_dir: str | Path, since: float = 0.0) -> list[dict]:
+    """The ``job.json`` of every job of the sweep in ``sweep_dir`` written at or after ``since``."""
+    jobs = []
+    for path in sorted(Path(sweep_dir).glob(f"*/{JOB_FILE}")):
+        if path.stat().st_mtime >= since and (job := read_job(path.parent)) is not None:
+            jobs.append(job)
+    return jobs
 
 
 class SweepSummary(Callback):
@@ -129,9 +204,21 @@ class SweepSummary(Callback):
         from resomap.study.report import ReportIncomplete
 
         rebuild = f"python -m resomap.report results_dir={config.paths.results_dir}"
+        # The report covers the runs this sweep asked for, not every record in the folder.
+        jobs = sweep_jobs(sweep_dir, started)
+        digests = {job["identity"] for job in jobs
+                   if job["status"] in ("finished", "skipped") and job["identity"]}
+        scope = {}
+        if "digests" in inspect.signature(write_aggregates).parameters:
+            scope["digests"] = digests
+        else:
+            log.warning("This version of the report covers every record in %s, not only this sweep's %d runs",
+                        config.paths.results_dir, len(digests))
         try:
+            report = config.get("report")
+            settings = OmegaConf.to_container(report, resolve=True) if report is not None else {}
             written = write_aggregates(config.paths.results_dir, evaluate_cross_res=config.evaluate_cross_res,
-                                       **OmegaConf.to_container(config.get("report") or {}, resolve=True))
+                                       **scope, **settings)
             log.info("Sweep finished: results aggregated into %s; read %s first", written[0].parent,
                      written[0].parent / "report.html")
         except ReportIncomplete as incomplete:

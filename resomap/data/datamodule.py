@@ -72,14 +72,65 @@ def list_classes(root: Path) -> list[str]:
     return classes
 
 
-def dataset_fingerprint(root: Path) -> str:
-    """A short hash of every image's relative path and size: changes when the data does."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
-        relative = path.relative_to(root)
-        if relative.parts[0] in SPLITS:
-            digest.update(f"{relative}:{path.stat().st_size}\n".encode())
-    return digest.hexdigest()[:16]
+# Content hashes of images by data root, for the jobs of a sweep in one process.
+_CONTENT_HASHES: dict[str, dict[str, list]] = {}
+
+
+def dataset_fingerprint(root: Path, cache_file: Path | None = None) -> str:
+    """A short hash of every image's relative path and bytes: changes when any image does, even
+    an edit that keeps its size. Symlinked split, class or image paths are followed; hidden and
+    OS files (``._*``, ``.DS_Store``, ``__MACOSX``) are left out as everywhere else.
+
+    Each image's content hash is kept under its (size, mtime_ns, inode) in ``cache_file`` (JSON)
+    and in this process, so an unchanged set costs one ``stat`` per image and no file read.
+    """
+    import json
+    import os
+
+    from resomap.data.io import is_hidden_name
+    from resomap.io import write_json
+
+    try:
+        known = json.loads(cache_file.read_text()) if cache_file is not None and cache_file.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    known = {**_CONTENT_HASHES.get(str(root), {}), **(known if isinstance(known, dict) else {})}
+    found: dict[str, list] = {}
+    for split in SPLITS:
+        seen: set[str] = set()
+        for folder, dirs, names in os.walk(root / split, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:  # a symlink loop
+                dirs[:] = []
+                continue
+            seen.add(real)
+            dirs[:] = sorted(name for name in dirs if not is_hidden_name(name))
+            for name in names:
+                path = Path(folder) / name
+                if not is_image_file(path):
+                    continue
+                info = path.stat()  # follows symlinks: the image's own bytes
+                stamp = [info.st_size, info.st_mtime_ns, info.st_ino]
+                relative = path.relative_to(root).as_posix()
+                cached = known.get(relative)
+                if isinstance(cached, list) and len(cached) == 4 and cached[:3] == stamp:
+                    found[relative] = cached
+                    continue
+                digest = hashlib.sha256()
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                found[relative] = [*stamp, digest.hexdigest()]
+    _CONTENT_HASHES[str(root)] = found
+    if cache_file is not None and found != known:
+        try:
+            write_json(cache_file, found)
+        except OSError as error:  # a read-only cache costs time, never the fingerprint
+            log.warning("Could not keep the data fingerprint cache %s: %s", cache_file, error)
+    total = hashlib.sha256()
+    for relative in sorted(found):
+        total.update(f"{relative}:{found[relative][3]}\n".encode())
+    return total.hexdigest()[:16]
 
 
 def train_transform(image_size: int, rotation: float, color_jitter: Sequence[float],

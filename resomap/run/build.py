@@ -22,10 +22,10 @@ from resomap.data.datamodule import ImageFolderDataModule, dataset_fingerprint
 from resomap.device import resolve_precision
 from resomap.errors import ResoMapError
 from resomap.models.classifier import LitClassifier
-from resomap.run.checkpoint import BEST, AtomicCheckpointIO, read_checkpoint
+from resomap.run.checkpoint import BEST, AtomicCheckpointIO, FitState, read_checkpoint
 from resomap.run.export import ResultExport
 from resomap.run.identity import RunIdentity
-from resomap.run.record import DataInfo, RunRecord
+from resomap.run.record import EXPLANATIONS, DataInfo, RunRecord
 from resomap.tracking.redact import redact_config
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,17 @@ class UntrustedRecordError(ResoMapError):
 
 def data_fingerprint(cfg: DictConfig) -> str:
     """Generate the data set if its config says how (a no-op once it exists), then fingerprint
-    it from file names and sizes: no image is decoded."""
+    its content: bytes are read only for images whose size, mtime or inode changed since the
+    last run (cached in ``paths.cache_dir/fingerprints/``); no image is decoded."""
+    import hashlib
+
     root = Path(cfg.data.root).expanduser().resolve()
     if cfg.data.get("generator"):
         instantiate(cfg.data.generator)(root=root)
     if not root.is_dir():
         return ""  # the data module's set-up names the missing folder with the expected layout
-    return dataset_fingerprint(root)
+    key = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    return dataset_fingerprint(root, Path(cfg.paths.cache_dir) / "fingerprints" / f"{key}.json")
 
 
 def identify(cfg: DictConfig) -> RunIdentity:
@@ -80,15 +84,32 @@ def build_module(cfg: DictConfig, datamodule: ImageFolderDataModule,
     )
 
 
-def build_callbacks(cfg: DictConfig, checkpoint_dir: Path, exporter: ResultExport) -> list[pl.Callback]:
-    """``cfg.callbacks`` with every ModelCheckpoint writing into the run's own folder, then the
-    exporter, last, since it reads what the others measured."""
+def _accepts(target: str, argument: str) -> bool:
+    """Whether the callable ``target`` (a dotted path from the project's config) takes ``argument``."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        return argument in inspect.signature(get_object(target)).parameters
+    except (ImportError, ValueError, TypeError, AttributeError):
+        return False
+
+
+def build_callbacks(cfg: DictConfig, checkpoint_dir: Path, exporter: ResultExport,
+                    output_dir: Path | None = None) -> list[pl.Callback]:
+    """``cfg.callbacks`` with every ModelCheckpoint writing into the run's own checkpoint folder
+    and every callback that writes files (explanations) into the run's own results folder
+    ``output_dir``; then :class:`FitState` (an early stop survives a resume) and the exporter,
+    last, since it reads what the others measured."""
     callbacks = []
     for node in (cfg.get("callbacks") or {}).values():
         target = str(node.get("_target_", ""))
         extra = {"dirpath": str(checkpoint_dir)} if target.endswith("ModelCheckpoint") else {}
+        if output_dir is not None and _accepts(target, "output_dir"):
+            extra["output_dir"] = str(Path(output_dir) / EXPLANATIONS)
         callbacks.append(instantiate(node, **extra))
-    return [*callbacks, exporter]
+    return [*callbacks, FitState(), exporter]
 
 
 def build_exporter(identity: RunIdentity, datamodule: ImageFolderDataModule) -> ResultExport:

@@ -3,19 +3,26 @@
 Each identity has its own folder (``checkpoints/{run_name}/{digest}/``), so a changed config
 never finds, loads or deletes another config's ``last.ckpt``. ``ckpt_path=last`` resumes the
 folder's ``last.ckpt`` after checking the identity stored in it; a truncated file is a clear
-error naming it.
+error naming it. The checkpoints of one attempt travel together: a plain re-run keeps the whole
+set (``best.ckpt``, ``last.ckpt`` with its callback and early-stopping state) aside in
+``interrupted-<time>/``, and resuming that folder's ``last.ckpt`` moves the set back, so the
+resumed run tests its own best checkpoint. A run that stopped early stays stopped when resumed
+(:class:`FitState`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import pickle
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
@@ -29,6 +36,32 @@ log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
+ASIDE_PREFIX = "interrupted-"
+# The files of one attempt, kept aside and restored together.
+ATTEMPT_FILES = (LAST, BEST)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class DiskFullError(ResoMapError):
+    """A run's file could not be written: its disk is full."""
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a full disk or quota: torch reports a failed
+    write as a RuntimeError naming ``inline_container``, the OS as ENOSPC or EDQUOT."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(error, RuntimeError) and "file write failed" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full_message(path: str | os.PathLike, key: str, resume: str) -> str:
+    return (f"Cannot write {path}: its disk is full (or over quota). Nothing already written was lost. "
+            f"Free space there, or point {key} at another disk, then {resume}.")
 
 
 class CorruptCheckpointError(ResoMapError):
@@ -54,10 +87,51 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600: honour the umask instead
             os.replace(temporary, path)
-        except BaseException:
+        except BaseException as error:
             Path(temporary).unlink(missing_ok=True)
+            if isinstance(error, Exception) and disk_full(error):
+                raise DiskFullError(disk_full_message(
+                    path, "paths.checkpoint_dir", "resume with ckpt_path=last (the last whole checkpoint "
+                    "is kept)")) from error
             raise
+
+
+class FitState(pl.Callback):
+    """Keeps, in every checkpoint, whether training had been told to stop (early stopping).
+
+    Lightning saves the EarlyStopping counters but not ``trainer.should_stop``: a run that stopped
+    early and was killed before its test would train on past its stop when resumed. This state is
+    read back on resume and stops the fit at once, so the resumed run tests what it trained.
+    """
+
+    def __init__(self) -> None:
+        self.trainer: pl.Trainer | None = None
+        self.stopped = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        if trainer is None:
+            return {"should_stop": False, "finished": False}
+        last_epoch = trainer.max_epochs is not None and trainer.max_epochs > 0 and (
+            trainer.current_epoch + 1 >= trainer.max_epochs)
+        steps_done = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+        epoch_done = bool(trainer.fit_loop.epoch_loop.done)
+        return {"should_stop": bool(trainer.should_stop),
+                "finished": bool(trainer.should_stop or steps_done or (last_epoch and epoch_done))}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.stopped = bool(state_dict.get("should_stop"))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.stopped:
+            log.info("The resumed run had stopped early at epoch %d; testing it without training on",
+                     trainer.current_epoch - 1)
+            trainer.should_stop = True
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -104,30 +178,65 @@ def _other_configs(folder: Path, identity: RunIdentity) -> list[tuple[Path, RunI
     return found
 
 
+def _stamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+
+
+def keep_aside(folder: Path) -> Path | None:
+    """Move this attempt's checkpoints (best, last) together into ``folder/interrupted-<time>/``;
+    None when there is no ``last.ckpt`` to keep."""
+    if not (folder / LAST).is_file():
+        return None
+    aside = folder / f"{ASIDE_PREFIX}{_stamp()}"
+    aside.mkdir()
+    for name in ATTEMPT_FILES:
+        if (folder / name).is_file():
+            os.replace(folder / name, aside / name)
+    return aside
+
+
+def _restore(aside: Path, folder: Path, identity: RunIdentity) -> Path:
+    """Put a kept-aside set back as the run's current checkpoints (keeping the current set aside
+    first), so the resumed run's best checkpoint is its own."""
+    current = keep_aside(folder)
+    if current is not None:
+        log.warning("Run %s: its current checkpoints are kept aside in %s", identity.run_name, current)
+    for name in ATTEMPT_FILES:
+        if (aside / name).is_file():
+            os.replace(aside / name, folder / name)
+    try:
+        aside.rmdir()
+    except OSError:
+        pass
+    log.info("Resuming %s from the checkpoints kept aside in %s (moved back into %s)", identity.run_name,
+             aside, folder)
+    return folder / LAST
+
+
 def resolve_resume(ckpt_path: str | None, folder: Path, identity: RunIdentity,
-                   command: list[str], keep_aside: bool = True) -> str | None:
+                   command: list[str], keep_aside_allowed: bool = True) -> str | None:
     """The checkpoint ``Trainer.fit`` should resume from, or None to train from scratch.
 
     - ``last``: this identity's ``last.ckpt`` if there is one (its stored identity checked);
       otherwise a fresh start, saying which keys differ when other configurations of the run
       left checkpoints (those are kept).
-    - a path: that file, after checking its identity.
-    - None: a fresh start; an interrupted ``last.ckpt`` of this identity is kept aside (renamed,
-      never deleted) and the command that would have resumed it is logged (``keep_aside``:
-      by rank 0 only).
+    - a path: that file, after checking its identity. A ``last.ckpt`` kept aside in this run's
+      ``interrupted-<time>/`` folder is moved back with its ``best.ckpt`` first.
+    - None: a fresh start; an earlier attempt's checkpoints are kept aside together (moved, never
+      deleted) and the command that would resume them is logged (``keep_aside_allowed``: rank 0
+      only).
     """
     last = folder / LAST
     if ckpt_path is None:
-        if last.is_file() and keep_aside:
-            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            aside = folder / f"interrupted-{stamp}.ckpt"
-            os.replace(last, aside)
-            import shlex
-
-            log.warning("Run %s has an unfinished checkpoint; training from scratch as asked "
-                        "(ckpt_path=null). The old checkpoint is kept as %s; to resume it instead, "
-                        "stop this run and start: %s", identity.run_name, aside,
-                        shlex.join([*command, f"ckpt_path={aside}"]))
+        if last.is_file() and keep_aside_allowed:
+            finished = fit_finished(last)
+            aside = keep_aside(folder)
+            what = ("checkpoints of a run that finished training but has no record"
+                    if finished else "unfinished checkpoints")
+            log.warning("Run %s has %s; training from scratch as asked (ckpt_path=null). They are kept "
+                        "together in %s; to %s instead, stop this run and start: %s", identity.run_name,
+                        what, aside, "test them without retraining" if finished else "resume them",
+                        shlex.join([*command, f"ckpt_path={aside / LAST}"]))
         return None
     if ckpt_path == "last":
         if not last.is_file():
@@ -151,4 +260,20 @@ def resolve_resume(ckpt_path: str | None, folder: Path, identity: RunIdentity,
             f"Refusing to resume {path}: it was written by run {theirs.run_name} with another "
             f"configuration ({'; '.join(identity.differences(theirs))}). Pass a checkpoint of this "
             "run, or ckpt_path=null to train from scratch.")
+    aside = path.resolve().parent
+    if (keep_aside_allowed and aside.parent == folder.resolve() and aside.name.startswith(ASIDE_PREFIX)
+            and path.name == LAST):
+        path = _restore(aside, folder, identity)
     return str(path)
+
+
+def fit_finished(path: Path) -> bool:
+    """Whether the checkpoint ``path`` was saved after training ended (last epoch done, or
+    stopped early): resuming it trains nothing and only tests."""
+    try:
+        saved = read_checkpoint(path)
+    except (ResoMapError, OSError):
+        return False
+    states = saved.get("callbacks") or {}
+    return any(isinstance(state, dict) and state.get("finished") for key, state in states.items()
+               if "FitState" in str(key))

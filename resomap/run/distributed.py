@@ -29,6 +29,7 @@ from lightning.fabric.plugins.environments import (
     SLURMEnvironment,
     TorchElasticEnvironment,
 )
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from resomap.device import device_count as devices_per_node
@@ -169,20 +170,49 @@ def child_command(hydra_cfg: Any) -> ChildCommand:
                          "hydra.output_subdir=null"], env)
 
 
+# How long an interrupted job waits for its child to save the interrupt checkpoint and end its
+# MLflow run (subprocess.run would kill it after 0.25 s).
+CHILD_STOP_SECONDS = 300
+
+
 def run_in_child(cfg: DictConfig, command: list[str], gpus: str | None, cwd: str) -> float | None:
-    """Run ``command`` and return the objective from the result it wrote (None if skipped elsewhere).
+    """Run ``command`` and return the objective of the run it did (None if skipped elsewhere).
 
     The values a :class:`ChildCommand` moved out of its argv reach the child in its environment.
+    On Ctrl-C (which the terminal sends to the child too) or SIGTERM (forwarded) this waits for
+    the child to save its interrupt checkpoint and end its MLflow run as KILLED, then stops.
     """
+    import signal
+
+    from resomap.sweep import read_job
+
     env = {**os.environ, **getattr(command, "env", {})}
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
-    completed = subprocess.run(list(command), env=env, cwd=cwd, check=False)
-    if completed.returncode != 0:
+    output_dir = HydraConfig.get().runtime.output_dir
+    child = subprocess.Popen(list(command), env=env, cwd=cwd)
+    try:
+        returncode = child.wait()
+    except BaseException as stop:
+        if isinstance(stop, SIGTERMException):
+            child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=CHILD_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.error("Run %s did not stop within %d s; killing it", cfg.run_name, CHILD_STOP_SECONDS)
+            child.kill()
+            child.wait()
+        raise
+    if returncode in (130, 143, -2, -15):
+        raise SIGTERMException() if returncode in (143, -15) else KeyboardInterrupt()
+    if returncode != 0:
         raise ChildRunError(
-            f"Run {cfg.run_name} failed in its own process (exit status {completed.returncode}); its "
-            f"error is printed above and logged in {HydraConfig.get().runtime.output_dir}.")
-    path = results.result_path(cfg.paths.results_dir, cfg.run_name)
+            f"Run {cfg.run_name} failed in its own process (exit status {returncode}); its "
+            f"error is printed above and logged in {output_dir}.")
+    job = read_job(output_dir)
+    if job is None or not job["identity"]:
+        return None
+    path = results.record_path(cfg.paths.results_dir, job["identity"])
     if not path.is_file():
         return None
     return results.read_record(path).test_metrics.balanced_accuracy

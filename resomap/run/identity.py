@@ -1,22 +1,31 @@
 """The identity of a run: what makes two runs the same run, and everything derived from it.
 
-A run is the same run when it trains the same model, at the same resolution, with the same
-seed, on the same data (name and content fingerprint) and with the same training config.
-The identity decides the run's name, its result file, its checkpoint folder, its MLflow tags,
-whether a finished run is skipped and whether a checkpoint may be resumed. Nothing else in
-ResoMap derives those things on its own.
+A run is the same run when it trains the same model (config and network source code), at the
+same resolution, with the same seed, on the same data (name and content fingerprint) and with
+the same training config. The identity decides the folder of everything the run writes (its
+digest), its checkpoint folder, its MLflow tags, whether a finished run is skipped and whether a
+checkpoint may be resumed. Nothing else in ResoMap derives those things on its own.
 
-What counts as training config is spelled out below (:data:`IGNORED`): settings that cannot
-change the trained model (data pipeline, workers, caches, compile, paths, loggers, profiling,
-explanations) are left out, so changing them never retrains a finished run; anything else
-(model, optimiser, scheduler, epochs, batch, effective batch over devices x nodes,
-precision, strategy, augmentation, early stopping, best-checkpoint rule) is in.
+The training config is chosen by a deny-list: every key of ``model``, ``data``, ``trainer``,
+``optimizer``, ``scheduler`` and ``callbacks`` is in it, except the few keys listed in
+:data:`IGNORED`, which cannot change the trained weights (workers, caches, pipeline, paths,
+loggers, profiling, explanations, progress bars, file names...). A key nobody thought of, such
+as Lightning's ``fast_dev_run``, ``overfit_batches``, ``max_time`` or ``min_steps``, is therefore
+in the identity, and a run cut short by it is never taken for the full run. Values are
+normalised first: precision aliases (``32`` = ``32-true``, ``16`` = ``16-mixed``, ``16-mixed``
+on a CPU = the ``bf16-mixed`` it runs) and trainer keys left at Lightning's default (absent =
+set to the default). The identity is computed from the config as composed, before any
+redaction, so a model key named ``key_dim`` is hashed with its value; loggers, tracking URIs
+and paths are never part of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import importlib.util
+import inspect
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,22 +35,36 @@ from omegaconf import DictConfig, OmegaConf
 
 from resomap.config import flatten, run_name
 from resomap.device import device_count, resolve_precision
-from resomap.tracking.redact import redact_config
 
 IDENTITY_FILE = "identity.json"
 
-# Keys of a composed config that cannot change what is trained (dotted paths).
+# Top-level config sections that decide the trained model; every other one (paths, logger,
+# hydra, report, explain, oom, ckpt_path...) cannot change the weights.
+SECTIONS = ("model", "data", "trainer", "optimizer", "scheduler", "callbacks")
+
+# The deny-list: keys of those sections that cannot change the trained weights (dotted paths
+# below the section). Everything else is in the identity.
 IGNORED = {
-    "data": ("root", "name", "num_workers", "pin_memory", "eval_batch_size", "cache_dir", "pipeline",
-             "device_cache", "cache_workers", "cache_sizes", "on_bad_image", "generator", "validation_cache",
-             "_target_"),
-    "model": ("compile", "min_size"),
-    # Callbacks that only observe a run: checkpoint writers, profiling, result export, explanations.
+    # root and name are the identity's own fields (name, content fingerprint); the rest are how
+    # images reach the model (workers, caches, evaluation batches), never what it sees.
+    "data": ("root", "name", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
+             "eval_batch_size", "cache_dir", "pipeline", "device_cache", "cache_workers", "cache_sizes",
+             "on_bad_image", "generator", "validation_cache", "_target_", "image_size"),
+    # name is the identity's own field; family is a label; compile only changes speed;
+    # min_size is a validation bound.
+    "model": ("name", "family", "compile", "min_size"),
+    # Where and how Lightning runs and reports, not what it computes. devices, num_nodes and
+    # accumulate enter as the effective batch size and world size below.
+    "trainer": ("_target_", "default_root_dir", "accelerator", "devices", "num_nodes", "logger",
+                "callbacks", "plugins", "enable_progress_bar", "enable_model_summary",
+                "enable_checkpointing", "log_every_n_steps", "profiler", "benchmark", "deterministic",
+                "detect_anomaly", "num_sanity_val_steps", "barebones", "inference_mode"),
+    # Callbacks that only observe a run (checkpoint writers of the last state, profiling, record
+    # export, explanations), and file-naming or logging keys of every callback.
     "callbacks": ("last_checkpoint", "profile", "result_export", "explain"),
+    "callbacks.*": ("dirpath", "filename", "verbose", "auto_insert_metric_name", "enable_version_counter",
+                    "save_on_exception", "save_last", "log_rank_zero_only"),
 }
-TRAINER_KEYS = ("max_epochs", "min_epochs", "max_steps", "gradient_clip_val", "gradient_clip_algorithm",
-                "accumulate_grad_batches", "limit_train_batches", "limit_val_batches",
-                "limit_test_batches", "val_check_interval", "check_val_every_n_epoch", "sync_batchnorm")
 
 
 def _strategy(trainer: Mapping[str, Any]) -> str:
@@ -54,27 +77,77 @@ def _world_size(trainer: Mapping[str, Any]) -> int:
     return devices * int(trainer.get("num_nodes", 1) or 1)
 
 
+def normalised_precision(precision: Any, accelerator: str = "auto") -> str:
+    """Lightning's unified name of ``precision`` (``32`` -> ``32-true``, ``16`` -> ``16-mixed``,
+    ``bf16`` -> ``bf16-mixed``), with ``16-mixed`` off CUDA as the ``bf16-mixed`` it runs."""
+    from lightning.fabric.connector import _PRECISION_INPUT_STR_ALIAS_CONVERSION as ALIASES
+
+    text = str(precision)
+    text = str(ALIASES.get(text, ALIASES.get(precision, text))) if precision is not None else "32-true"
+    return resolve_precision(text, accelerator)
+
+
+@functools.cache
+def _trainer_defaults() -> dict[str, Any]:
+    """``lightning.pytorch.Trainer``'s default of each argument: a key set to it is the same run
+    as a key left out (``+trainer.max_time=null``)."""
+    import lightning.pytorch as pl
+
+    return {name: parameter.default for name, parameter in inspect.signature(pl.Trainer).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
+
+
+def source_hash(target: str) -> str:
+    """A hash of the source file of the module that defines ``target`` (``pkg.module.Class``):
+    editing the network's code makes another run. Empty when no source file is found. Read each
+    time (a few kilobytes), so an edit between two runs of one process is seen."""
+    module = str(target)
+    while module:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin and Path(spec.origin).is_file():
+            return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()[:16]
+        module = module.rpartition(".")[0]
+    return ""
+
+
+def _without(node: Mapping[str, Any], denied: tuple[str, ...]) -> dict[str, Any]:
+    return {key: value for key, value in node.items() if key not in denied}
+
+
 def training_config(cfg: DictConfig) -> dict[str, Any]:
-    """The part of ``cfg`` that determines the trained model, as plain containers."""
+    """The part of ``cfg`` that determines the trained model, as plain, normalised containers.
+
+    Taken from the composed config before any redaction; logger and path settings are never in it.
+    """
     container = OmegaConf.to_container(cfg, resolve=True)
-    trainer = container["trainer"]
-    data = {key: value for key, value in container["data"].items() if key not in IGNORED["data"]}
+    trainer = dict(container["trainer"])
+    accelerator = str(trainer.get("accelerator", "auto"))
     world = _world_size(trainer)
     accumulate = int(trainer.get("accumulate_grad_batches") or 1)
+    defaults = _trainer_defaults()
+    kept_trainer = {key: value for key, value in _without(trainer, IGNORED["trainer"]).items()
+                    if not (key in defaults and defaults[key] == value and key != "precision")}
+    data = _without(container["data"], IGNORED["data"])
     callbacks = {}
     for name, node in (container.get("callbacks") or {}).items():
         if name in IGNORED["callbacks"] or not isinstance(node, dict):
             continue
-        callbacks[name] = {key: value for key, value in node.items() if key not in ("dirpath", "filename")}
+        callbacks[name] = _without(node, IGNORED["callbacks.*"])
+    model = _without(container["model"], IGNORED["model"])
+    target = str((model.get("net") or {}).get("_target_", ""))
+    if target:
+        model["source"] = source_hash(target)
     return {
-        "model": {key: value for key, value in container["model"].items() if key not in IGNORED["model"]},
+        "model": model,
         "optimizer": container.get("optimizer"),
         "scheduler": container.get("scheduler"),
-        "channels_last": container.get("channels_last"),
         "data": data,
         "trainer": {
-            **{key: trainer.get(key) for key in TRAINER_KEYS if key in trainer},
-            "precision": resolve_precision(trainer.get("precision"), trainer.get("accelerator", "auto")),
+            **kept_trainer,
+            "precision": normalised_precision(trainer.get("precision"), accelerator),
             "strategy": _strategy(trainer),
             "world_size": world,
             "effective_batch_size": int(data.get("batch_size") or 0) * world * accumulate,
@@ -105,7 +178,9 @@ class RunIdentity:
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data_fingerprint: str) -> RunIdentity:
-        training = redact_config(training_config(cfg))  # records and checkpoints keep it
+        # Before any redaction: a model key named like a secret (key_dim) is a setting. Loggers,
+        # tracking URIs and paths never enter the training config.
+        training = training_config(cfg)
         return cls(model=str(cfg.model.name), resolution=int(cfg.res), seed=int(cfg.seed),
                    data_name=str(cfg.data.get("name") or "data"), data_fingerprint=data_fingerprint,
                    training_hash=_digest(training), training=training)
@@ -122,7 +197,8 @@ class RunIdentity:
         return run_name(self.model, self.resolution, self.seed, self.data_name)
 
     def checkpoint_dir(self, checkpoints_root: str | Path) -> Path:
-        """``checkpoints/{run_name}/{digest}/``: a folder per identity, so configs never share one."""
+        """``checkpoints/{run_name}/{digest}/``: a folder per identity, so configs never share one
+        (the run name only groups the folders for a reader)."""
         return Path(checkpoints_root) / self.run_name / self.digest
 
     def tags(self) -> dict[str, str]:

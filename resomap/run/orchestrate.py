@@ -2,23 +2,29 @@
 fit, test -> record (the commit point) -> tracking.
 
 A finished run costs a file read: the skip check comes before any data module or model is
-built. The record is written last, atomically, so a run with a record is finished; tracking
-mirrors it afterwards, and a re-run reconciles a store that a kill left behind.
+built. Everything the run writes is named by its identity digest (``results/runs/{digest}/``,
+``checkpoints/{run_name}/{digest}/``, the MLflow tag ``identity``). The record is written last,
+atomically, so a run with a record is finished; tracking mirrors it afterwards, and a re-run
+reconciles a store that a kill left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from resomap.device import free_accelerator_memory
+from resomap.errors import ResoMapError
 from resomap.run import build, checkpoint, distributed
 from resomap.run import record as records
 from resomap.run.identity import RunIdentity
@@ -32,6 +38,23 @@ log = logging.getLogger(__name__)
 OBJECTIVE = "balanced_accuracy"
 
 
+class CorruptRecordError(ResoMapError):
+    """A run's record file exists but is not a readable record."""
+
+
+class FailedAfterTraining(ResoMapError):
+    """Training finished and its checkpoint is kept, but testing or writing the record failed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one job did: its identity, ``finished`` / ``skipped`` (and the objective)."""
+
+    identity: RunIdentity
+    status: str
+    objective: float | None
+
+
 def run_command(cfg: DictConfig) -> list[str]:
     """This run as a single ``python -m resomap.train`` command (for resume hints)."""
     from hydra.core.hydra_config import HydraConfig
@@ -43,23 +66,45 @@ def run_command(cfg: DictConfig) -> list[str]:
 
 def _skip(cfg: DictConfig, identity: RunIdentity) -> float | None | bool:
     """The objective of an equivalent finished run (False when there is none). A local record
-    is mirrored to a tracking store that does not have it as FINISHED yet."""
-    done = records.find_finished(cfg.paths.results_dir, identity)
+    is mirrored to a tracking store that does not have it as FINISHED yet; a run finished
+    elsewhere brings its record back from the store into this identity's run folder."""
+    try:
+        done = records.find_finished(cfg.paths.results_dir, identity)
+    except records.InvalidResult as error:
+        retrain = shlex.join([*run_command(cfg), "skip_completed=false"])
+        raise CorruptRecordError(
+            f"The record of run {identity.run_name} is damaged ({error}). It cannot be skipped as "
+            f"finished nor reported. Retrain this run (its record is replaced when the run ends) with: "
+            f"{retrain}") from error
     if done is not None:
         log.info("Skipping %s: finished with the same configuration (%s)", identity.run_name,
-                 records.result_path(cfg.paths.results_dir, identity.run_name))
+                 records.record_path(cfg.paths.results_dir, identity))
         tracking.reconcile(cfg, identity, done)
         return done.test_metrics.balanced_accuracy
     found = tracking.find_finished(cfg, identity)
     if found is not None:
-        log.info("Skipping %s: finished with the same configuration (MLflow run %s)", identity.run_name,
-                 found.info.run_id)
+        fetched = tracking.fetch_record(cfg, found, records.run_dir(cfg.paths.results_dir, identity))
+        where = (f"its record is now in {fetched}" if fetched else
+                 "its record is not in the store, so this results folder's report leaves it out")
+        log.info("Skipping %s: finished with the same configuration (MLflow run %s); %s", identity.run_name,
+                 found.info.run_id, where)
+        if fetched:
+            try:
+                records.write_record(cfg.paths.results_dir, records.read_record(fetched))  # the view
+            except records.InvalidResult as error:
+                log.warning("The record fetched from MLflow run %s is not usable: %s", found.info.run_id,
+                            error)
         return found.data.metrics.get(f"test_{OBJECTIVE}")
     return False
 
 
 def run(cfg: DictConfig) -> float | None:
     """Train and test one model at one resolution; return the test balanced accuracy."""
+    return run_outcome(cfg).objective
+
+
+def run_outcome(cfg: DictConfig) -> Outcome:
+    """:func:`run`, saying which identity ran and whether it was trained or skipped."""
     started = time.perf_counter()
     validate_config(cfg)
     identity = build.identify(cfg)
@@ -68,13 +113,24 @@ def run(cfg: DictConfig) -> float | None:
     # that rank 0 holds the lock of, and leave skip checks and checkpoint files to it.
     leader = rank_zero_only.rank == 0
     with run_lock(folder.parent, identity.run_name) if leader else contextlib.nullcontext():
+        if leader:
+            _remove_temporary_files(cfg, identity, folder)
         if leader and cfg.skip_completed and (objective := _skip(cfg, identity)) is not False:
-            return objective
+            return Outcome(identity, "skipped", objective)
         ckpt_path = checkpoint.resolve_resume(cfg.ckpt_path, folder, identity, run_command(cfg),
-                                              keep_aside=leader)
+                                              keep_aside_allowed=leader)
         if leader:
             checkpoint.write_identity(folder, identity)
-        return _train(cfg, identity, folder, ckpt_path, started)
+        return Outcome(identity, "finished", _train(cfg, identity, folder, ckpt_path, started))
+
+
+def _remove_temporary_files(cfg: DictConfig, identity: RunIdentity, folder: Path) -> None:
+    """What a kill mid-write left in this run's folders: this run is their only writer, and it
+    holds the lock."""
+    results_dir = Path(cfg.paths.results_dir)
+    records.remove_temporary_files(folder, records.run_dir(results_dir, identity))
+    records.remove_temporary_files(results_dir / records.TEST_RESULTS,
+                                   prefixes=(f"{identity.run_name}.json.", f"{identity.run_name}.npz."))
 
 
 def _train(cfg: DictConfig, identity: RunIdentity, folder: Path, ckpt_path: str | None,
@@ -85,6 +141,7 @@ def _train(cfg: DictConfig, identity: RunIdentity, folder: Path, ckpt_path: str 
     datamodule.setup("fit")
     timing = {"setup_sec": time.perf_counter() - started,
               "cache_sec": datamodule.timing.get("cache_load_or_build_sec", 0.0)}
+    output_dir = records.run_dir(cfg.paths.results_dir, identity)
 
     def attempt(plan: BatchPlan) -> records.RunRecord | None:
         """One fit and test with ``plan``'s batch sizes; every attempt starts from fresh objects."""
@@ -93,7 +150,7 @@ def _train(cfg: DictConfig, identity: RunIdentity, folder: Path, ckpt_path: str 
         exporter = build.build_exporter(identity, datamodule)
         exporter.add_section("batch", plan.section())
         exporter.add_section("skipped_images", datamodule.skipped_images)
-        callbacks = build.build_callbacks(cfg, folder, exporter)
+        callbacks = build.build_callbacks(cfg, folder, exporter, output_dir)
         loggers = tracking.build_loggers(cfg)
         trainer = build.build_trainer(cfg, callbacks, loggers,
                                       accumulate_grad_batches=plan.accumulate_grad_batches)
@@ -103,21 +160,13 @@ def _train(cfg: DictConfig, identity: RunIdentity, folder: Path, ckpt_path: str 
                 call_trainer(trainer, "fit", model=module, datamodule=datamodule, ckpt_path=ckpt_path,
                              weights_only=True)
                 timing["fit_sec"] = time.perf_counter() - clock
-                exporter.add_section("compile", module.compile_report())
-                if trainer.world_size > 1:
-                    exporter.add_section("distributed", distributed.section(trainer))
-                best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-                tester = distributed.trainer_for_test(
-                    trainer, lambda **kw: build.build_trainer(cfg, callbacks, loggers, **kw))
-                if tester is None:  # another rank of a multi-process fit: global rank 0 tests alone
-                    return None
-                clock = time.perf_counter()
-                call_trainer(tester, "test", model=module, datamodule=datamodule, ckpt_path=best or None,
-                             weights_only=True)
-                timing["test_sec"] = time.perf_counter() - clock  # profiling and explanations included
-                record = _commit(cfg, exporter, timing, started)
-                mirror(record)
-                return record
+                try:
+                    return _test_and_commit(cfg, identity, folder, trainer, module, datamodule, callbacks,
+                                            loggers, exporter, timing, started, mirror)
+                except (KeyboardInterrupt, SIGTERMException):
+                    raise
+                except Exception as error:
+                    raise _after_training(cfg, identity, folder, error) from error
         finally:
             # Hydra's basic launcher runs every job of a sweep in this process.
             del trainer, module
@@ -128,10 +177,40 @@ def _train(cfg: DictConfig, identity: RunIdentity, folder: Path, ckpt_path: str 
     return None if record is None else record.test_metrics.balanced_accuracy
 
 
+def _test_and_commit(cfg, identity, folder, trainer, module, datamodule, callbacks, loggers, exporter,
+                     timing, started, mirror) -> records.RunRecord | None:
+    exporter.add_section("compile", module.compile_report())
+    if trainer.world_size > 1:
+        exporter.add_section("distributed", distributed.section(trainer))
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    tester = distributed.trainer_for_test(
+        trainer, lambda **kw: build.build_trainer(cfg, callbacks, loggers, **kw))
+    if tester is None:  # another rank of a multi-process fit: global rank 0 tests alone
+        return None
+    clock = time.perf_counter()
+    call_trainer(tester, "test", model=module, datamodule=datamodule, ckpt_path=best or None,
+                 weights_only=True)
+    timing["test_sec"] = time.perf_counter() - clock  # profiling and explanations included
+    record = _commit(cfg, exporter, timing, started)
+    mirror(record)
+    return record
+
+
+def _after_training(cfg: DictConfig, identity: RunIdentity, folder: Path, error: Exception) -> Exception:
+    """The error of a run that failed after its training ended: one paragraph with the command
+    that finishes it without retraining (its checkpoints are kept)."""
+    if isinstance(error, records.InvalidResult) or not (folder / checkpoint.LAST).is_file():
+        return error
+    finish = shlex.join([*run_command(cfg), "ckpt_path=last"])
+    cause = str(error) if isinstance(error, ResoMapError) else f"{type(error).__name__}: {error}"
+    return FailedAfterTraining(
+        f"Run {identity.run_name} finished training (checkpoints kept in {folder}) but failed afterwards: "
+        f"{cause} Once that is fixed, finish the run without retraining (it tests the kept best "
+        f"checkpoint and writes the record) with: {finish}")
+
+
 def _commit(cfg: DictConfig, exporter, timing: dict[str, float], started: float) -> records.RunRecord:
     """Write the test predictions, then the record: the run's commit point."""
-    import dataclasses
-
     record = exporter.record
     sections = {"profile": (record.profiling or {}).get("seconds"),
                 "explain": (record.explain or {}).get("seconds")}
@@ -139,8 +218,15 @@ def _commit(cfg: DictConfig, exporter, timing: dict[str, float], started: float)
               "total_sec": time.perf_counter() - started}
     record = dataclasses.replace(record, timing=timing)
     labels, probabilities = exporter.predictions
-    records.write_predictions(records.predictions_path(cfg.paths.results_dir, record.run_name), labels,
-                              probabilities)
-    path = records.write_record(cfg.paths.results_dir, record)
+    folder = records.run_dir(cfg.paths.results_dir, record)
+    try:
+        records.write_predictions(folder / records.PREDICTIONS_FILE, labels, probabilities,
+                                  identity=record.identity)
+        path = records.write_record(cfg.paths.results_dir, record)
+    except OSError as error:
+        if checkpoint.disk_full(error):
+            raise checkpoint.DiskFullError(checkpoint.disk_full_message(
+                folder, "paths.results_dir", "finish the run as said below")) from error
+        raise
     log.info("Record written to %s", path)
     return record

@@ -50,6 +50,8 @@ __all__ = ["build_loggers", "find_finished", "reconcile", "tracked_run"]
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "mlflow_run.json"
+# Where a run's record and predictions are in its MLflow run's artifacts.
+RECORD_ARTIFACTS = "results"
 # Config tables that are lookups, not settings: their applied values appear elsewhere.
 UNLOGGED_KEYS = ("resolution",)
 _warned_uris: set[str] = set()
@@ -195,9 +197,13 @@ def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: st
     with _store_errors(logger.tracking_uri):
         logger.client.log_batch(run_id, metrics=[Metric(key, float(value), 0, record.epochs_run)
                                                  for key, value in metrics.items()])
-        record_file = Path(cfg.paths.results_dir) / "test_results" / f"{record.run_name}.json"
-        if record_file.is_file():
-            log_artifact_redacted(logger.client, run_id, record_file, "results")
+        from resomap.run import record as records
+
+        folder = records.run_dir(cfg.paths.results_dir, record)
+        if (folder / records.RECORD_FILE).is_file():
+            log_artifact_redacted(logger.client, run_id, folder / records.RECORD_FILE, RECORD_ARTIFACTS)
+        if (folder / records.PREDICTIONS_FILE).is_file():  # numbers only: nothing to redact
+            logger.client.log_artifact(run_id, str(folder / records.PREDICTIONS_FILE), RECORD_ARTIFACTS)
         with tempfile.TemporaryDirectory() as folder:
             plot = Path(folder) / "confusion_matrix.png"
             atomic_write_bytes(plot, plot_confusion_matrix(record.test_metrics.confusion_matrix,
@@ -208,13 +214,19 @@ def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: st
         logger.client.set_terminated(run_id, "FINISHED")
 
 
-def _end(trackers: Iterable[MLFlowLogger], status: str) -> None:
+def _end(trackers: Iterable[MLFlowLogger], status: str, attempts: int = 3) -> None:
+    """End each tracker's run with ``status``, best effort once the run itself has stopped. Tried
+    again when interrupted by an error that is not the store's (a DataLoader worker killed by the
+    same SIGTERM makes torch raise in this process as it dies)."""
     for logger in trackers:
-        try:
-            logger.client.set_terminated(logger.run_id, status)
-        except Exception as error:  # ending is best effort once the run itself has failed
-            log.warning("Could not mark MLflow run %s %s in %s: %s", logger.run_id, status,
-                        redact_uri(logger.tracking_uri), error)
+        for attempt in range(attempts):
+            try:
+                logger.client.set_terminated(logger.run_id, status)
+                break
+            except Exception as error:
+                if attempt + 1 == attempts:
+                    log.warning("Could not mark MLflow run %s %s in %s: %s", logger.run_id, status,
+                                redact_uri(logger.tracking_uri), error)
 
 
 @contextmanager
@@ -231,14 +243,55 @@ def tracked_run(cfg: DictConfig, identity: RunIdentity, loggers: Iterable[Logger
         for logger in trackers:
             _mirror(logger, cfg, record, logger.run_id)
 
+    from resomap.run import signals
+
     try:
         yield mirror
     except (SIGTERMException, KeyboardInterrupt):
         _end(trackers, "KILLED")
         raise
     except BaseException:
-        _end(trackers, "FAILED")
+        # An error caused by SIGTERM (a DataLoader worker killed with the process group) is a stop.
+        _end(trackers, "KILLED" if signals.received() else "FAILED")
         raise
+
+
+def fetch_record(cfg: DictConfig, run: Any, destination: Path) -> Path | None:
+    """Bring the record (and predictions) of the FINISHED MLflow run ``run`` into ``destination``,
+    this identity's run folder, so a run skipped through the store is reported from its own
+    record, never from another configuration's local file. None when the store lacks them or
+    they are of another identity."""
+    from mlflow.exceptions import MlflowException
+
+    from resomap.run import record as records
+
+    digest = run.data.tags.get("identity", "")
+    if destination.name != digest:
+        return None
+    for logger in store_loggers(cfg):
+        try:
+            with tempfile.TemporaryDirectory() as temporary:
+                names = {Path(item.path).name for item in
+                         logger.client.list_artifacts(run.info.run_id, RECORD_ARTIFACTS)}
+                if records.RECORD_FILE not in names:
+                    continue
+                local = Path(logger.client.download_artifacts(
+                    run.info.run_id, f"{RECORD_ARTIFACTS}/{records.RECORD_FILE}", temporary))
+                record = records.read_record(local)
+                if record.identity.digest != digest:
+                    log.warning("MLflow run %s holds the record of another run (%s); not used",
+                                run.info.run_id, record.identity.digest)
+                    return None
+                if records.PREDICTIONS_FILE in names:
+                    saved = Path(logger.client.download_artifacts(
+                        run.info.run_id, f"{RECORD_ARTIFACTS}/{records.PREDICTIONS_FILE}", temporary))
+                    atomic_write_bytes(destination / records.PREDICTIONS_FILE, saved.read_bytes())
+                atomic_write_bytes(destination / records.RECORD_FILE, local.read_bytes())
+                return destination / records.RECORD_FILE
+        except (MlflowException, OSError, records.InvalidResult) as error:
+            log.warning("Could not fetch the record of MLflow run %s from %s: %s", run.info.run_id,
+                        redact_uri(logger.tracking_uri), error)
+    return None
 
 
 def reconcile(cfg: DictConfig, identity: RunIdentity, record: RunRecord) -> None:

@@ -105,6 +105,31 @@ def create_sqlite_store(path: Path) -> None:
         Path(temporary).unlink(missing_ok=True)
 
 
+def database_errors() -> tuple[type[BaseException], ...]:
+    """The errors of a damaged SQLite store (SQLAlchemy's and sqlite3's own)."""
+    import sqlite3
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (SQLAlchemyError, sqlite3.DatabaseError)
+
+
+@contextmanager
+def corrupt_store_errors(uri: str) -> Iterator[None]:
+    """A damaged SQLite store becomes one paragraph naming the file and what to do."""
+    try:
+        yield
+    except database_errors() as error:
+        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else redact_uri(uri)
+        first = str(error).splitlines()[0]
+        raise TrackingError(
+            f"The MLflow store {path} cannot be read ({first}): the file is damaged or not an MLflow "
+            f"database. Your results are safe in paths.results_dir. Move the file away (mv {path} "
+            f"{path}.damaged) and re-run: a new store is created and every finished run's record is "
+            "mirrored into it when the run is skipped. Or train without tracking with logger=csv."
+        ) from error
+
+
 class MLFlowLogger(LightningMLFlowLogger):
     """Lightning's MLFlowLogger with an explicit store, epoch steps, and the run's end left to ResoMap.
 
@@ -119,8 +144,9 @@ class MLFlowLogger(LightningMLFlowLogger):
         if artifact_location is None and tracking_uri.startswith("sqlite:///"):
             # Beside the database; MLflow's default would be ./mlruns in whatever the cwd is.
             artifact_location = str(Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts")
-        super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
-                         artifact_location=artifact_location, **kwargs)
+        with corrupt_store_errors(tracking_uri):
+            super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
+                             artifact_location=artifact_location, **kwargs)
 
     @property
     def tracking_uri(self) -> str:
@@ -210,7 +236,10 @@ def _store_errors(uri: str) -> Iterator[None]:
     from mlflow.exceptions import MlflowException
 
     try:
-        yield
+        with corrupt_store_errors(uri):
+            yield
+    except TrackingError:
+        raise
     except (MlflowException, OSError) as error:
         raise TrackingError(
             f"MLflow tracking store {redact_uri(uri)} failed: {error}. Check that the server is running "

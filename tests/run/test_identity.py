@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from resomap.run.identity import RunIdentity
@@ -16,7 +18,9 @@ SAME_RUN = [
     "data.pipeline=classic", "data.num_workers=3", "data.device_cache=false", "data.eval_batch_size=7",
     "model.compile=true", "paths.root_dir=/elsewhere", "data.cache_dir=/other/cache",
     "logger=csv", "explain=default", "callbacks.profile.timed_runs=2", "trainer.enable_progress_bar=true",
-    "ckpt_path=last", "skip_completed=false", "data.on_bad_image=skip",
+    "ckpt_path=last", "skip_completed=false", "data.on_bad_image=skip", "channels_last=false",
+    "model.family=other", "+trainer.max_time=null", "trainer.log_every_n_steps=3",
+    "+callbacks.best_checkpoint.verbose=true", "callbacks.best_checkpoint.filename=other",
 ]
 
 # Settings that change what is trained: each must make another run.
@@ -25,8 +29,13 @@ OTHER_RUN = [
     "trainer.devices=2", "trainer.num_nodes=2", "trainer.accumulate_grad_batches=2",
     "trainer.strategy=ddp", "callbacks.early_stopping.patience=3", "data.rotation=30",
     "data.class_weighted_loss=false", "seed=1", "res=48", "model=simple_cnn", "~scheduler",
-    "trainer.gradient_clip_val=0.5", "trainer.limit_train_batches=2", "channels_last=false",
+    "trainer.gradient_clip_val=0.5", "trainer.limit_train_batches=2",
     "callbacks.best_checkpoint.monitor=val_loss",
+    # Lightning's debug and budget flags cut or change training: never the full run.
+    "+trainer.fast_dev_run=true", "+trainer.overfit_batches=1", "+trainer.max_time=00:00:00:10",
+    "+trainer.min_steps=50", "trainer.limit_val_batches=1",
+    # A key nobody listed is in the identity (deny-list, not allow-list).
+    "+model.net.width=64", "+data.new_augmentation=0.5", "+optimizer.amsgrad=true",
 ]
 
 
@@ -94,3 +103,40 @@ def test_each_identity_has_its_own_checkpoint_folder(compose_train, tmp_path):
 def test_identity_round_trips_through_its_dict(compose_train):
     identity = _identity(compose_train, "optimizer.lr=0.01")
     assert RunIdentity.from_dict(identity.to_dict()) == identity
+
+
+@pytest.mark.parametrize(("one", "other"), [("32", "32-true"), ("16", "16-mixed"), ("bf16", "bf16-mixed"),
+                                            ("64", "64-true")])
+def test_precision_aliases_are_one_run(compose_train, one, other):
+    assert _identity(compose_train, f"trainer.precision={one}") == _identity(
+        compose_train, f"trainer.precision={other}")
+
+
+def test_a_model_key_named_like_a_secret_is_hashed_with_its_value(compose_train):
+    """key_dim is a setting, not a credential: key_dim=64 is not the finished key_dim=4."""
+    four, sixty_four = (_identity(compose_train, f"+model.net.key_dim={value}") for value in (4, 64))
+    assert four != sixty_four
+    assert sixty_four.training["model"]["net"]["key_dim"] == 64
+    assert "model.net.key_dim: 4 -> 64" in sixty_four.differences(four)
+
+
+def test_tracking_credentials_never_enter_the_identity(compose_train):
+    identity = _identity(compose_train, "logger=mlflow", "logger.mlflow.tracking_uri=http://user:hunter22@host:5000")
+    assert identity == _identity(compose_train)
+    assert "hunter22" not in json.dumps(identity.to_dict())
+    assert "logger" not in identity.training and "paths" not in identity.training
+
+
+def test_editing_the_networks_source_code_makes_another_run(compose_train, tmp_path, monkeypatch):
+    package = tmp_path / "mynets"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    source = package / "net.py"
+    source.write_text("import torch\nclass Net(torch.nn.Linear):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = _identity(compose_train, "model.net._target_=mynets.net.Net")
+    assert before == _identity(compose_train, "model.net._target_=mynets.net.Net")
+    source.write_text("import torch\nclass Net(torch.nn.Linear):\n    scale = 2\n")
+    after = _identity(compose_train, "model.net._target_=mynets.net.Net")
+    assert after != before
+    assert [line for line in after.differences(before) if line.startswith("model.source:")]

@@ -32,10 +32,12 @@ def _record(**changes) -> records.RunRecord:
 def test_a_record_reads_back_as_written(tmp_path: Path):
     record = _record(profiling={"avg_time_sec": 0.1}, timing={"fit_sec": 2.0})
     path = records.write_record(tmp_path, record)
-    assert path == tmp_path / "test_results" / "tiny_cnn_32.json"
+    assert path == tmp_path / "runs" / record.identity.digest / "record.json"
     assert records.read_record(path) == record
+    # The readable seed-study name is a view of the same file.
+    assert records.read_record(tmp_path / "test_results" / "tiny_cnn_32.json") == record
     payload = json.loads(path.read_text())
-    assert payload["schema_version"] == 2
+    assert payload["schema_version"] == 3
     seed_keys = [payload[key] for key in ("run_name", "model", "resolution", "seed")]
     assert seed_keys == ["tiny_cnn_32", "tiny_cnn", 32, 0]
 
