@@ -172,3 +172,16 @@ def test_the_margin_is_set_against_one_test_image(tmp_path: Path, margin: float,
     assert (f"One test image of the smallest class (df, {smallest} images) moves balanced accuracy by up to "
             f"1/(7 x {smallest}) = {1 / (7 * smallest):.4f}; the margin {margin:g} is {relation} one image's "
             "effect.") in markdown
+
+
+def test_digests_restrict_the_study_to_those_runs(tmp_path: Path):
+    kept = [make_record(tmp_path, "simple_cnn", res) for res in (224, 512)]
+    make_record(tmp_path, "simple_cnn", 512, seed=1)
+    make_record(tmp_path, "tiny_cnn", 224)
+    write_aggregates(tmp_path, evaluate_cross_res=False, digests={r.identity.digest for r in kept},
+                     n_resamples=200, strict=True)
+    with open(tmp_path / "all_results.csv", newline="") as handle:
+        rows = [(row["model"], row["resolution"], row["seed"]) for row in csv.DictReader(handle)]
+    assert sorted(rows) == [("simple_cnn", "224", "0"), ("simple_cnn", "512", "0")]
+    summary = json.loads((tmp_path / "results_summary.json").read_text())
+    assert summary["total_experiments"] == 2 and summary["models"] == ["simple_cnn"]
