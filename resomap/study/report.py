@@ -443,19 +443,38 @@ def accuracy_section(study: Study, data: DataStudy) -> Section:
     return Section(_titled(study, data, "Accuracy by resolution"), text, images)
 
 
+def _class_counts(data: DataStudy) -> dict[str, int]:
+    """Test images per class (from the first stored predictions)."""
+    for model in data.models:
+        labels = _labels(data, model)
+        if labels is not None:
+            return {name: int(np.sum(labels == i)) for i, name in enumerate(data.classes)}
+    return {}
+
+
 def auroc_section(study: Study, data: DataStudy) -> Section:
     classes = data.classes
     auroc_rows, precision_rows = [], []
+
+    def auroc(value: float | None) -> str:
+        text = fmt(value)
+        return f"{text} (at bound)" if value is not None and math.isfinite(value) and value >= 1 else text
+
     for (model, res), group in data.groups.items():
-        auroc_rows.append([model, res, *[fmt(group.per_class_auroc.get(name)) for name in classes],
+        auroc_rows.append([model, res, *[auroc(group.per_class_auroc.get(name)) for name in classes],
                            fmt(group.value("macro_auroc"))])
         precision_rows.append([model, res, *[fmt(group.per_class_average_precision.get(name))
                                              for name in classes]])
     text = ("One-vs-rest ROC AUC of each class from the stored test probabilities (as the ISIC challenges "
             "report them beside balanced accuracy), mean over seeds. AUROC measures how well a class is "
             "ranked against the others whatever the decision threshold, so it shows a resolution effect "
-            "that an under-trained model's argmax (balanced accuracy) can hide.\n\n")
-    text += table(["Model", "Resolution", *classes, "Macro"], auroc_rows)
+            "that an under-trained model's argmax (balanced accuracy) can hide. Headers give each class's "
+            f"test images; a class with fewer than {degenerate.FEW_POSITIVES} gives a coarse AUROC, and an "
+            "AUROC of 1 (at bound) is a perfect ranking of these few images, not certainty.\n\n")
+    counts = _class_counts(data)
+    headers = [f"{name} (n={counts[name]}{', few' if counts[name] < degenerate.FEW_POSITIVES else ''})"
+               if name in counts else name for name in classes]
+    text += table(["Model", "Resolution", *headers, "Macro"], auroc_rows)
     text += "\n\n**Average precision per class** (one-vs-rest, area under the precision-recall curve):\n\n"
     text += table(["Model", "Resolution", *classes], precision_rows)
     level = f"{study.settings.confidence:.0%}"
