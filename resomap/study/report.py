@@ -658,7 +658,7 @@ def pareto_section(study: Study, data: DataStudy) -> Section:
         return Section(title, f"No run has both {label} and {cost}: no Pareto plot.")
     frontier = pareto_optimal({i: (value, spent) for i, (_, _, value, spent) in enumerate(points)})
     cost_label = _cost_label(data, cost)
-    image = plots.pareto_scatter(points, frontier, cost_label, label,
+    image = plots.pareto_scatter(points, frontier, cost_label, f"test {label} (0-1)",
                                  figure(study, data, "accuracy_vs_cost_pareto"))
     listed = ", ".join(f"{points[i][0]} @ {points[i][1]}" for i in frontier)
     return Section(title, f"Across all models, the runs on the Pareto frontier of {label} against "
