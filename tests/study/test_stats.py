@@ -152,6 +152,7 @@ def test_holm_adjusts_step_down():
     assert stats.holm([]) == []
 
 
+@pytest.mark.parametrize("k", [1.0, 2.0, 2.6])
 def test_power_law_fit_recovers_the_exponent(k: float):
     rng = np.random.default_rng(2)
     resolutions = np.array([224, 256, 320, 384, 512])
