@@ -37,7 +37,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_data_root: Path) -> Path:
-    """A second seed of one pair, then the 2 x 2 multirun whose end writes the report."""
+    """A second seed of one pair, then the 2 x 2 multirun whose end writes the report of its own
+    four runs (kept as ``sweep_summary.json``), then ``resomap report`` over the whole folder."""
     root = tmp_path_factory.mktemp("sweep")
     base = [*tiny_overrides(root, tiny_data_root), *FAST]
     extra = run_module("resomap.train", [*base, "model=tiny_cnn", "res=32", "seed=1"], cwd=root)
@@ -45,7 +46,18 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_data_root: Path) -> Pat
     completed = run_module("resomap.train", ["-m", *base, "model=" + ",".join(MODELS),
                                              "res=" + ",".join(map(str, RESOLUTIONS))], cwd=root)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return root / "results"
+    results = root / "results"
+    shutil.copy(results / "results_summary.json", root / "sweep_summary.json")
+    rebuilt = run_module("resomap.report", [f"results_dir={results}", f"paths.root_dir={root}"], cwd=root)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    return results
+
+
+def test_the_end_of_a_sweep_reports_its_own_runs(sweep: Path):
+    own = json.loads((sweep.parent / "sweep_summary.json").read_text())
+    assert own["total_experiments"] == 4  # the earlier seed-1 run is not this sweep's
+    assert {(r["model"], r["resolution"]) for r in own["top_5_results"]} == {
+        (m, r) for m in MODELS for r in RESOLUTIONS}
 
 
 def _rows(results_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
