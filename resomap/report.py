@@ -28,11 +28,14 @@ def main(cfg: DictConfig) -> None:
 
     with user_errors():
         results_dir = Path(cfg.results_dir).expanduser().resolve()
-        if not any((results_dir / results.TEST_RESULTS).glob("*.json")):
+        found = [*results_dir.glob(f"{results.RUNS}/*/{results.RECORD_FILE}"),
+                 *(results_dir / results.TEST_RESULTS).glob("*.json")]
+        if not found:
             raise ResoMapError(
-                f"No result files in {results_dir / results.TEST_RESULTS}: expected the <model>_<res>.json "
-                "files a training run writes. Run a sweep first, or pass results_dir=PATH pointing at a "
-                "results folder (the one holding test_results/).")
+                f"No result files in {results_dir}: expected the {results.RUNS}/<identity>/"
+                f"{results.RECORD_FILE} (or {results.TEST_RESULTS}/<model>_<res>.json) files a training run "
+                "writes. Run a sweep first, or pass results_dir=PATH pointing at a results folder (the one "
+                f"holding {results.RUNS}/ or {results.TEST_RESULTS}/).")
         try:
             written = write_aggregates(results_dir, evaluate_cross_res=cfg.evaluate_cross_res,
                                        **OmegaConf.to_container(cfg.report, resolve=True))

@@ -215,7 +215,8 @@ class SweepSummary(Callback):
             log.warning("This version of the report covers every record in %s, not only this sweep's %d runs",
                         config.paths.results_dir, len(digests))
         try:
-            settings = OmegaConf.to_container(config.get("report") or {}, resolve=True)
+            report = config.get("report")
+            settings = OmegaConf.to_container(report, resolve=True) if report is not None else {}
             written = write_aggregates(config.paths.results_dir, evaluate_cross_res=config.evaluate_cross_res,
                                        **scope, **settings)
             log.info("Sweep finished: results aggregated into %s; read %s first", written[0].parent,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from resomap.io import atomic_write_text, write_csv, write_json
-from resomap.study import stats
+from resomap.study import spent, stats
 from resomap.study.study import DataStudy, RunData, Settings, Study, build_study
 
 # The seed study's columns, in its order; new columns follow them.
@@ -66,7 +66,9 @@ def result_row(run: RunData) -> dict[str, Any]:
     _flatten("best", record.best_val_metrics, row)
     identity = record.identity
     row.update(data_name=identity.data_name, data_fingerprint=identity.data_fingerprint,
-               training_hash=identity.training_hash, metrics_source=run.source)
+               training_hash=identity.training_hash, metrics_source=run.source,
+               configuration=", ".join(f"{key}={value}" for key, value in sorted(run.config.items())),
+               degenerate="; ".join(run.flags))
     return row
 
 
@@ -128,6 +130,27 @@ def _interval(interval: stats.Interval | None, confidence: float) -> dict[str, A
             "ci_high": interval.high, "ci_level": confidence, "seeds": interval.n, "method": interval.method}
 
 
+def _recommendation(data: DataStudy, model: str, rec: Any, settings: Settings) -> dict[str, Any]:
+    decision = rec.decision
+    found = spent.spent(model, data.model_groups(model))
+    step = spent.next_step(data.model_groups(model), decision)
+    return {
+        "recommended_resolution": rec.resolution, "best_resolution": rec.best_resolution,
+        "decided": rec.decided, "non_inferior": list(rec.non_inferior), "undecided": list(rec.undecided),
+        "statement": rec.statement, "warnings": list(rec.warnings), "pareto_optimal": list(rec.pareto),
+        "pareto_axes": [settings.metric, *rec.pareto_axes],
+        "level_one_sided": decision.level if decision else None,
+        "winners_curse_optimism": decision.optimism if decision else None,
+        "best_share_of_resamples": decision.best_share if decision else None,
+        "cost": {"runs": found.runs, "seconds": found.seconds, "timed_runs": found.timed,
+                 "seeds_per_resolution": {str(res): n for res, n in found.seeds.items()}, "k": found.k,
+                 "grid_runs": found.grid_runs, "grid_seconds": found.grid_seconds,
+                 "devices": list(found.devices)},
+        "more_seeds": ({"resolutions": list(step.resolutions), "seeds": step.seeds, "runs": step.runs,
+                        "seconds": step.seconds} if step is not None else None),
+    }
+
+
 def _data_summary(data: DataStudy, settings: Settings) -> dict[str, Any]:
     pairs = []
     for (model, res), group in data.groups.items():
@@ -138,6 +161,9 @@ def _data_summary(data: DataStudy, settings: Settings) -> dict[str, Any]:
             "per_class_auroc": group.per_class_auroc,
             "per_class_average_precision": group.per_class_average_precision,
             "costs": group.costs, "cost_keys": group.cost_keys,
+            "configuration": group.config,
+            "degenerate_runs": [{"seed": run.seed, "run_name": run.record.run_name, "flags": run.flags}
+                                for run in group.flagged],
         }
         comparison = data.comparisons.get((model, res))
         if comparison is not None:
@@ -148,11 +174,12 @@ def _data_summary(data: DataStudy, settings: Settings) -> dict[str, Any]:
                 "difference": paired.difference if paired else None,
                 "ci_low": paired.low if paired else None, "ci_high": paired.high if paired else None,
                 "pvalue_holm": comparison.pvalue_holm, "margin": comparison.margin,
+                "inferiority_pvalue_holm": comparison.inferiority_p_holm,
                 "noninferiority_pvalue": comparison.noninferiority_p,
                 "noninferiority_pvalue_holm": comparison.noninferiority_p_holm,
                 "status": comparison.status,
-                "decisive_test_images": comparison.decisive_images,
-                "decisive_seeds": comparison.decisive_seeds,
+                "power80_test_images": comparison.decisive_images,
+                "power80_seeds": comparison.decisive_seeds,
                 "mcnemar_plain_accuracy_pvalue": comparison.mcnemar.pvalue if comparison.mcnemar else None,
                 "mcnemar_seed": comparison.mcnemar_seed,
                 "note": comparison.reason or None,
@@ -167,11 +194,13 @@ def _data_summary(data: DataStudy, settings: Settings) -> dict[str, Any]:
         "models": data.models, "resolutions": data.resolutions, "classes": data.classes,
         "by_model_resolution": pairs,
         "recommendations": {
-            model: {"recommended_resolution": rec.resolution, "best_resolution": rec.best_resolution,
-                    "non_inferior": list(rec.non_inferior), "undecided": list(rec.undecided),
-                    "statement": rec.statement, "pareto_optimal": list(rec.pareto),
-                    "pareto_axes": [settings.metric, *rec.pareto_axes]}
+            model: _recommendation(data, model, rec, settings)
             for model, rec in data.recommendations.items()},
+        "configurations": ({"keys": data.configs.keys, "linked_to_resolution": data.configs.linked,
+                            "warnings": data.configs.warnings} if data.configs is not None else {}),
+        "runs": [{"model": run.model, "resolution": run.record.resolution, "seed": run.seed,
+                  "run_name": run.record.run_name, "identity": run.record.identity.digest,
+                  "configuration": run.config, "degenerate": run.flags} for run in data.runs],
         "highest_vs_lowest_resolution": {
             model: {"high": found.high_resolution, "low": found.low_resolution, "seeds": list(found.seeds),
                     "differences": {name: {"difference": d.difference, "ci_low": d.low, "ci_high": d.high,
@@ -213,7 +242,8 @@ def summary(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "top_5_results": top,
         "ranking_metric": column,
         "settings": {"metric": settings.metric, "margin": settings.margin, "confidence": settings.confidence,
-                     "n_resamples": settings.n_resamples, "bootstrap_seed": settings.seed},
+                     "n_resamples": settings.n_resamples, "bootstrap_seed": settings.seed,
+                     "looks": settings.looks},
         "data_sets": {name: _data_summary(data, settings) for name, data in study.data_sets.items()},
         "invalid_files": study.invalid,
         "notes": study.notes,
@@ -270,11 +300,15 @@ def detailed_report(study: Study, rows: list[dict[str, Any]]) -> str:
                 lines.append(f"  Best Model: {best['model']}")
             else:
                 for name, data in study.data_sets.items():
-                    rec = data.recommendations.get(value)
-                    if rec is not None:
+                    for label, rec in data.recommendations.items():
+                        if label != value and not label.startswith(f"{value} ["):
+                            continue
                         where = f" ({name})" if len(study.data_sets) > 1 else ""
+                        config = label[len(value):].strip()
+                        where += f" {config}" if config else ""
                         chosen = f"{rec.resolution}px" if rec.resolution is not None else "none"
-                        lines.append(f"  Recommended Resolution{where}: {chosen}")
+                        decided = "" if rec.decided else " (not a decision)"
+                        lines.append(f"  Recommended Resolution{where}: {chosen}{decided}")
     lines += _block("DETAILED RESULTS TABLE")
     header = (f"{'Model':<22}{'Res':>6}{'Seed':>6}{'BalAcc':>9}{'AUROC':>9}{'Acc':>9}{'Prec':>9}{'Recall':>9}"
               f"{'F1':>9}{'ValLoss':>9}{'Time(s)':>10}{'Img/s':>10}")
@@ -294,7 +328,7 @@ def detailed_report(study: Study, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_aggregates(results_dir: str | Path, evaluate_cross_res: bool = True,
+def write_aggregates(results_dir: str | Path, evaluate_cross_res: bool = True, digests: Any = None,
                      metric: str = "balanced_accuracy", margin: float = 0.02, strict: bool = False,
                      **settings: Any) -> list[Path]:
     """Rebuild every sweep-level file from the run records; returns what was written.
@@ -303,7 +337,9 @@ def write_aggregates(results_dir: str | Path, evaluate_cross_res: bool = True,
     ``report.html`` and ``plots/``. ``evaluate_cross_res=False`` uses cached train x test
     resolution evaluations only. ``metric`` and ``margin`` (``report.metric``/``report.margin``)
     choose the metric that drives the recommendation and the non-inferiority margin; other
-    ``report.*`` keys (confidence, n_resamples, seed) pass through ``settings``.
+    ``report.*`` keys (confidence, n_resamples, seed, looks) pass through ``settings``.
+    ``digests`` (identity digests) restricts the study to those runs, e.g. one sweep's own;
+    None: every run in the folder.
 
     A report section that cannot be built does not cost the others: every file is written,
     the report ends with the sections that failed, and then
@@ -315,7 +351,8 @@ def write_aggregates(results_dir: str | Path, evaluate_cross_res: bool = True,
 
     chosen = check_settings(metric, margin, **settings)
     results_dir = Path(results_dir)
-    study = build_study(results_dir, evaluate_cross_res=evaluate_cross_res, settings=chosen)
+    study = build_study(results_dir, evaluate_cross_res=evaluate_cross_res, settings=chosen,
+                        digests=None if digests is None else set(digests))
     columns, rows = results_table(study.runs)
     written = [results_dir / "all_results.csv"]
     write_csv(written[0], rows, columns)

@@ -365,3 +365,13 @@ def statement(decision: Decision, settings: Settings) -> str:
     if by_status["not paired"]:
         text += f" Not compared (no shared seeds or other test images): {_list(by_status['not paired'])}."
     return text
+
+
+def image_effect(labels: np.ndarray) -> tuple[float, int, int]:
+    """(effect, class, its test images): the most one test image can move balanced accuracy,
+    ``1 / (classes x images of the smallest class)`` (one image of that class changes its recall
+    by ``1 / images``, and balanced accuracy averages the classes' recalls). Macro AUROC moves by
+    at most as much when that image passes every other class's image in the ranking."""
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    smallest = int(np.argmin(counts))
+    return 1.0 / (values.size * int(counts[smallest])), int(values[smallest]), int(counts[smallest])

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from resomap.io import save_figure
@@ -21,11 +22,20 @@ def save(figure: Figure, path: Path) -> Path:
     return save_figure(figure, path, dpi=DPI, bbox_inches="tight")
 
 
+def readable_log(axis) -> None:
+    """Log-scale ticks at 1, 2 and 5 times powers of ten, labelled as plain numbers (``20``,
+    ``0.5``, ``1e+12``), so a range within one decade still gets labelled ticks."""
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def _resolution_axis(axes, resolutions: Sequence[int], log_scale: bool = False) -> None:
     if log_scale:
         axes.set_xscale("log")
         axes.set_yscale("log")
         axes.minorticks_off()
+        readable_log(axes.yaxis)
     axes.set_xticks(list(resolutions), [str(r) for r in resolutions])
     axes.set_xlabel("input resolution (px)")
 
@@ -97,6 +107,7 @@ def cost_curves(curves: Sequence[tuple[int, Sequence[float], Sequence[float]]], 
     for budget in budgets:
         axes.axvline(budget, color="grey", linestyle="--", linewidth=0.8)
     axes.set_xscale("log")
+    readable_log(axes.xaxis)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=10)
@@ -119,6 +130,7 @@ def pareto_scatter(points: Sequence[tuple[str, int, float, float]], frontier: Se
     axes.plot([p[3] for p in best], [p[2] for p in best], "k--", lw=1, label="Pareto frontier")
     axes.scatter([p[3] for p in best], [p[2] for p in best], s=110, facecolors="none", edgecolors="k")
     axes.set_xscale("log")
+    readable_log(axes.xaxis)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title("Accuracy against cost")
@@ -140,8 +152,8 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: st
                   color="white" if rates[i, j] > 0.6 else "black")
     axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     axes.set_yticks(range(len(classes)), classes)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
     axes.set_title(title, fontsize=9)
     return save(figure, path)
 
@@ -166,5 +178,5 @@ def heatmap(matrix: dict[int, dict[int, float]], title: str, path: Path) -> Path
     axes.set_xlabel("test resolution (px)")
     axes.set_ylabel("train resolution (px)")
     axes.set_title(title, fontsize=9)
-    figure.colorbar(image, ax=axes, label="balanced accuracy")
+    figure.colorbar(image, ax=axes, label="balanced accuracy (0-1)")
     return save(figure, path)

@@ -19,15 +19,19 @@ import datetime as dt
 import html
 import logging
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from markdown_it import MarkdownIt
 
 from resomap.io import atomic_write_text
-from resomap.study import agreement, plots, stats
+from resomap.names import UnsafeName, contained
+from resomap.study import agreement, degenerate, plots, spent, stats
+from resomap.study import decide as decide_module
 from resomap.study.study import (
     EXPONENT_TOLERANCE,
     FIGURES,
@@ -87,10 +91,31 @@ DataSection = Callable[[Study, DataStudy], "Section | None"]
 StudySection = Callable[[Study], "Section | None"]
 
 
+class Md(str):
+    """Markdown the report wrote itself (bold, code): a table cell that is not escaped."""
+
+
+# Characters that make Markdown (or the HTML it may carry) out of plain text: emphasis, code,
+# links and images (``(`` is harmless once ``[`` is escaped), raw HTML, tables, headings,
+# strike-through, entities.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#!|~&])")
+
+
+def esc(value: Any) -> str:
+    """Record-derived text (a model, class, data or run name, a note) as literal Markdown text:
+    every character that Markdown or HTML would interpret is backslash-escaped, line breaks
+    become spaces. markdown-it renders the result as the same text, HTML-escaped."""
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown (GFM) table; ``|`` inside cells is escaped."""
+    """A Markdown (GFM) table. Every cell is escaped (:func:`esc`) except :class:`Md` cells,
+    which the report wrote itself."""
     def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
+        if isinstance(value, Md):
+            return str(value).replace("|", "\\|").replace("\n", " ")
+        return esc(value)
     lines = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
     return "\n".join(lines)
@@ -103,16 +128,27 @@ def fmt(value: Any, spec: str = ".3f") -> str:
 
 
 def with_ci(interval: stats.Interval | None) -> str:
-    """``estimate [low, high]``; the interval's ends as computed, even when they exclude the estimate."""
+    """``estimate [low, high]``; the interval's ends as computed, even when they exclude the estimate.
+    A degenerate interval (zero width, an estimate at 0 or 1) is marked, never shown as certainty."""
     if interval is None or not math.isfinite(interval.mean):
         return "n/a"
     if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
         return fmt(interval.mean)
-    return f"{fmt(interval.mean)} [{fmt(interval.low)}, {fmt(interval.high)}]"
+    text = f"{fmt(interval.mean)} [{fmt(interval.low)}, {fmt(interval.high)}]"
+    flag = degenerate.interval_flag(interval.low, interval.high, interval.mean)
+    return Md(f"{text} (degenerate: {flag})" if flag else text)  # numbers only: nothing to escape
 
 
-def signed_ci(difference: stats.PairedDifference) -> str:
-    return f"{difference.difference:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]"
+def signed_ci(difference: stats.PairedDifference, positives: int | None = None,
+              estimates: Sequence[float] = ()) -> str:
+    """``difference [low, high]``, marked when degenerate: zero width, few test images of the
+    class (``positives``), or a compared estimate at its bound (``estimates``)."""
+    text = f"{difference.difference:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]"
+    reasons = [degenerate.interval_flag(difference.low, difference.high, bounded=False, positives=positives)]
+    reasons += [f"an estimate at the bound {value:g}" for value in estimates
+                if math.isfinite(value) and (value <= 0 or value >= 1)]
+    found = ", ".join(reason for reason in reasons if reason)
+    return Md(f"{text} (degenerate: {found})" if found else text)  # numbers only: nothing to escape
 
 
 def pvalue(value: float | None) -> str:
@@ -121,10 +157,22 @@ def pvalue(value: float | None) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def file_name(text: str) -> str:
+    """A record-derived name (a model with its configuration, a run) as a plain file name."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("._") or "figure"
+
+
 def plots_dir(study: Study, data: DataStudy | None = None) -> Path:
     """``results/plots``; with several data sets, ``results/plots/{data set}`` for each one's figures."""
     base = study.results_dir / PLOTS_DIR
-    return base / data.name if data is not None and len(study.data_sets) > 1 else base
+    if data is not None and len(study.data_sets) > 1:
+        return contained(base, file_name(data.name))
+    return base
+
+
+def figure(study: Study, data: DataStudy | None, name: str) -> Path:
+    """``plots_dir / {name}.png``, the name made a plain file name and kept inside the folder."""
+    return contained(plots_dir(study, data), f"{file_name(name)}.png")
 
 
 def _titled(study: Study, data: DataStudy, title: str) -> str:
@@ -137,24 +185,72 @@ def _titled(study: Study, data: DataStudy, title: str) -> str:
 def rule(study: Study) -> str:
     settings = study.settings
     level = f"{settings.confidence:.0%}"
+    looks = (f", split over {settings.looks} looks of a sequential study (Bonferroni: "
+             f"{settings.alpha:.3g} per look)" if settings.looks > 1 else "")
     return (
         f"**How the resolution is chosen.** The metric is {settings.metric_label} (`report.metric="
         f"{settings.metric}`), computed from each run's stored test predictions. For each model the *best* "
         f"resolution has the highest {settings.metric_label} (mean over seeds). Every other resolution is "
-        "compared with it on the same test images: the difference (resolution minus best) with a "
-        f"{level} paired percentile bootstrap interval ({settings.n_resamples} resamples; the test images "
-        "are resampled within each class, and with several seeds the seeds are resampled first). A "
-        f"resolution is *non-inferior* when it is shown to lose less than the margin (`report.margin="
-        f"{settings.margin:g}`): the one-sided bootstrap test of \"difference <= -margin\", Holm-corrected "
-        f"over the model's comparisons, rejects at {settings.alpha:g}; with a single comparison this is "
-        "exactly \"the interval's lower end lies above -margin\". The recommended resolution is the "
-        "smallest non-inferior one, and the best one when no smaller one is shown non-inferior. "
-        "*Undecided*: the interval holds -margin, so the test set cannot tell; the comparison table gives "
-        "a rough number of test images that would decide it. Comparing with the observed best slightly "
-        "favours the best (its estimate is the largest of several noisy ones). The *Pareto-optimal* "
-        f"resolutions are those no other resolution of the model beats on {settings.metric_label} and cost "
-        "at once (cost: latency and peak memory when profiled, else FLOPs, else resolution)."
+        "compared with it on the same test images and seeds: the difference (resolution minus best) with a "
+        f"{level} hierarchical percentile bootstrap interval ({settings.n_resamples} resamples; each draws "
+        "the seeds with replacement, then the test images within each class, and scores every drawn seed "
+        "of both resolutions on the same drawn images), so the interval holds training variance as well as "
+        f"test-set variance. *Non-inferior*: the one-sided test of \"difference <= -margin\" (`report.margin="
+        f"{settings.margin:g}`) rejects; *inferior* (shown worse by more than the margin): the one-sided "
+        "test of \"difference >= -margin\" rejects. Both p-values are Holm-corrected over the model's "
+        f"comparisons and compared with the same level, {settings.alpha:.3g}{looks}. A comparison resting "
+        "on one training run per resolution is *undecided* whatever its p-values: one run says nothing of "
+        "the seed-to-seed variance. The recommended resolution is the smallest among the best and the "
+        "non-inferior ones; the answer is a *decision* only when every smaller resolution is shown "
+        "inferior on at least two seeds. The *Pareto-optimal* resolutions are those no other resolution "
+        f"of the model beats on {settings.metric_label} and cost at once (cost: latency and peak memory when "
+        "profiled, else multiply-adds, else resolution)."
     )
+
+
+def _labels(data: DataStudy, model: str) -> np.ndarray | None:
+    for group in data.model_groups(model):
+        for run in group.paired:
+            return run.predictions.labels
+    return None
+
+
+def _margin_sentence(study: Study, data: DataStudy, model: str) -> str:
+    """The margin against one test image's effect on the metric (computed from the test labels)."""
+    labels = _labels(data, model)
+    if labels is None:
+        return ""
+    effect, cls, count = decide_module.image_effect(labels)
+    name = data.classes[cls] if cls < len(data.classes) else str(cls)
+    margin = study.settings.margin
+    relation = "below" if margin < effect - 1e-12 else "above" if margin > effect + 1e-12 else "equal to"
+    text = (f"One test image of the smallest class ({esc(name)}, {count} images) moves "
+            f"{study.settings.metric_label} by up to 1/({len(np.unique(labels))} x {count}) = {effect:.4f}; "
+            f"the margin {margin:g} is {relation} one image's effect.")
+    if relation == "below":
+        text += (" A difference smaller than one such image cannot be seen on one run: only averaging "
+                 "over seeds (or a larger test set) can show non-inferiority at this margin.")
+    return text
+
+
+def _bias_sentence(rec: Any, study: Study) -> str:
+    decision = rec.decision
+    if decision is None or decision.optimism is None:
+        return ""
+    return (f"Winner's curse: picking the highest of {len(decision.estimates)} noisy estimates inflates "
+            f"the best's {study.settings.metric_label} by about {decision.optimism:.3f} (bootstrap estimate: "
+            "mean excess of the resampled best over its own estimate); the observed best stays best in "
+            f"{decision.best_share:.0%} of the resamples.")
+
+
+def _next_step_sentence(data: DataStudy, model: str, rec: Any) -> str:
+    step = spent.next_step(data.model_groups(model), rec.decision)
+    if step is None or not step.runs:
+        return ""
+    where = ", ".join(f"{res} px" for res in step.resolutions)
+    return (f"More seeds: {step.seeds} seeds at {where} take {step.runs} more run"
+            f"{'s' if step.runs > 1 else ''}, about {spent.duration(step.seconds)} at the recorded "
+            "timings (`timing.total_sec`).")
 
 
 def answer_section(study: Study, data: DataStudy) -> Section:
@@ -163,41 +259,93 @@ def answer_section(study: Study, data: DataStudy) -> Section:
     for model, rec in data.recommendations.items():
         chosen = data.groups.get((model, rec.resolution)) if rec.resolution is not None else None
         best = data.groups.get((model, rec.best_resolution)) if rec.best_resolution is not None else None
-        rows.append([model, f"**{rec.resolution}**" if rec.resolution is not None else "none",
+        seeds = sorted({len(g.runs) for g in data.model_groups(model)})
+        decided = "decided" if rec.decided else Md("**not a decision**")
+        rows.append([model, Md(f"**{rec.resolution}**") if rec.resolution is not None else "none", decided,
+                     "-".join(map(str, (seeds[0], seeds[-1]))) if len(seeds) > 1 else seeds[0],
                      with_ci(chosen.intervals[study.settings.metric]) if chosen else "n/a",
                      rec.best_resolution if rec.best_resolution is not None else "n/a",
                      with_ci(best.intervals[study.settings.metric]) if best else "n/a",
                      ", ".join(map(str, rec.non_inferior)) or "none",
                      ", ".join(map(str, rec.undecided)) or "none",
                      ", ".join(map(str, rec.pareto)) + f" ({' / '.join([label, *rec.pareto_axes])})"])
-        statements.append(f"- **{model}**: {rec.statement}")
+        parts = [esc(rec.statement)]
+        parts += [f"**Warning**: {esc(warning)}." for warning in rec.warnings]
+        parts += [text for text in (_next_step_sentence(data, model, rec), _bias_sentence(rec, study),
+                                    _margin_sentence(study, data, model)) if text]
+        statements.append(f"- **{esc(model)}**: " + " ".join(parts))
     level = f"{study.settings.confidence:.0%}"
-    text = table(["Model", "Recommended resolution", f"{label[0].upper()}{label[1:]} there [{level} CI]",
-                  "Best resolution", f"Best {label} [{level} CI]",
-                  f"Non-inferior to best (margin {study.settings.margin:g})", "Undecided",
-                  "Pareto-optimal"], rows)
-    text += "\n\n" + "\n".join(statements) + "\n\n" + rule(study)
+    text = table(["Model", "Recommended resolution", "Decision", "Seeds per resolution",
+                  f"{label[0].upper()}{label[1:]} there [{level} CI]", "Best resolution",
+                  f"Best {label} [{level} CI]", f"Non-inferior to best (margin {study.settings.margin:g})",
+                  "Undecided", "Pareto-optimal"], rows)
+    configs = data.configs
+    if configs is not None and configs.keys:
+        text += ("\n\nThe runs of " + ", ".join(f"{esc(m)} differ in {esc(', '.join(k))}"
+                                               for m, k in configs.keys.items())
+                 + ": each configuration is answered on its own (its keys are named with the model).")
+    if configs is not None and configs.linked:
+        text += ("\n\n**Warning**: " + "; ".join(f"the runs of {esc(m)} differ between resolutions in "
+                                                 f"{esc(', '.join(k))}" for m, k in configs.linked.items())
+                 + ": every comparison of their resolutions includes the effect of these settings.")
+    text += "\n\n" + "\n".join(statements) + "\n\n" + rule(study) + " " + decide_module.POWER_ASSUMPTIONS
     return Section(_titled(study, data, "Answer: the resolution to use for each model"), text)
+
+
+def degenerate_section(study: Study, data: DataStudy) -> Section:
+    """Runs that learned something other than the task, or stopped learning at once."""
+    rows = [[run.model, run.record.resolution, run.seed, "; ".join(run.flags)]
+            for run in data.runs if run.flags]
+    title = _titled(study, data, "Degenerate runs")
+    rule_text = (f"A run is flagged when a class with at least {degenerate.MIN_CLASS_IMAGES} test images is "
+                 "never predicted, or never predicted correctly; when its plain accuracy is below the "
+                 "majority-class rate; or when its best epoch is the first of its schedule. A recommended "
+                 "resolution with a flagged run carries a warning in the answer.")
+    if not rows:
+        return Section(title, f"No run is degenerate. {rule_text}")
+    return Section(title, f"**{len(rows)} of {len(data.runs)} runs are degenerate.** {rule_text}\n\n"
+                   + table(["Model", "Resolution", "Seed", "Why"], rows))
+
+
+def answer_cost_section(study: Study, data: DataStudy) -> Section:
+    """Runs and time spent per model, against the full k-seed grid."""
+    rows = []
+    for model in data.models:
+        found = spent.spent(model, data.model_groups(model))
+        seeds = ", ".join(f"{res}: {count}" for res, count in sorted(found.seeds.items()))
+        grid = (f"{found.grid_runs} runs, about {spent.duration(found.grid_seconds)}"
+                if found.grid_seconds is not None else f"{found.grid_runs} runs")
+        rows.append([model, found.runs, spent.duration(found.seconds if found.timed else None)
+                     + (f" ({found.timed} of {found.runs} timed)" if found.timed < found.runs else ""),
+                     "; ".join(found.devices), seeds, found.k, grid, found.saved_runs])
+    text = ("Wall time of every run (the records' `timing.total_sec`: setup, training, test, profiling, "
+            "explanations) on the device it ran on, against the full grid of every resolution at k seeds "
+            "(k: the most seeds any resolution of the model got; missing runs costed at the mean time of "
+            "their resolution's runs).\n\n"
+            + table(["Model", "Runs", "Time spent", "Device", "Seeds per resolution (px: seeds)", "k",
+                     "Full k-seed grid", "Runs saved"], rows))
+    return Section(_titled(study, data, "What the answer cost"), text)
 
 
 def data_section(study: Study, data: DataStudy) -> Section:
     latest = max(data.runs, key=lambda run: run.record.timestamp).record
     info = latest.data
-    lines = [f"- **Data set**: {info.name} at `{info.root or 'unknown'}` (fingerprint "
-             f"`{info.fingerprint or 'n/a'}`)"]
+    lines = [f"- **Data set**: {esc(info.name)} at {esc(info.root or 'unknown')} (fingerprint "
+             f"{esc(info.fingerprint or 'n/a')})"]
     fingerprints = {run.record.identity.data_fingerprint for run in data.runs}
     if len(fingerprints) > 1:
-        lines.append(f"- **Warning**: the runs of {info.name} saw {len(fingerprints)} different versions "
-                     "of it (data fingerprints); their comparisons mix data versions.")
+        lines.append(f"- **Warning**: the runs of {esc(info.name)} saw {len(fingerprints)} different "
+                     "versions of it (data fingerprints); their comparisons mix data versions.")
     if len(study.data_sets) > 1:
-        lines.append(f"- This folder holds {len(study.data_sets)} data sets ({', '.join(study.data_sets)}); "
-                     "each has its own sections and runs of different data sets are never compared.")
+        names = esc(", ".join(study.data_sets))
+        lines.append(f"- This folder holds {len(study.data_sets)} data sets ({names}); each has its own "
+                     "sections and runs of different data sets are never compared.")
     devices = sorted({f"{run.record.device or 'unknown'} ({run.record.accelerator or '?'}, "
                       f"{run.record.precision or '?'})" for run in data.runs})
-    lines.append(f"- **Machine**: {'; '.join(devices)}")
+    lines.append(f"- **Machine**: {esc('; '.join(devices))}")
     versions = latest.versions or {}
-    lines.append("- **Libraries**: " + (", ".join(f"{name} {version}" for name, version in versions.items())
-                                        or "not recorded"))
+    libraries = ", ".join(f"{name} {version}" for name, version in versions.items())
+    lines.append("- **Libraries**: " + esc(libraries or "not recorded"))
     text = "\n".join(lines)
     counts, classes = info.class_counts or {}, latest.classes
     if counts and classes:
@@ -224,23 +372,26 @@ def _interval_series(data: DataStudy, metric: str) -> dict[str, list[plots.Point
 def _comparison_row(study: Study, data: DataStudy, model: str, res: int) -> list[Any]:
     comparison = data.comparisons.get((model, res))
     if comparison is None:
-        return [model, res, "best", "", "", "", "", "", ""]
+        return [model, res, "best", "", "", "", "", "", "", ""]
     if comparison.paired is None:
-        return [model, res, comparison.best_resolution, "not paired: "
-                                                        f"{comparison.reason}", "", "", "n/a", "", ""]
-    decisive = ""
+        return [model, res, comparison.best_resolution, f"not paired: {comparison.reason}", "", "", "",
+                "n/a", "", ""]
+    power = []
+    if comparison.decisive_seeds is not None:
+        power.append(f"{comparison.decisive_seeds} seeds")
     if comparison.decisive_images is not None:
-        decisive = f"about {comparison.decisive_images} images"
-        if comparison.decisive_seeds is not None:
-            decisive += f" or {comparison.decisive_seeds} seeds"
+        power.append(f"{comparison.decisive_images} test images")
+    if comparison.status == "undecided" and not power:
+        power = ["n/a (one seed)" if comparison.paired.n_seeds < 2 else "both more seeds and images"]
     mcnemar = comparison.mcnemar
     plain = "n/a"
     if mcnemar:
         plain = (f"{pvalue(mcnemar.pvalue)} ({mcnemar.only_a} vs {mcnemar.only_b}, "
                  f"seed {comparison.mcnemar_seed})")
+    status = comparison.status + (f" ({comparison.reason})" if comparison.reason else "")
     return [model, res, comparison.best_resolution, signed_ci(comparison.paired),
-            pvalue(comparison.pvalue_holm), pvalue(comparison.noninferiority_p_holm), comparison.status,
-            decisive, plain]
+            pvalue(comparison.pvalue_holm), pvalue(comparison.noninferiority_p_holm),
+            pvalue(comparison.inferiority_p_holm), status, " or ".join(power), plain]
 
 
 def accuracy_section(study: Study, data: DataStudy) -> Section:
@@ -257,55 +408,89 @@ def accuracy_section(study: Study, data: DataStudy) -> Section:
     text += ("\n\nBalanced accuracy is ISIC's: the mean per-class recall. Macro AUROC: the mean one-vs-rest "
              "ROC AUC over the classes. Both are computed from the stored test predictions. CI method "
              "*bootstrap (images)*: one seed, percentile bootstrap over the test images (resampled within "
-             "each class); *bootstrap (seeds, images)*: seeds resampled, then images; *t*: Student-t over "
-             "seeds' recorded values (no stored predictions); *none*: one value, no interval. An interval "
-             "need not contain its estimate; figures draw intervals from their ends.")
+             "each class): test-set variance only, no training variance; *bootstrap (seeds, images)*: "
+             "seeds resampled, then images (hierarchical); *t*: Student-t over seeds' recorded values (no "
+             "stored predictions); *none*: one value, no interval. An interval need not contain its "
+             "estimate; figures draw intervals from their ends. *Degenerate*: a zero-width interval or an "
+             "estimate at 0 or 1 shows the percentile bootstrap's limit, not certainty.")
     comparison_rows = [_comparison_row(study, data, model, res) for model, res in data.groups]
     text += (f"\n\n**Each resolution against the best, on {settings.metric_label}** (difference = resolution "
-             f"minus best, {level} paired bootstrap interval; margin {settings.margin:g}):\n\n")
+             f"minus best, {level} hierarchical bootstrap interval; margin {settings.margin:g}):\n\n")
     text += table(["Model", "Resolution", "Best", f"Difference [{level} CI]", "p, difference = 0 (Holm)",
-                   f"p, difference <= -{settings.margin:g} (Holm)", "Decision", "Would decide it",
+                   f"p, non-inferior: difference <= -{settings.margin:g} rejected (Holm)",
+                   f"p, inferior: difference >= -{settings.margin:g} rejected (Holm)", "Decision",
+                   "80 % power needs",
                    "McNemar p, plain accuracy (only here right vs only best right)"], comparison_rows)
-    text += ("\n\nThe p-values are bootstrap tests, Holm-corrected over each model's comparisons. *Would "
-             "decide it*: the test images (or seeds) at which the interval would exclude -margin if the "
-             "difference stayed at its estimate (half-width shrinking as 1/sqrt(n): a rough planning "
-             "figure). McNemar's exact test compares plain accuracy (share of images right) on the first "
-             f"shared seed; it is not a test of {settings.metric_label} and may disagree with it in "
-             "direction.")
+    text += (f"\n\nThe p-values are bootstrap tests, Holm-corrected over each model's comparisons; both "
+             f"one-sided tests are compared with the same level, {settings.alpha:.3g}. *80 % power needs*: "
+             "for an undecided comparison, the seeds per resolution (test images as now) or the test images "
+             "(seeds as now) at which the test the estimate points to would reject with 80 % power. "
+             f"{decide_module.POWER_ASSUMPTIONS} McNemar's exact test compares plain accuracy (share of "
+             f"images right) on the first shared seed; it is not a test of {settings.metric_label} and may "
+             "disagree with it in direction.")
     images = []
     for metric, label, name in (("balanced_accuracy", "balanced accuracy", "balanced_accuracy_vs_resolution"),
                                 ("macro_auroc", "macro AUROC", "macro_auroc_vs_resolution"),
                                 ("f1", "macro F1", "f1_vs_resolution")):
         series = _interval_series(data, metric)
         if series:
-            images.append(plots.lines_by_model(series, label, f"Test {label} by resolution ({level} CI)",
-                                               plots_dir(study, data) / f"{name}.png"))
+            drawn = any(math.isfinite(p[2]) and math.isfinite(p[3])
+                        for points in series.values() for p in points)
+            title = f"Test {label} by resolution" + (f" ({level} CI where drawn)" if drawn
+                                                     else " (no intervals: one value each)")
+            images.append(plots.lines_by_model(series, f"test {label} (0-1)", title,
+                                               figure(study, data, name)))
     return Section(_titled(study, data, "Accuracy by resolution"), text, images)
+
+
+def _class_counts(data: DataStudy) -> dict[str, int]:
+    """Test images per class (from the first stored predictions)."""
+    for model in data.models:
+        labels = _labels(data, model)
+        if labels is not None:
+            return {name: int(np.sum(labels == i)) for i, name in enumerate(data.classes)}
+    return {}
 
 
 def auroc_section(study: Study, data: DataStudy) -> Section:
     classes = data.classes
     auroc_rows, precision_rows = [], []
+
+    def auroc(value: float | None) -> str:
+        text = fmt(value)
+        return f"{text} (at bound)" if value is not None and math.isfinite(value) and value >= 1 else text
+
     for (model, res), group in data.groups.items():
-        auroc_rows.append([model, res, *[fmt(group.per_class_auroc.get(name)) for name in classes],
+        auroc_rows.append([model, res, *[auroc(group.per_class_auroc.get(name)) for name in classes],
                            fmt(group.value("macro_auroc"))])
         precision_rows.append([model, res, *[fmt(group.per_class_average_precision.get(name))
                                              for name in classes]])
     text = ("One-vs-rest ROC AUC of each class from the stored test probabilities (as the ISIC challenges "
             "report them beside balanced accuracy), mean over seeds. AUROC measures how well a class is "
             "ranked against the others whatever the decision threshold, so it shows a resolution effect "
-            "that an under-trained model's argmax (balanced accuracy) can hide.\n\n")
-    text += table(["Model", "Resolution", *classes, "Macro"], auroc_rows)
+            "that an under-trained model's argmax (balanced accuracy) can hide. Headers give each class's "
+            f"test images; a class with fewer than {degenerate.FEW_POSITIVES} gives a coarse AUROC, and an "
+            "AUROC of 1 (at bound) is a perfect ranking of these few images, not certainty.\n\n")
+    counts = _class_counts(data)
+    headers = [f"{name} (n={counts[name]}{', few' if counts[name] < degenerate.FEW_POSITIVES else ''})"
+               if name in counts else name for name in classes]
+    text += table(["Model", "Resolution", *headers, "Macro"], auroc_rows)
     text += "\n\n**Average precision per class** (one-vs-rest, area under the precision-recall curve):\n\n"
     text += table(["Model", "Resolution", *classes], precision_rows)
     level = f"{study.settings.confidence:.0%}"
     extreme_rows = []
     for model, found in data.extremes.items():
+        labels = _labels(data, model)
         for name, difference in found.differences.items():
             adjusted = found.pvalues_holm.get(name)
+            positives, estimates = None, []
+            if name.startswith("AUROC ") and labels is not None and name[6:] in classes:
+                positives = int(np.sum(labels == classes.index(name[6:])))
+                estimates = [data.groups[(model, res)].per_class_auroc.get(name[6:]) for res in
+                             (found.high_resolution, found.low_resolution)]
             extreme_rows.append([model, f"{found.high_resolution} - {found.low_resolution}", name,
-                                 signed_ci(difference), pvalue(difference.pvalue),
-                                 pvalue(adjusted) if adjusted is not None else ""])
+                                 signed_ci(difference, positives, [v for v in estimates if v is not None]),
+                                 pvalue(difference.pvalue), pvalue(adjusted) if adjusted is not None else ""])
     if extreme_rows:
         text += ("\n\n**Highest minus lowest resolution** (paired over the same test images and seeds, "
                  f"{level} bootstrap interval; Holm over the classes of a model):\n\n")
@@ -316,9 +501,9 @@ def auroc_section(study: Study, data: DataStudy) -> Section:
         per_class = {name: [(g.resolution, g.per_class_auroc.get(name)) for g in data.model_groups(model)]
                      for name in classes}
         if any(value is not None for points in per_class.values() for _, value in points):
-            images.append(plots.class_lines(per_class, "one-vs-rest AUROC",
+            images.append(plots.class_lines(per_class, "one-vs-rest AUROC (0-1)",
                                             f"{model}: AUROC per class by resolution",
-                                            plots_dir(study, data) / f"auroc_by_class_{model}.png"))
+                                            figure(study, data, f"auroc_by_class_{model}")))
     return Section(_titled(study, data, "Per-class AUROC and average precision"), text, images)
 
 
@@ -326,7 +511,7 @@ def auroc_section(study: Study, data: DataStudy) -> Section:
 
 
 def _scale(value: float, axis: str) -> str:
-    return f"{value / 1e15:.3g} PFLOP" if axis == "flops" else f"{value:.4g} s"
+    return f"{value / 1e15:.3g} PMACs" if axis == "flops" else f"{value:.4g} s"
 
 
 def training_cost_section(study: Study, data: DataStudy) -> Section:
@@ -336,8 +521,9 @@ def training_cost_section(study: Study, data: DataStudy) -> Section:
                               "cumulative training time (`train_time_sec`).")
     keys = sorted({c.metric for c in data.curves})
     names = ", ".join(f"`{key}`" for key in keys)
-    text = (f"Validation metric ({names}) after each epoch against the cumulative training cost: FLOPs = "
-            f"{TRAIN_FLOPS_PER_FORWARD} x forward FLOPs per image (fvcore, one multiply-add = one FLOP; "
+    text = (f"Validation metric ({names}) after each epoch against the cumulative training cost: "
+            f"multiply-adds (MACs) = {TRAIN_FLOPS_PER_FORWARD} x forward MACs per image (fvcore counts one "
+            "multiply-add once; "
             "forward plus backward, the usual approximation) x training images seen, and training wall "
             "time (`train_time_sec`, this machine). Equal epochs favour large inputs; at equal cost a "
             "smaller input gets more epochs. For a few budgets (the full schedule of the smallest, middle "
@@ -365,32 +551,37 @@ def training_cost_section(study: Study, data: DataStudy) -> Section:
             row.append(", ".join(f"{res}: {fmt(value)}" for res, value in flops.reached.items()))
             rows.append(row)
     if rows:
-        text += "\n\n" + table(["Model", "Budget", "Training FLOPs", "Best at this FLOPs budget",
+        text += "\n\n" + table(["Model", "Budget", "Training MACs", "Best at this MACs budget",
                                 "Wall time", "Best at this time budget",
-                                "Value reached within the FLOPs budget (n/a: first epoch over it)"], rows)
+                                "Value reached within the MACs budget (n/a: first epoch over it)"], rows)
     else:
         text += "\n\nFewer than two resolutions per model have cost curves: no budget comparison."
     images = []
     for model in data.models:
         mine = [c for c in data.curves if c.model == model]
-        for axis, label in (("flops", "training FLOPs (3 x forward, "
-                                      "fvcore)"), ("seconds", "training wall time (s)")):
+        for axis, label in (("flops", "training multiply-adds (MACs; 3 x forward, fvcore)"),
+                            ("seconds", "training wall time (s)")):
             series = [(c.resolution, c.flops if axis == "flops" else c.seconds, c.values) for c in mine
                       if (c.flops if axis == "flops" else c.seconds)]
             if series:
                 marks = [b.budget for b in data.budgets.get(model, []) if b.axis == axis]
-                images.append(plots.cost_curves(series, label, mine[0].metric, f"{model}: validation metric "
-                                                f"against training cost", plots_dir(study, data) /
-                                                f"training_cost_{axis}_{model}.png", marks))
+                images.append(plots.cost_curves(series, label, f"{mine[0].metric} (0-1)",
+                                                f"{model}: validation metric against training cost",
+                                                figure(study, data, f"training_cost_{axis}_{model}"), marks))
     return Section(title, text, images)
 
 
 # --------------------------------------------------------------------------------- cost
 
 
+def _cost_unit(data: DataStudy, name: str) -> str:
+    keys = sorted({g.cost_keys[name] for g in data.groups.values() if name in g.cost_keys})
+    return " or ".join(sorted({FIGURES[name].unit_of(key) for key in keys})) or FIGURES[name].unit
+
+
 def _cost_label(data: DataStudy, name: str) -> str:
     keys = sorted({g.cost_keys[name] for g in data.groups.values() if name in g.cost_keys})
-    return f"{FIGURES[name].label} ({FIGURES[name].unit}; {', '.join(keys)})"
+    return f"{FIGURES[name].label} ({_cost_unit(data, name)}; {', '.join(keys)})"
 
 
 def cost_section(study: Study, data: DataStudy) -> Section:
@@ -420,9 +611,9 @@ def cost_section(study: Study, data: DataStudy) -> Section:
         for (model, res), group in data.groups.items():
             if name in group.costs:
                 series.setdefault(model, []).append((res, group.costs[name], math.nan, math.nan))
-        images.append(plots.lines_by_model(series, f"{FIGURES[name].label} ({FIGURES[name].unit})",
+        images.append(plots.lines_by_model(series, f"{FIGURES[name].label} ({_cost_unit(data, name)})",
                                            f"{FIGURES[name].label} by resolution (log-log)",
-                                           plots_dir(study, data) / f"{name}_vs_resolution.png",
+                                           figure(study, data, f"{name}_vs_resolution"),
                                            log_scale=True))
     fits = [[model, name, fmt(fit.k, ".2f"), fmt(fit.r2, ".3f"), fit.n,
              "**departs from 2**" if abs(fit.k - 2) > EXPONENT_TOLERANCE else "about 2"]
@@ -430,9 +621,9 @@ def cost_section(study: Study, data: DataStudy) -> Section:
     if fits:
         parts.append("**Cost scaling.** Each cost is fitted as `a * res^k` (least squares on log cost "
                      "against log resolution). Compute grows with the pixel count, so k is about 2 for "
-                     f"FLOPs; a k further than {EXPONENT_TOLERANCE} from 2 is flagged. Latency and memory "
-                     "usually scale less steeply at small inputs, where fixed overheads (kernel launches, "
-                     "weights, the framework itself) dominate.\n\n"
+                     f"multiply-adds; a k further than {EXPONENT_TOLERANCE} from 2 is flagged. Latency and "
+                     "memory usually scale less steeply at small inputs, where fixed overheads (kernel "
+                     "launches, weights, the framework itself) dominate.\n\n"
                      + table(["Model", "Figure", "k", "R^2", "Points", "Verdict"], fits))
     return Section(_titled(study, data, "Cost by resolution"), "\n\n".join(parts), images)
 
@@ -459,7 +650,7 @@ def pareto_section(study: Study, data: DataStudy) -> Section:
     present = data.figures_present()
     cost = next((name for name in ("latency", "flops") if name in present), None)
     if cost is None:
-        return Section(title, "No latency or FLOPs in these results: no Pareto plot.")
+        return Section(title, "No latency or multiply-adds in these results: no Pareto plot.")
     points = [(model, res, group.value(study.settings.metric), group.costs[cost])
               for (model, res), group in data.groups.items()
               if cost in group.costs and math.isfinite(group.value(study.settings.metric))]
@@ -467,8 +658,8 @@ def pareto_section(study: Study, data: DataStudy) -> Section:
         return Section(title, f"No run has both {label} and {cost}: no Pareto plot.")
     frontier = pareto_optimal({i: (value, spent) for i, (_, _, value, spent) in enumerate(points)})
     cost_label = _cost_label(data, cost)
-    image = plots.pareto_scatter(points, frontier, cost_label, label,
-                                 plots_dir(study, data) / "accuracy_vs_cost_pareto.png")
+    image = plots.pareto_scatter(points, frontier, cost_label, f"test {label} (0-1)",
+                                 figure(study, data, "accuracy_vs_cost_pareto"))
     listed = ", ".join(f"{points[i][0]} @ {points[i][1]}" for i in frontier)
     return Section(title, f"Across all models, the runs on the Pareto frontier of {label} against "
                           f"{cost_label.lower()} are: {listed}.", [image])
@@ -478,21 +669,31 @@ def cross_res_section(study: Study, data: DataStudy) -> Section:
     if data.cross_res_error is not None:
         raise data.cross_res_error
     images, rows = [], []
+    own: dict[str, list[bool]] = {}
     for model in data.cross_res.models():
         matrix = data.cross_res.matrix(model)
         if not any(len(row) > 1 for row in matrix.values()):
             continue
         images.append(plots.heatmap(matrix, f"{model}: balanced accuracy, train x test resolution",
-                                    plots_dir(study, data) / f"cross_res_{model}.png"))
+                                    figure(study, data, f"cross_res_{model}")))
         for train, row in matrix.items():
             best = max(row, key=lambda test: (row[test], -test))
             rows.append([model, train, best, fmt(row[best]), fmt(row.get(train))])
+            if len(row) > 1 and train in row:
+                own.setdefault(model, []).append(best == train)
     text = ("Each model trained at one resolution is tested, from its best checkpoint, at every other "
             "resolution of the sweep: how well what it learned transfers to other input sizes. ResoMap "
             "resizes the whole image to the input size for training and testing alike (no random-resized "
             "crop), so objects have the same apparent size in both; the FixRes effect (Touvron et al. 2019: "
             "models trained with random-resized crops do best when tested above their training resolution) "
-            "is not expected here, and a model usually does best at its own resolution.")
+            "has no cause here.")
+    if own:
+        counts = "; ".join(f"{esc(model)}: {sum(found)} of {len(found)}" for model, found in own.items())
+        total, hits = sum(len(found) for found in own.values()), sum(sum(found) for found in own.values())
+        verdict = ("most often" if hits * 2 > total else "in half of the cases" if hits * 2 == total
+                   else "less often than not")
+        text += (f" In these results a model does best at its own training resolution {verdict}: "
+                 f"{hits} of {total} training resolutions ({counts}; seeds averaged, no interval).")
     if rows:
         text += "\n\n" + table(["Model", "Train resolution", "Best test resolution",
                                 "Balanced accuracy there", "At the train resolution"], rows)
@@ -500,6 +701,11 @@ def cross_res_section(study: Study, data: DataStudy) -> Section:
         text += ("\n\nNo cross-resolution evaluations in these results (a single resolution, "
                  "`evaluate_cross_res=false`, or checkpoints not found).")
     return Section(_titled(study, data, "Train resolution x test resolution"), text, images)
+
+
+def _run_label(run: Any) -> str:
+    """The run's name, with its configuration when runs of its model differ in one."""
+    return run.record.run_name if run.model == run.record.model else f"{run.model}_{run.record.run_name}"
 
 
 def confusion_section(study: Study, data: DataStudy) -> Section:
@@ -510,9 +716,9 @@ def confusion_section(study: Study, data: DataStudy) -> Section:
             record = run.record
             classes = record.classes or [str(i) for i in range(len(matrix))]
             images.append(plots.confusion(matrix, classes,
-                                          f"{record.run_name}: balanced accuracy "
+                                          f"{_run_label(run)}: balanced accuracy "
                                           f"{fmt(run.metrics.get('balanced_accuracy'))}",
-                                          plots_dir(study, data) / f"confusion_{record.run_name}.png"))
+                                          figure(study, data, f"confusion_{_run_label(run)}")))
     text = "Rows: true class; colour: share of the row (recall on the diagonal); numbers: image counts."
     if not images:
         text = "No run recorded a confusion matrix."
@@ -561,13 +767,15 @@ def explanations_section(study: Study) -> Section | None:
 
 
 def notes_section(study: Study) -> Section | None:
-    lines = [f"- Ignored, not a valid result: `{problem}`" for problem in study.invalid]
-    lines += [f"- {note}" for note in study.notes]
+    lines = [f"- Ignored, not a valid result: {esc(problem)}" for problem in study.invalid]
+    lines += [f"- {esc(note)}" for note in study.notes]
     return Section("Notes and ignored files", "\n".join(lines)) if lines else None
 
 
 DATA_SECTIONS: list[DataSection] = [
     answer_section,
+    degenerate_section,
+    answer_cost_section,
     data_section,
     accuracy_section,
     auroc_section,
@@ -615,8 +823,8 @@ def build_sections(study: Study, strict: bool = False, data_sections: Sequence[D
 
 
 def failed_section(failures: Sequence[SectionFailure]) -> Section:
-    lines = [f"- `{failure.section}`{f' (data set {failure.data_name})' if failure.data_name else ''}: "
-             f"{failure.error}" for failure in failures]
+    lines = [f"- `{failure.section}`{f' (data set {esc(failure.data_name)})' if failure.data_name else ''}: "
+             f"{esc(failure.error)}" for failure in failures]
     intro = ("These sections could not be built; the rest of the report is complete. The command that "
              "wrote it exited with an error; the log has each traceback.")
     return Section(FAILED_TITLE, intro + "\n\n" + "\n".join(lines))
@@ -625,9 +833,9 @@ def failed_section(failures: Sequence[SectionFailure]) -> Section:
 def header(study: Study, failures: Sequence[SectionFailure] = ()) -> str:
     settings = study.settings
     text = (f"# ResoMap report\n\nGenerated {dt.datetime.now():%Y-%m-%d %H:%M} from "
-            f"{len(study.runs)} runs in `{study.results_dir}`: data "
+            f"{len(study.runs)} runs in {esc(study.results_dir)}: data "
             f"set{'s' if len(study.data_sets) > 1 else ''} "
-            f"{', '.join(study.data_sets)}; models {', '.join(study.models)}; resolutions "
+            f"{esc(', '.join(study.data_sets))}; models {esc(', '.join(study.models))}; resolutions "
             f"{', '.join(map(str, study.resolutions))}. Recommendation metric: {settings.metric_label} "
             f"(`report.metric={settings.metric}`), non-inferiority margin {settings.margin:g} "
             f"(`report.margin`), {settings.confidence:.0%} intervals.")
@@ -636,13 +844,50 @@ def header(study: Study, failures: Sequence[SectionFailure] = ()) -> str:
     return text
 
 
+def anchors(sections: Sequence[Section]) -> list[str]:
+    """One anchor per section, as GitHub derives it from a heading (lower case, punctuation
+    dropped, spaces to hyphens; repeats numbered), so report.md's links work there too."""
+    seen: dict[str, int] = {}
+    found = []
+    for section in sections:
+        slug = re.sub(r"[^\w\- ]", "", section.title.lower()).strip().replace(" ", "-") or "section"
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.append(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def contents(sections: Sequence[Section]) -> str:
+    """The table of contents: a linked list of the sections, the answer first."""
+    return "**Contents**\n\n" + "\n".join(f"- [{esc(section.title)}](#{anchor})"
+                                            for section, anchor in zip(sections, anchors(sections)))
+
+
+def own_images(study: Study, section: Section) -> list[Path]:
+    """The section's figures that are the results folder's own plots (regular files under
+    ``plots/``); anything else is left out with a warning, never embedded."""
+    found = []
+    for image in section.images:
+        try:
+            path = contained(study.results_dir / PLOTS_DIR, Path(image).resolve().relative_to(
+                (study.results_dir / PLOTS_DIR).resolve()))
+        except (ValueError, UnsafeName):
+            log.warning("Not embedded in the report: %s is not under %s", image,
+                        study.results_dir / PLOTS_DIR)
+            continue
+        if path.is_file() and not Path(image).is_symlink():
+            found.append(path)
+    return found
+
+
 def render_markdown(study: Study, sections: Sequence[Section],
                     failures: Sequence[SectionFailure] = ()) -> str:
-    parts = [header(study, failures)]
+    parts = [header(study, failures), contents(sections)]
+    root = study.results_dir.resolve()
     for section in sections:
-        parts.append(f"## {section.title}\n\n{section.markdown}")
-        parts += [f"![{image.stem}]({image.relative_to(study.results_dir).as_posix()})"
-                  for image in section.images]
+        parts.append(f"## {esc(section.title)}\n\n{section.markdown}")
+        parts += [f"![{esc(image.stem)}]({image.relative_to(root).as_posix()})"
+                  for image in own_images(study, section)]
     return "\n\n".join(parts) + "\n"
 
 
@@ -656,12 +901,15 @@ code{background:#f5f5f5;padding:0 3px}
 
 
 def render_html(study: Study, sections: Sequence[Section], failures: Sequence[SectionFailure] = ()) -> str:
-    """One HTML file with everything inline (figures as base64 data URIs): no external requests."""
+    """One HTML file with everything inline (figures as base64 data URIs): no external requests.
+    Raw HTML in the Markdown is not rendered (markdown-it's ``html: False``): record-derived
+    text stays text."""
     markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
-    body = [markdown.render(header(study, failures))]
-    for section in sections:
-        body.append(markdown.render(f"## {section.title}\n\n{section.markdown}"))
-        for image in section.images:
+    body = [markdown.render(header(study, failures)), markdown.render(contents(sections))]
+    for section, anchor in zip(sections, anchors(sections)):
+        body.append(f'<h2 id="{html.escape(anchor)}">{html.escape(section.title)}</h2>')
+        body.append(markdown.render(section.markdown))
+        for image in own_images(study, section):
             data = base64.b64encode(image.read_bytes()).decode()
             body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(image.stem)}">'
                         f"<figcaption>{html.escape(image.name)}</figcaption></figure>")

@@ -307,19 +307,6 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def decisive_scale(difference: PairedDifference, margin: float) -> float | None:
-    """By how much the test sample would have to grow for the interval to exclude ``-margin``.
-
-    A rough planning figure, not a power analysis: it assumes the difference stays at its
-    estimate and the interval's half-width shrinks as ``1 / sqrt(n)``, so the factor is
-    ``(half-width / |estimate + margin|)^2``. None when the estimate sits on ``-margin``.
-    """
-    distance = abs(difference.difference + margin)
-    if distance == 0 or not math.isfinite(difference.width):
-        return None
-    return max(1.0, (difference.width / 2 / distance) ** 2)
-
-
 # ------------------------------------------------------------------------ other tests and fits
 
 

@@ -15,7 +15,7 @@ import logging
 import math
 import zipfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,9 @@ import numpy as np
 
 from resomap.run import record as records
 from resomap.run.record import RunRecord
-from resomap.study import cross_res, stats
+from resomap.study import cross_res, degenerate, stats
 from resomap.study.decide import Decision, Settings, check_settings, decide  # noqa: F401 (re-exported)
+from resomap.study.groups import Configurations, configurations
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,18 @@ TRAIN_FLOPS_PER_FORWARD = 3
 
 @dataclass(frozen=True)
 class Figure:
-    """A cost figure read from a record section; the first key present is used."""
+    """A cost figure read from a record section; the first key present is used. ``units``:
+    the unit of a key whose unit differs from ``unit`` (memory: MiB on the GPU, MB on the CPU)."""
 
     label: str
     unit: str
     section: str
     keys: tuple[str, ...]
     scale: float = 1.0
+    units: tuple[tuple[str, str], ...] = ()
+
+    def unit_of(self, key: str) -> str:
+        return dict(self.units).get(key, self.unit)
 
 
 # Median latency first: the seed's mean was inflated by a first-batch outlier.
@@ -54,11 +60,14 @@ FIGURES = {
     "latency": Figure("Latency per batch", "ms", "profiling",
                       ("median_time_sec", "p50_time_sec", "avg_time_sec"), 1000.0),
     "throughput": Figure("Throughput", "images/s", "profiling", ("throughput_samples_sec",)),
-    # The model's own memory first (GPU: weights + the passes' peak, data cache excluded; CPU: the
-    # passes' rise of resident memory), the whole process's peak only for records without them.
+    # The model's own memory first (GPU: weights + the passes' peak, data cache excluded, in MiB; CPU:
+    # the passes' rise of resident memory, in decimal MB), the whole process's peak only for records
+    # without them.
     "memory": Figure("Peak memory", "MB", "profiling",
-                     ("gpu_memory_peak_mb", "cpu_memory_increase_mb", "peak_cpu_memory_mb")),
-    "flops": Figure("FLOPs", "GFLOPs", "complexity", ("flops",), 1e-9),
+                     ("gpu_memory_peak_mb", "cpu_memory_increase_mb", "peak_cpu_memory_mb"),
+                     units=(("gpu_memory_peak_mb", "MiB"),)),
+    # fvcore counts one multiply-add once: the record's "flops" are multiply-accumulates.
+    "flops": Figure("Multiply-adds", "GMACs", "complexity", ("flops",), 1e-9),
     "params": Figure("Parameters", "M", "complexity", ("params_total",), 1e-6),
 }
 SCALING_FIGURES = ("latency", "memory", "flops")
@@ -99,6 +108,12 @@ class RunData:
     per_class_average_precision: dict[str, float | None]
     source: str
     problem: str = ""
+    flags: list[str] = field(default_factory=list)  # why the run is degenerate (resomap.study.degenerate)
+    model: str = ""  # the model, with its configuration when runs of the model differ (groups.py)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.model = self.model or self.record.model
 
     @property
     def seed(self) -> int:
@@ -140,13 +155,14 @@ def load_run(results_dir: Path, path: Path, record: RunRecord) -> RunData:
     predictions, problem = _read_saved(results_dir, record)
     metrics = record.test_metrics
     if predictions is None:
+        flags = degenerate.run_flags(record)
         return RunData(path, record, None, {
             "balanced_accuracy": number(metrics.balanced_accuracy),
             "macro_auroc": number(metrics.macro_auroc),
             "accuracy": number(metrics.accuracy), "f1_score": number(metrics.f1_score)},
             {name: number(value) for name, value in (metrics.per_class_auroc or {}).items()},
             {name: number(value) for name, value in (metrics.per_class_average_precision or {}).items()},
-            "record", problem)
+            "record", problem, flags)
     labels, guessed = predictions.labels, predictions.predictions
     found = {"balanced_accuracy": stats.balanced_accuracy(labels, guessed),
              "accuracy": float(np.mean(labels == guessed)), "f1_score": number(metrics.f1_score),
@@ -161,7 +177,8 @@ def load_run(results_dir: Path, path: Path, record: RunRecord) -> RunData:
         found["macro_auroc"] = number(stats.macro(per_class))
     else:
         problem = "its stored probabilities are not finite (NaN or infinite): no AUROC"
-    return RunData(path, record, predictions, found, auroc, precision, "predictions", problem)
+    flags = degenerate.run_flags(record, labels, guessed)
+    return RunData(path, record, predictions, found, auroc, precision, "predictions", problem, flags)
 
 
 # ------------------------------------------------------------------------ model x resolution
@@ -187,6 +204,21 @@ class Group:
     @property
     def seeds(self) -> list[int]:
         return [run.seed for run in self.runs]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The configuration keys' values shared by the group's runs (empty: one configuration)."""
+        return self.runs[0].config if self.runs else {}
+
+    @property
+    def flagged(self) -> list[RunData]:
+        """The group's degenerate runs."""
+        return [run for run in self.runs if run.flags]
+
+    def seconds(self) -> float | None:
+        """Mean wall time of one run (the records' ``timing.total_sec``), None when not recorded."""
+        values = [v for run in self.runs if (v := number((run.record.timing or {}).get("total_sec")))]
+        return float(np.mean(values)) if values else None
 
     def value(self, metric: str) -> float:
         """Point estimate of ``metric`` (NaN when unknown)."""
@@ -406,6 +438,16 @@ def recommend(model: str, groups: list[Group], best: Group | None, comparisons: 
                           statement, decision.decided, decision)
 
 
+def with_warnings(recommendation: Recommendation, groups: list[Group]) -> Recommendation:
+    """The recommendation with a warning for each degenerate run at the recommended resolution."""
+    chosen = next((g for g in groups if g.resolution == recommendation.resolution), None)
+    if chosen is None or not chosen.flagged:
+        return recommendation
+    warnings = tuple(f"{chosen.resolution} px, seed {run.seed}, is a degenerate run: {'; '.join(run.flags)}"
+                     for run in chosen.flagged)
+    return replace(recommendation, warnings=warnings)
+
+
 # ------------------------------------------------------------- per class: lowest vs highest
 
 
@@ -474,7 +516,7 @@ def curve(run: RunData, metric: str) -> Curve | None:
     if flops_per_image and all(number(row.get("train_images")) is not None for row in rows):
         per_epoch = [TRAIN_FLOPS_PER_FORWARD * flops_per_image * row["train_images"] for row in rows]
         flops = tuple(np.cumsum(per_epoch))
-    return Curve(record.model, record.resolution, record.seed, key,
+    return Curve(run.model, record.resolution, record.seed, key,
                  tuple(float(row[key]) for row in rows), tuple(float(row["train_time_sec"]) for row in rows),
                  tuple(map(float, flops)) if flops is not None else None)
 
@@ -550,6 +592,7 @@ class DataStudy:
     budgets: dict[str, list[Budget]]
     cross_res: cross_res.CrossRes | None = None
     cross_res_error: Exception | None = None
+    configs: Configurations | None = None
 
     @property
     def models(self) -> list[str]:
@@ -584,13 +627,15 @@ class Study:
         return sorted({run.record.resolution for run in self.runs})
 
 
-def load_runs(results_dir: Path) -> tuple[list[RunData], list[str]]:
-    """Valid runs sorted by data set, model, resolution and seed, and the problems of the others."""
+def load_runs(results_dir: Path, digests: Collection[str] | None = None) -> tuple[list[RunData], list[str]]:
+    """Valid runs sorted by data set, model, resolution and seed, and the problems of the others;
+    ``digests``: only the runs whose identity digest is in it (None: every run)."""
     valid, problems = [], []
+    wanted = None if digests is None else set(digests)
     for path, found in records.iter_records(results_dir):
         if isinstance(found, records.InvalidResult):
             problems.append(str(found))
-        else:
+        elif wanted is None or found.identity.digest in wanted:
             valid.append(load_run(results_dir, path, found))
     valid.sort(key=lambda r: (r.record.identity.data_name, r.record.model, r.record.resolution,
                               r.record.seed))
@@ -604,18 +649,22 @@ def _cross_resolution(runs: list[RunData], results_dir: Path, resolutions: list[
 
 def build_data_study(name: str, runs: list[RunData], results_dir: Path, settings: Settings,
                      evaluate_cross_res: bool, notes: list[str]) -> DataStudy:
+    configs = configurations([run.record for run in runs])
+    for run, label, values in zip(runs, configs.labels, configs.values):
+        run.model, run.config = label, values
     by_key: dict[tuple[str, int], list[RunData]] = defaultdict(list)
     for run in runs:
-        by_key[(run.record.model, run.record.resolution)].append(run)
+        by_key[(run.model, run.record.resolution)].append(run)
     groups = {key: build_group(name, *key, members, settings, notes)
               for key, members in sorted(by_key.items())}
     classes = list(max(runs, key=lambda run: run.record.timestamp).record.classes)
-    study = DataStudy(name, classes, runs, groups, {}, {}, {}, {}, [], {})
+    study = DataStudy(name, classes, runs, groups, {}, {}, {}, {}, [], {}, configs=configs)
     for model in study.models:
         members = study.model_groups(model)
         best, comparisons, decision = compare_model(members, settings)
         study.comparisons.update({(model, res): c for res, c in comparisons.items()})
-        study.recommendations[model] = recommend(model, members, best, comparisons, settings, decision)
+        study.recommendations[model] = with_warnings(
+            recommend(model, members, best, comparisons, settings, decision), members)
         study.scaling[model] = fit_scaling(members)
         if (found := extremes(members, classes, settings)) is not None:
             study.extremes[model] = found
@@ -641,11 +690,12 @@ def fit_scaling(groups: list[Group]) -> dict[str, stats.PowerLaw]:
 
 
 def build_study(results_dir: str | Path, evaluate_cross_res: bool = True,
-                settings: Settings | None = None) -> Study:
-    """Read every record under ``results_dir`` and compute the study's answers per data set."""
+                settings: Settings | None = None, digests: Collection[str] | None = None) -> Study:
+    """Read every record under ``results_dir`` (``digests``: only those runs) and compute the
+    study's answers per data set."""
     results_dir = Path(results_dir)
     settings = settings or Settings()
-    runs, invalid = load_runs(results_dir)
+    runs, invalid = load_runs(results_dir, digests)
     for problem in invalid:
         log.warning("Ignored, not a valid result: %s", problem)
     notes = [f"{run.record.run_name}: metrics read from the record, not computed from predictions: "
@@ -656,4 +706,7 @@ def build_study(results_dir: str | Path, evaluate_cross_res: bool = True,
         by_data[run.record.identity.data_name].append(run)
     data_sets = {name: build_data_study(name, members, results_dir, settings, evaluate_cross_res, notes)
                  for name, members in sorted(by_data.items())}
+    for data in data_sets.values():
+        if data.configs is not None:
+            notes.extend(data.configs.warnings)
     return Study(results_dir, settings, runs, invalid, data_sets, notes)

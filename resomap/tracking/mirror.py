@@ -214,13 +214,19 @@ def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: st
         logger.client.set_terminated(run_id, "FINISHED")
 
 
-def _end(trackers: Iterable[MLFlowLogger], status: str) -> None:
+def _end(trackers: Iterable[MLFlowLogger], status: str, attempts: int = 3) -> None:
+    """End each tracker's run with ``status``, best effort once the run itself has stopped. Tried
+    again when interrupted by an error that is not the store's (a DataLoader worker killed by the
+    same SIGTERM makes torch raise in this process as it dies)."""
     for logger in trackers:
-        try:
-            logger.client.set_terminated(logger.run_id, status)
-        except Exception as error:  # ending is best effort once the run itself has failed
-            log.warning("Could not mark MLflow run %s %s in %s: %s", logger.run_id, status,
-                        redact_uri(logger.tracking_uri), error)
+        for attempt in range(attempts):
+            try:
+                logger.client.set_terminated(logger.run_id, status)
+                break
+            except Exception as error:
+                if attempt + 1 == attempts:
+                    log.warning("Could not mark MLflow run %s %s in %s: %s", logger.run_id, status,
+                                redact_uri(logger.tracking_uri), error)
 
 
 @contextmanager

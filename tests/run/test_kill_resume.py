@@ -119,3 +119,46 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path: Path, tiny_dat
     _assert_complete(tmp_path, "tiny_cnn_32")
     assert _run_id(tmp_path, 32) == run_id
     assert _client(tmp_path).get_run(run_id).info.status == "FINISHED"
+
+
+def _signal_group_after_first_checkpoint(root: Path, data_root: Path, signum: int, pattern: str,
+                                         *overrides: str) -> tuple[int, str]:
+    """Start a command in its own process group and send ``signum`` to the whole group (as SLURM,
+    ``timeout`` and a terminal's Ctrl-C do) once ``pattern`` exists under ``root``."""
+    process = subprocess.Popen(_command(root, data_root, *overrides), cwd=root, env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        while not list(root.glob(pattern)) and process.poll() is None:
+            time.sleep(0.02)
+        os.killpg(process.pid, signum)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    return process.returncode, output
+
+
+def test_sigterm_to_the_process_group_interrupts_the_sweep(tmp_path: Path, tiny_data_root: Path):
+    """DataLoader workers die of the same SIGTERM: still an interruption, not a failure. The sweep
+    stops (exit 143), the job is marked interrupted, its MLflow run KILLED, and it resumes."""
+    workers = ("data.pipeline=classic", "data.num_workers=2")
+    status, output = _signal_group_after_first_checkpoint(
+        tmp_path, tiny_data_root, signal.SIGTERM, "checkpoints/tiny_cnn_32/*/last.ckpt", "-m", "res=32,48",
+        *workers)
+    assert status == 143, output[-3000:]
+    assert "failed" not in output.lower(), output[-3000:]
+    assert "Interrupted tiny_cnn_32" in output
+    (job,) = [json.loads(path.read_text()) for path in (tmp_path / "multirun").glob("*/job.json")]
+    assert (job["run_name"], job["status"]) == ("tiny_cnn_32", "interrupted")
+    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("record.json"))
+    run_id = _run_id(tmp_path, 32)
+    assert _client(tmp_path).get_run(run_id).info.status == "KILLED", output[-3000:]
+    torch.load(_folder(tmp_path, 32) / "last.ckpt", weights_only=True)
+
+    resumed = _run(tmp_path, tiny_data_root, "-m", "res=32,48", "ckpt_path=last", *workers)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    _assert_complete(tmp_path, "tiny_cnn_32")
+    _assert_complete(tmp_path, "tiny_cnn_48")
+    assert _run_id(tmp_path, 32) == run_id
+    assert _client(tmp_path).get_run(run_id).info.status == "FINISHED"

@@ -95,18 +95,34 @@ def test_two_data_sets_in_one_project_keep_their_own_records(compose_train, tmp_
     assert records.predictions_path(synthetic.paths.results_dir, second.run_name).is_file()
 
 
-def test_a_plain_rerun_keeps_an_interrupted_checkpoint_aside_and_says_how_to_resume(
+def test_a_plain_rerun_keeps_the_whole_checkpoint_set_aside_and_resuming_it_tests_its_own_best(
         compose_train, monkeypatch, caplog):
-    cfg = compose_train("data.batch_size=8")
-    _interrupted(cfg, monkeypatch)
-    interrupted = (_folder(cfg) / "last.ckpt").read_bytes()
+    """Kept aside: best and last together. Resumed: the record's best epoch is the tested checkpoint's,
+    not the epoch-0 best.ckpt of the re-run that came in between."""
+    settings = ("data.batch_size=8", "trainer.max_epochs=3", "callbacks.early_stopping.patience=10")
+    cfg = compose_train(*settings)
+    interrupt_run(orchestrate.run, cfg, monkeypatch,
+                  lambda module, batch_idx: module.current_epoch == 2 and batch_idx == 1)
+    folder = _folder(cfg)
+    first = {name: (folder / name).read_bytes() for name in ("best.ckpt", "last.ckpt")}
 
+    # A plain re-run, itself interrupted after its own first epoch: it writes its own best.ckpt.
     with caplog.at_level(logging.WARNING):
-        orchestrate.run(compose_train("data.batch_size=8"))
-    (aside,) = _folder(cfg).glob("interrupted-*.ckpt")
-    assert aside.read_bytes() == interrupted
-    assert f"kept as {aside}" in caplog.text and f"ckpt_path={aside}" in caplog.text
-    assert _record(cfg).epochs_run == 1
+        interrupt_run(orchestrate.run, compose_train(*settings), monkeypatch,
+                      lambda module, batch_idx: module.current_epoch == 1 and batch_idx == 1)
+    (aside,) = folder.glob("interrupted-*")
+    assert {path.name: path.read_bytes() for path in aside.iterdir()} == first
+    assert f"kept together in {aside}" in caplog.text and f"ckpt_path={aside / 'last.ckpt'}" in caplog.text
+
+    orchestrate.run(compose_train(*settings, f"ckpt_path={aside / 'last.ckpt'}"))
+    record = _record(cfg)
+    assert [row["epoch"] for row in record.history] == [0, 1, 2]
+    tested = torch.load(folder / "best.ckpt", weights_only=True)
+    assert tested["epoch"] == record.best_epoch
+    assert tested["resomap"]["history"] == record.history[: record.best_epoch + 1]
+    # The re-run's own set is kept aside in turn, never deleted.
+    (rerun,) = folder.glob("interrupted-*")
+    assert rerun != aside and (rerun / "last.ckpt").is_file()
 
 
 def test_an_interrupted_run_resumes_from_its_own_checkpoint(compose_train, monkeypatch):

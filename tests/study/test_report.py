@@ -18,6 +18,7 @@ import pytest
 from conftest import run_module, tiny_overrides
 
 from resomap.study.aggregate import SEED_COLUMNS
+from resomap.study.report import esc
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_data_root: Path) -> Path:
-    """A second seed of one pair, then the 2 x 2 multirun whose end writes the report."""
+    """A second seed of one pair, then the 2 x 2 multirun whose end writes the report of its own
+    four runs (kept as ``sweep_summary.json``), then ``resomap report`` over the whole folder."""
     root = tmp_path_factory.mktemp("sweep")
     base = [*tiny_overrides(root, tiny_data_root), *FAST]
     extra = run_module("resomap.train", [*base, "model=tiny_cnn", "res=32", "seed=1"], cwd=root)
@@ -44,7 +46,18 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_data_root: Path) -> Pat
     completed = run_module("resomap.train", ["-m", *base, "model=" + ",".join(MODELS),
                                              "res=" + ",".join(map(str, RESOLUTIONS))], cwd=root)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return root / "results"
+    results = root / "results"
+    shutil.copy(results / "results_summary.json", root / "sweep_summary.json")
+    rebuilt = run_module("resomap.report", [f"results_dir={results}", f"paths.root_dir={root}"], cwd=root)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    return results
+
+
+def test_the_end_of_a_sweep_reports_its_own_runs(sweep: Path):
+    own = json.loads((sweep.parent / "sweep_summary.json").read_text())
+    assert own["total_experiments"] == 4  # the earlier seed-1 run is not this sweep's
+    assert {(r["model"], r["resolution"]) for r in own["top_5_results"]} == {
+        (m, r) for m in MODELS for r in RESOLUTIONS}
 
 
 def _rows(results_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -108,7 +121,7 @@ def test_report_answers_per_model_and_names_data_and_machine(sweep: Path):
     markdown = (sweep / "report.md").read_text()
     answer = markdown.split("## Answer", 1)[1].split("\n## ", 1)[0]
     for model in MODELS:
-        assert re.search(rf"\| {model} \| \*\*(32|48)\*\* \|", answer)
+        assert re.search(rf"\| {re.escape(esc(model))} \| \*\*(32|48)\*\* \|", answer)
     assert "How the resolution is chosen" in answer
     result = json.loads((sweep / "test_results" / "tiny_cnn_32.json").read_text())
     assert result["device"] in markdown and f"torch {result['versions']['torch']}" in markdown

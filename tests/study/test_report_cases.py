@@ -31,7 +31,8 @@ CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 MEL, NV = CLASSES.index("mel"), CLASSES.index("nv")
 COUNTS = [6, 8, 10, 4, 16, 40, 6]  # 90 test images, imbalanced like the demo
 FAST = Settings(n_resamples=400)
-SECTIONS = ["Answer: the resolution to use for each model", "Data set and machine", "Accuracy by resolution",
+SECTIONS = ["Answer: the resolution to use for each model", "Degenerate runs", "What the answer cost",
+            "Data set and machine", "Accuracy by resolution",
             "Per-class AUROC and average precision", "Accuracy at equal training cost", "Cost by resolution",
             "Where the time went", "Accuracy against cost", "Train resolution x test resolution",
             "Confusion matrices"]
@@ -199,8 +200,8 @@ def test_several_seeds_resample_seeds_then_images(tmp_path: Path):
 def test_a_single_resolution_is_answered_plainly(tmp_path: Path):
     make_record(tmp_path, "simple_cnn", 224)
     markdown = strict_report(tmp_path)
-    assert "Only 224 px was run for simple_cnn" in markdown
-    assert "| simple_cnn | **224** |" in markdown
+    assert "Only 224 px was run for simple\\_cnn" in markdown
+    assert "| simple\\_cnn | **224** | **not a decision** | 1 |" in markdown
 
 
 def test_missing_profiling_and_history_are_said_not_hidden(tmp_path: Path):
@@ -208,7 +209,7 @@ def test_missing_profiling_and_history_are_said_not_hidden(tmp_path: Path):
         make_record(tmp_path, "tiny_cnn", res, profiling=False, hist=False)
     markdown = strict_report(tmp_path)
     assert "Not measured in these results: latency, throughput, memory, flops" in markdown
-    assert "No latency or FLOPs in these results" in markdown
+    assert "No latency or multiply-adds in these results" in markdown
     assert "Accuracy at equal training cost" in markdown and "Not available: no run's history" in markdown
 
 
@@ -326,7 +327,7 @@ def test_equal_training_cost_names_the_best_resolution_per_budget(sweep: Path):
     assert flops[512].best == 512
     assert flops[224].budget == pytest.approx(3 * 1e9 * 196 * 4)
     markdown = strict_report(sweep)
-    assert "224 px full schedule" in markdown and "3 x forward FLOPs" in markdown
+    assert "224 px full schedule" in markdown and "3 x forward MACs" in markdown
 
 
 def test_a_failing_section_is_listed_and_fails_the_command_but_costs_nothing_else(sweep: Path, monkeypatch):
@@ -368,8 +369,8 @@ def test_bad_settings_name_the_key(key: str, value, message: str):
 # What the after-the-sweep package may import from ResoMap: records, files, settings, map scores,
 # and the training stack only through the one loader of trained models, run.build.
 STUDY_MAY_IMPORT = ("resomap.study", "resomap.io", "resomap.errors", "resomap.config", "resomap.device",
-                    "resomap.run.record", "resomap.run.identity", "resomap.run.build", "resomap.measure.maps",
-                    "resomap.data.io", "resomap.names")
+                    "resomap.names", "resomap.run.record", "resomap.run.identity", "resomap.run.build",
+                    "resomap.measure.maps", "resomap.data.io")
 TRAINING_STACK = ("lightning", "pytorch_lightning", "captum")
 
 

@@ -152,13 +152,6 @@ def test_holm_adjusts_step_down():
     assert stats.holm([]) == []
 
 
-def test_decisive_scale_is_the_squared_ratio_of_half_width_to_distance():
-    difference = stats.PairedDifference(-0.01, -0.08, 0.06, 0.7, np.zeros(1), 100, 1)
-    # half-width 0.07, distance from -margin: |-0.01 + 0.02| = 0.01 -> 49 times the images
-    assert stats.decisive_scale(difference, 0.02) == pytest.approx(49)
-    assert stats.decisive_scale(difference, 0.01) is None
-
-
 @pytest.mark.parametrize("k", [1.0, 2.0, 2.6])
 def test_power_law_fit_recovers_the_exponent(k: float):
     rng = np.random.default_rng(2)
