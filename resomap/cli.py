@@ -81,7 +81,7 @@ HELP: dict[str, CommandHelp] = {
         ("resomap explain model=simple_cnn res=320", "explain a trained run again"),
         ("resomap explain -m model=simple_cnn,tiny_cnn res=224,512", "every run of a grid"),
         ("resomap explain model=resnet18 res=224 ckpt=path/to/best.ckpt", "a given checkpoint"),
-    ]),
+    ], extra_groups=("hydra/launcher",)),
     "bench": CommandHelp("bench", "resomap bench [model=...] [res=...] [bench.key=value ...]", [
         ("resomap bench", "classic vs cached pipeline, simple_cnn at 224 px"),
         ("resomap bench model=resnet18 res=512 bench.epochs=2", "another model and size"),
