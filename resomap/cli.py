@@ -305,12 +305,13 @@ def start(hydra_main: Callable[[], Any], command: str | None = None) -> None:
     ``.env`` is read first (secrets the configs read with ``${oc.env:NAME}``), then log
     redaction is installed, so no log line of any command shows a secret.
     """
-    from resomap.extras import load_env, quiet_warnings
+    from resomap.extras import load_env, quiet_bars, quiet_warnings
     from resomap.tracking.redact import install_log_redaction
 
     load_env()
     install_log_redaction()
     quiet_warnings()
+    quiet_bars()
     args = sys.argv[1:]
     command = command or _command_of(hydra_main)
     try:

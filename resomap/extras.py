@@ -11,6 +11,7 @@ has set up the job's logging (console and the job's ``.log`` file).
 - Lightning's own console handler is removed: Lightning adds a handler to the ``lightning``
   logger on import and lets records propagate, so every Lightning line was printed twice (once
   by Lightning to stderr, once by Hydra's handler). Its records now reach Hydra's handlers only.
+- tqdm bars are off when stderr is not a terminal (SLURM, ``tee``): :func:`quiet_bars`.
 - Advertisements are dropped: Lightning's "Tip: ... litlogger" line and MLflow's "View run ...
   at" / "View experiment at" lines (printed to stdout after every run against a server).
 """
@@ -71,6 +72,15 @@ def quiet_warnings() -> None:
     logging.captureWarnings(True)
     # MLflow prints "View run ... at" / "View experiment at" after every run tracked on a server.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+def quiet_bars() -> None:
+    """No tqdm bars (data checks, decoding, cross-resolution tests) when stderr is not a
+    terminal: under SLURM or ``2>&1 | tee`` a bar is a stream of carriage returns in the log,
+    where the log lines already say what each step does. ``TQDM_DISABLE`` set by the user wins;
+    Lightning's own bar follows ``trainer.enable_progress_bar``."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def route_library_logs() -> None:

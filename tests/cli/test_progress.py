@@ -16,13 +16,12 @@ from resomap.measure.complexity import fvcore_flops
 from resomap.models.simple import TinyCNN
 from resomap.progress import JOB_FILE, PLAN_FILE, approx
 
-pytestmark = pytest.mark.slow
-
 RESOLUTIONS = (32, 40, 48)
 LINE = re.compile(r"\[(\d+)/(\d+)\] (\S+) done in (\d+:\d\d)"
                   r"(?:, sweep ETA (~[^\n]+)|, all (\d+) jobs done in)")
 
 
+@pytest.mark.slow
 def test_sweep_progress_lines_count_jobs_and_estimate_from_flops(train_cli, tmp_path: Path):
     completed = train_cli("-m", "model=tiny_cnn", f"res={','.join(map(str, RESOLUTIONS))}", "logger=none",
                           "explain=none", "evaluate_cross_res=false")
@@ -64,3 +63,17 @@ def test_sweep_progress_lines_count_jobs_and_estimate_from_flops(train_cli, tmp_
         assert len(epoch) == 1 and "train_loss" in epoch[0] and "val_balanced_accuracy" in epoch[0]
         assert re.search(r"lr \d", epoch[0])
         assert log.count(f"tiny_cnn_{res} done in") == 1
+
+
+def test_long_steps_log_a_line_per_tenth(caplog: pytest.LogCaptureFixture):
+    """The hook for steps whose tqdm bar would flood a log file (data generation)."""
+    import logging
+
+    from resomap.progress import log_progress
+
+    with caplog.at_level(logging.INFO, logger="resomap.progress"):
+        assert list(log_progress(range(20), 20, "Generating synthetic images", every=0.25)) == list(range(20))
+    lines = [record.getMessage() for record in caplog.records]
+    assert [line.split(" (")[0] for line in lines] == [
+        f"Generating synthetic images: {count}/20" for count in (5, 10, 15, 20)]
+    assert "left" in lines[0] and "done in 0:00" in lines[-1]
