@@ -77,3 +77,30 @@ def test_long_steps_log_a_line_per_tenth(caplog: pytest.LogCaptureFixture):
     assert [line.split(" (")[0] for line in lines] == [
         f"Generating synthetic images: {count}/20" for count in (5, 10, 15, 20)]
     assert "left" in lines[0] and "done in 0:00" in lines[-1]
+
+
+def test_a_sweeper_in_looks_counts_each_look_and_rates_only_trained_jobs(tmp_path: Path):
+    """An adaptive sweeper plans each look as it launches it (plan_batch with a label): the count
+    and ETA are per look; skipped jobs, which cost nothing, do not enter the rate."""
+    from resomap.io import write_json
+    from resomap.progress import progress_line
+
+    plan = {"started": 0.0, "batches": [
+        {"label": None, "jobs": [{"num": 0, "run_name": "a_224", "work": 1.0}]},
+        {"label": "look 2", "jobs": [{"num": 1, "run_name": "a_256", "work": 1.0},
+                                     {"num": 2, "run_name": "a_320", "work": 2.0},
+                                     {"num": 3, "run_name": "a_384", "work": 3.0}]}]}
+
+    def finish(num: int, status: str, seconds: float) -> None:
+        write_json(tmp_path / f"{num}_job" / JOB_FILE, {"num": num, "run_name": "x", "status": status,
+                                                        "seconds": seconds, "ended": 100.0 + num})
+
+    finish(1, "skipped", 0.5)
+    assert progress_line(plan, tmp_path, 1, "a_256", "skipped", 0.5) == (
+        "[look 2: 1/3] a_256 skipped (finished before), look ETA after the first trained run")
+    finish(2, "finished", 40.0)
+    # 40 s for 2 units of work; 3 units left.
+    assert progress_line(plan, tmp_path, 2, "a_320", "finished", 40.0) == (
+        "[look 2: 2/3] a_320 done in 0:40, look ETA ~1 min")
+    assert progress_line(plan, tmp_path, 2, "a_320", "finished", 40.0, parallel=2) == (
+        "[look 2: 2/3] a_320 done in 0:40, look ETA ~30 s")
