@@ -220,12 +220,18 @@ def _hydra_problem(error: Exception) -> str:
 
 
 def _value_problems(command: str, cfg: Any) -> list[str]:
-    """The values the command would refuse, checked without importing torch."""
+    """The values the command would refuse, checked without importing torch (the run checks
+    them again: what this early check cannot judge is left to it)."""
     if command not in ("train", "explain"):
         return []
     from resomap.run.validation import config_problems
 
-    return config_problems(cfg, check_precision=False)
+    try:
+        return config_problems(cfg, check_precision=False)
+    except ResoMapError:
+        raise
+    except Exception:
+        return []
 
 
 def preflight(command: str, args: Sequence[str]) -> None:
@@ -281,6 +287,8 @@ def preflight(command: str, args: Sequence[str]) -> None:
                 if not override.is_sweep_override():
                     continue
                 key = override.get_key_element().lstrip("+~")
+                if key.startswith("hydra."):
+                    continue  # Hydra's own settings: Hydra checks them
                 options = loader.get_group_options(key)
                 for value in list(override.sweep_iterator())[1:]:
                     if options:
