@@ -13,10 +13,11 @@ fvcore's forward GMACs per image at its resolution x the images it processes (ep
 cannot count a model, the pixel count (res^2) replaces GMACs for every job of the sweep.
 
 Sweeps in several batches: the basic sweeper's batches are planned at once and counted as a
-running total (``[7/20]``). A sweeper that decides its next batch from the last one's results
-(an adaptive study) plans each batch as it launches it with :func:`plan_batch` and a label; the
-count and ETA are then per batch (``[look 2: 3/4] ... look ETA ~5 min``), since later batches
-are not known yet.
+running total (``[7/20]``). A sweeper built on the basic one that decides its next batch from
+the last one's results (an adaptive study) has its grid planned as ``grid`` and plans each later
+batch as it launches it with :func:`plan_batch` and a label; the count and ETA are then per
+batch (``[grid: 3/10]``, ``[look 2: 3/4] ... look ETA ~5 min``), since later batches are not
+known when a batch starts.
 """
 
 from __future__ import annotations
@@ -157,9 +158,24 @@ def plan_batch(config: DictConfig, batch: Sequence[Sequence[str]], initial_job_i
     write_json(path, plan)
 
 
+def _basic_sweeper(config: DictConfig) -> type | None:
+    """The sweeper's class when it is Hydra's basic sweeper or builds on it, else None."""
+    import importlib
+
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    module, _, name = str(OmegaConf.select(config, "hydra.sweeper._target_") or "").rpartition(".")
+    try:
+        sweeper = getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError):
+        return None
+    return sweeper if isinstance(sweeper, type) and issubclass(sweeper, BasicSweeper) else None
+
+
 def basic_sweep_batches(config: DictConfig) -> list[list[list[str]]] | None:
-    """The basic sweeper's batches for this command line, computed as the sweeper does."""
-    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+    """The basic sweeper's batches for this command line, computed as the sweeper does (also
+    the first batches of a sweeper built on it, such as an adaptive study's grid)."""
+    if _basic_sweeper(config) is None:
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -240,8 +256,11 @@ class SweepProgress(Callback):
             log.debug("Could not list the sweep's jobs", exc_info=True)
             batches = None
         if batches:
-            # The basic sweeper's batches are known now: one running total over all of them.
-            plan_batch(config, [job for batch in batches for job in batch], 0)
+            # The basic sweeper's batches are known now: one running total over all of them. A
+            # sweeper built on it may launch more batches later (plan_batch with their label):
+            # its grid is then one labelled batch too.
+            exact = OmegaConf.select(config, "hydra.sweeper._target_") == BASIC_SWEEPER
+            plan_batch(config, [job for batch in batches for job in batch], 0, None if exact else "grid")
             plan = _read(Path(config.hydra.sweep.dir) / PLAN_FILE)
             if plan:
                 jobs = plan["batches"][-1]["jobs"]
