@@ -2,10 +2,16 @@
 
 ``resomap train -m model=simple_cnn,tiny_cnn res=224,512`` runs what
 ``python -m resomap.train -m model=simple_cnn,tiny_cnn res=224,512`` runs. Each tool is its own
-Hydra application, so ``--help``, ``--cfg job``, ``-m``, ``--config-dir`` and
-``hydra.searchpath=[...]`` work as Hydra documents them. Hydra's bash completion calls the
-installed command with the whole typed line in ``COMP_LINE`` but without the tool's name in
-its arguments: :func:`main` reads the tool from that line and hands the rest to the tool's Hydra.
+Hydra application, so ``--cfg job``, ``-m``, ``--config-dir`` and ``hydra.searchpath=[...]``
+work as Hydra documents them; ``--help`` shows the command's own usage, three examples and only
+the config groups it uses (:data:`HELP`, through ``conf/hydra/help/resomap.yaml``). Hydra's bash
+completion calls the installed command with the whole typed line in ``COMP_LINE`` but without
+the tool's name in its arguments: :func:`main` reads the tool from that line and hands the rest
+to the tool's Hydra.
+
+Before Hydra composes, :func:`start` reads ``.env``, filters known warnings and checks the
+command line (:func:`preflight`): a mistyped group option or value fails in about two seconds,
+before torch is imported, with one paragraph and exit status 2.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from resomap.errors import ResoMapError, exit_with
 
@@ -38,6 +47,51 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("resomap.data.__main__", "data sets: 'data prepare' lays one out, 'data analyze' checks it"),
 }
 DATA_TASKS = ("prepare", "analyze")
+
+
+class CommandHelp:
+    """What ``resomap <command> --help`` shows beside the command's config."""
+
+    def __init__(self, config_name: str, usage: str, examples: Sequence[tuple[str, str]],
+                 extra_groups: Sequence[str] = ()) -> None:
+        self.config_name, self.usage, self.examples = config_name, usage, list(examples)
+        # Groups whose options the command takes as values (summarize's models=[...]) or that
+        # it uses through Hydra (train's hydra/launcher), beside those its config composes.
+        self.extra_groups = tuple(extra_groups)
+
+
+HELP: dict[str, CommandHelp] = {
+    "train": CommandHelp("train", "resomap train [-m] [group=option ...] [key=value ...]", [
+        ("resomap train -m model=simple_cnn,tiny_cnn res=224,256,320,384,512",
+         "the study grid: every model x every resolution"),
+        ("resomap train model=resnet18 res=320 trainer.max_epochs=5", "one run, any key overridden"),
+        ("resomap train debug=fast model=resnet34 res=512", "does this config run? one short CPU epoch"),
+    ], extra_groups=("hydra/launcher",)),
+    "report": CommandHelp("report", "resomap report [results_dir=PATH] [key=value ...]", [
+        ("resomap report", "rebuild the report of ./results"),
+        ("resomap report results_dir=/data/copied/results", "a results folder from another machine"),
+        ("resomap report evaluate_cross_res=false", "only cached cross-resolution tests"),
+    ]),
+    "summarize": CommandHelp("summarize", "resomap summarize [models=[...]] [resolutions=[...]]", [
+        ("resomap summarize", "every model at the study's resolutions"),
+        ("resomap summarize models=[resnet18,vgg11] resolutions=[224,512]", "a few of them"),
+        ("resomap summarize -m models=resnet18,vgg11 resolutions=224,512", "one job each, one table"),
+    ], extra_groups=("model",)),
+    "explain": CommandHelp("explain_app", "resomap explain [-m] model=... res=... [ckpt=PATH]", [
+        ("resomap explain model=simple_cnn res=320", "explain a trained run again"),
+        ("resomap explain -m model=simple_cnn,tiny_cnn res=224,512", "every run of a grid"),
+        ("resomap explain model=resnet18 res=224 ckpt=path/to/best.ckpt", "a given checkpoint"),
+    ], extra_groups=("hydra/launcher",)),
+    "bench": CommandHelp("bench", "resomap bench [model=...] [res=...] [bench.key=value ...]", [
+        ("resomap bench", "classic vs cached pipeline, simple_cnn at 224 px"),
+        ("resomap bench model=resnet18 res=512 bench.epochs=2", "another model and size"),
+        ("resomap bench bench.seed_scale=true", "project the seed study's time"),
+    ]),
+}
+HELP_FLAGS = ("-h", "--help")
+# Flags after which Hydra composes nothing the preflight could check, or answers by itself.
+NO_PREFLIGHT_FLAGS = (*HELP_FLAGS, "--hydra-help", "-i", "--info", "-sc", "--shell-completion",
+                      "-cp", "--config-path", "-cn", "--config-name", "--experimental-rerun")
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 # hydra/launcher=<option> -> (the plugin's module, its distribution, the resomap extra that installs it).
@@ -58,11 +112,10 @@ commands:
   resomap report
   resomap data prepare input_dir=~/lesions output_dir=data/lesions
 
-resomap <command> --help       its config groups, keys and Hydra's flags
+resomap <command> --help       examples, the config groups it uses, its keys
 resomap <command> --cfg job    the composed config, without running
 --config-dir DIR               your own configs beside the shipped ones (DIR/model/my_net.yaml)
-eval "$(resomap --shell-completion install=bash)"    tab completion in bash
-Each command is also python -m resomap.<command> (python -m resomap.data for data)."""
+eval "$(resomap --shell-completion install=bash)"    tab completion in bash"""
 
 
 def _installed(module: str) -> bool:
@@ -89,19 +142,195 @@ def check_plugins(args: Sequence[str]) -> None:
                     "without it, leave hydra/launcher out to run the jobs one after another.")
 
 
-def start(hydra_main: Callable[[], Any]) -> None:
+def _command_of(hydra_main: Callable[[], Any]) -> str | None:
+    """The sub-command whose entry point ``hydra_main`` is (also under ``python -m``)."""
+    module = getattr(hydra_main, "__module__", None)
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = getattr(spec, "name", None)
+    return next((name for name, (entry, _) in COMMANDS.items() if entry == module), None)
+
+
+def help_section(section: str) -> str:
+    """``${resomap.help:header|groups|footer}`` in conf/hydra/help/resomap.yaml: the running
+    command's usage and examples, and only the config groups its config composes."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    command = next((name for name, item in HELP.items() if item.config_name == hydra_cfg.job.config_name),
+                   None)
+    item = HELP.get(command or "")
+    if section == "header":
+        summary = COMMANDS[command][1] if command else ""
+        lines = [f"resomap {command}: {summary}" if command else hydra_cfg.job.name, ""]
+        if item is not None:
+            lines += [f"usage: {item.usage}", "", "examples:"]
+            width = max(len(example) for example, _ in item.examples)
+            lines += [f"  {example:<{width}}   # {what}" for example, what in item.examples]
+        return "\n".join(lines)
+    if section == "footer":
+        name = f"resomap {command}" if command else hydra_cfg.job.name
+        return "\n".join([f"{name} --cfg job: the composed config, without running. "
+                          f"{name} --hydra-help: Hydra's own flags and groups.",
+                          "resomap --help: every command."])
+    loader = GlobalHydra.instance().config_loader()
+    groups = {group for group in hydra_cfg.runtime.choices if group != "hydra" and
+              not group.startswith("hydra/")}
+    groups |= set(item.extra_groups if item is not None else ())
+    lines = []
+    for group in sorted(groups):
+        options = loader.get_group_options(group)
+        if options:
+            lines.append(f"{group}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("resomap.help", help_section, replace=True)
+
+
+def _first_values(overrides: list[Any]) -> list[str] | None:
+    """The overrides of a sweep's first job (each swept key at its first value); None when a
+    sweep is not a list of values (an interval for an optimising sweeper)."""
+    first = []
+    for override in overrides:
+        if not override.is_sweep_override():
+            first.append(override.input_line)
+        elif override.is_discrete_sweep():
+            first.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
+        else:
+            return None
+    return first
+
+
+def _missing_config(error: Any) -> str:
+    """One paragraph for Hydra's "Could not find 'model/x'"."""
+    group, _, value = (error.missing_cfg_file or "").rpartition("/")
+    options = ", ".join(error.options or [])
+    if not group:
+        return f"{error.missing_cfg_file!r} is not a config of this command."
+    return (f"{group}={value} is not a {group} config; valid: {options} (the files of conf/{group}/; "
+            f"your own: --config-dir DIR holding {group}/{value}.yaml).")
+
+
+def _hydra_problem(error: Exception) -> str:
+    """Hydra's message as one paragraph (its search-path listing left out)."""
+    text = str(error).split("\nConfig search path:", 1)[0]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _value_problems(command: str, cfg: Any) -> list[str]:
+    """The values the command would refuse, checked without importing torch (the run checks
+    them again: what this early check cannot judge is left to it)."""
+    if command not in ("train", "explain"):
+        return []
+    from resomap.run.validation import config_problems
+
+    try:
+        return config_problems(cfg, check_precision=False)
+    except ResoMapError:
+        raise
+    except Exception:
+        return []
+
+
+def preflight(command: str, args: Sequence[str]) -> None:
+    """Compose the command's config as Hydra will, and check every swept value, before torch
+    is imported: a mistyped ``model=``, ``data=`` or ``res=`` fails in seconds.
+
+    Raises ResoMapError naming the key, the value and what is valid. Anything this check does
+    not understand (a custom primary config, an interval sweep) is left to Hydra.
+    """
+    if command not in HELP or any(arg in NO_PREFLIGHT_FLAGS for arg in args):
+        return
+    from hydra import compose, initialize_config_module
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf import open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        parsed = get_args_parser().parse_args(list(args))
+        overrides = OverridesParser.create().parse_overrides(parsed.overrides)
+    except (SystemExit, OverrideParseException):
+        return  # Hydra reports its own usage errors
+    first = _first_values(overrides) if parsed.multirun else [item.input_line for item in overrides]
+    if first is None:
+        return
+    if parsed.config_dir:
+        if any(item.get_key_element() == "hydra.searchpath" for item in overrides):
+            return
+        first.append(f"hydra.searchpath=[file://{Path(parsed.config_dir).expanduser().resolve()}]")
+    config_name = HELP[command].config_name
+    if GlobalHydra.instance().is_initialized():
+        return  # inside a running Hydra app (tests): the app composes and checks itself
+    with initialize_config_module(config_module="resomap.conf", version_base=VERSION_BASE):
+        try:
+            cfg = compose(config_name, overrides=first, return_hydra_config=True)
+        except MissingConfigException as error:
+            raise ResoMapError(_missing_config(error)) from None
+        except (ConfigCompositionException, OmegaConfBaseException) as error:
+            raise ResoMapError(f"{_hydra_problem(error)} (resomap {command} --help lists the groups "
+                               "and keys).") from None
+        loader = GlobalHydra.instance().config_loader()
+        cfg.hydra.runtime.output_dir = str(Path.cwd())
+        HydraConfig.instance().set_config(cfg)
+        try:
+            job = cfg.copy()
+            with open_dict(job):
+                del job["hydra"]
+            problems = _value_problems(command, job)
+            for override in overrides if parsed.multirun else []:
+                if not override.is_sweep_override():
+                    continue
+                key = override.get_key_element().lstrip("+~")
+                if key.startswith("hydra."):
+                    continue  # Hydra's own settings: Hydra checks them
+                options = loader.get_group_options(key)
+                for value in list(override.sweep_iterator())[1:]:
+                    if options:
+                        if value is not None and str(value) not in options:
+                            problems.append(_missing_config(MissingConfigException(
+                                "", f"{key}/{value}", options)))
+                        continue
+                    other = job.copy()
+                    with open_dict(other):
+                        OmegaConf.update(other, key, value, force_add=True)
+                    problems += [problem for problem in _value_problems(command, other)
+                                 if problem not in problems]
+        finally:
+            HydraConfig.instance().cfg = None
+    if problems:
+        raise ResoMapError("Invalid configuration: " + " ".join(problems))
+
+
+def start(hydra_main: Callable[[], Any], command: str | None = None) -> None:
     """Run a Hydra entry point from the command line after the checks Hydra cannot make.
 
-    Redaction of log records and of stdout/stderr is installed first, before Hydra parses an
-    argument, so no log line, error or traceback of any command shows a secret.
+    ``.env`` is read first (secrets the configs read with ``${oc.env:NAME}``), then redaction of
+    log records and of stdout/stderr is installed, before Hydra parses an argument, so no log
+    line, error or traceback of any command shows a secret.
     """
+    from resomap.extras import load_env, quiet_bars, quiet_warnings
     from resomap.tracking.redact import install_stream_redaction
 
+    load_env()
     install_stream_redaction()
+    quiet_warnings()
+    quiet_bars()
+    args = sys.argv[1:]
+    command = command or _command_of(hydra_main)
     try:
-        check_plugins(sys.argv[1:])
+        check_plugins(args)
+        if command is not None:
+            preflight(command, args)
     except ResoMapError as error:
         exit_with(error)
+    if any(arg in HELP_FLAGS for arg in args) and not any(arg.startswith("hydra/help=") for arg in args):
+        sys.argv.append("hydra/help=resomap")
     hydra_main()
 
 

@@ -1,5 +1,4 @@
-"""Cost tables of every model at every resolution, no training: ``resomap summarize``
-(or ``python -m resomap.summarize``)."""
+"""Cost tables of every model at every resolution, no training: ``resomap summarize``."""
 
 from __future__ import annotations
 
@@ -14,8 +13,10 @@ from resomap.errors import user_errors
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="summarize")
 def main(cfg: DictConfig) -> None:
     # Imported here, not at the top: --help and tab completion answer without loading torch.
+    from resomap.extras import extras
     from resomap.study.costs import run
 
+    extras(cfg)
     with user_errors():
         run(cfg)
 

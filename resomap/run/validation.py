@@ -47,8 +47,12 @@ def _is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def config_problems(cfg: DictConfig) -> list[str]:
-    """One sentence per invalid value, naming the key, the value and what is valid."""
+def config_problems(cfg: DictConfig, check_precision: bool = True) -> list[str]:
+    """One sentence per invalid value, naming the key, the value and what is valid.
+
+    ``check_precision=False`` skips the one check that imports Lightning (and so torch): the
+    ``resomap`` command checks every job's values that way before anything heavy is loaded.
+    """
     try:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as error:
@@ -71,7 +75,7 @@ def config_problems(cfg: DictConfig) -> list[str]:
         value = OmegaConf.select(cfg, key)
         if value is not None and not _is_positive_int(value):
             problems.append(f"{key}={value!r} must be a positive integer.")
-    precisions = lightning_precisions()
+    precisions = lightning_precisions() if check_precision else [str(cfg.trainer.precision)]
     if str(cfg.trainer.precision) not in precisions:
         problems.append(f"trainer.precision={cfg.trainer.precision!r} is not a Lightning precision; "
                         f"valid: {', '.join(precisions)}.")
