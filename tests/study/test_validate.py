@@ -71,7 +71,7 @@ def test_validate_command_reports_rates_computed_from_its_studies(tmp_path: Path
     result = run_module("resomap", [
         "validate", f"output_dir={tmp_path / 'out'}", "threads=1", f"design.studies={studies}",
         f"design.seeds={seeds}", "design.reference_seeds=4", "design.reference_per_class=150",
-        "design.reference_resamples=100", "design.test_per_class=40", "report.n_resamples=200",
+        "design.reference_resamples=200", "design.test_per_class=40", "report.n_resamples=200",
         "training.epochs=12"], cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr
     found = json.loads((tmp_path / "out" / "validation.json").read_text())
