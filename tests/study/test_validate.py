@@ -32,6 +32,12 @@ def test_resolutions_the_planted_answer_cannot_score_are_refused(resolutions: li
         simulate.check_resolutions(PLANTED, resolutions)
 
 
+def test_a_resolution_that_keeps_an_aliased_remnant_is_refused() -> None:
+    """At 48 px source, 20 px keeps about 8 % of the texture: neither erased nor kept."""
+    with pytest.raises(ResoMapError, match="20 px keeps"):
+        simulate.check_resolutions(simulate.Planted(size=48), [8, 20, 48])
+
+
 def test_a_flip_of_the_image_is_the_kernels_tap_permutation() -> None:
     """The training loop flips kernels instead of images: the same features, by construction."""
     images, _ = simulate.make_images(PLANTED, 2, (0, 9))
