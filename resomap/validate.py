@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import resomap  # noqa: F401  (registers the config resolvers)
 from resomap.cli import CONFIG_PATH, VERSION_BASE, start
@@ -63,7 +63,10 @@ def main(cfg: DictConfig) -> None:
             raise ResoMapError(f"threads={cfg.threads!r} is not valid: a positive integer, or null for one "
                                "per CPU core.")
         torch.set_num_threads(threads)
-        resolutions = OmegaConf.to_container(cfg.resolutions, resolve=True) if cfg.resolutions else []
+        if not isinstance(cfg.resolutions, ListConfig):
+            raise ResoMapError(f"resolutions={cfg.resolutions!r} is not valid: a list of sizes in px, e.g. "
+                               "resolutions=[8,12,24,32].")
+        resolutions = OmegaConf.to_container(cfg.resolutions, resolve=True)
         planted = _dataclass(simulate.Planted, "planted", _section(cfg, "planted"))
         if planted.classes < 3 or planted.size % simulate.PATCH or planted.cell < 1:
             raise ResoMapError(f"planted.classes={planted.classes}, planted.size={planted.size}, "
