@@ -138,8 +138,11 @@ def run_job(cfg: DictConfig) -> float | None:
             failure_file.unlink(missing_ok=True)
             if isinstance(outcome, experiment.Outcome):
                 write_job(output_dir, cfg, outcome.status, outcome.identity.digest)
-                return outcome.objective
-            return outcome  # a child process ran the job and wrote its job.json
+            if signals.received():  # noted by Lightning as the run ended: the sweep stops here
+                log.error("SIGTERM received; %s is complete, the sweep stops here", cfg.run_name)
+                sys.exit(TERMINATED_EXIT)
+            # Else a child process ran the job and wrote its job.json.
+            return outcome.objective if isinstance(outcome, experiment.Outcome) else outcome
         except (KeyboardInterrupt, SIGTERMException) as stop:
             _interrupted(cfg, output_dir, overrides, multirun, isinstance(stop, SIGTERMException))
         except Exception as error:
