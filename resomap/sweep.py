@@ -186,6 +186,31 @@ def sweep_jobs(sweep_dir: str | Path, since: float = 0.0) -> list[dict]:
     return jobs
 
 
+def varying_settings(results_dir: str | Path, digests: set[str]) -> dict[str, dict[str, list]]:
+    """Per model, the training keys whose values differ between runs of the same resolution in
+    this sweep (a sweep over ``optimizer.lr``): key -> the values seen. Keys that only change
+    with the resolution (a per-resolution batch size) are not listed."""
+    from resomap.config import flatten
+    from resomap.run import record as records
+
+    by_model: dict[str, dict[int, list[dict]]] = {}
+    for digest in sorted(digests):
+        try:
+            record = records.read_record(records.record_path(results_dir, digest))
+        except (records.InvalidResult, UnsafeName):
+            continue
+        by_model.setdefault(record.model, {}).setdefault(record.resolution, []).append(
+            flatten(record.identity.training))
+    varying: dict[str, dict[str, list]] = {}
+    for model, per_res in by_model.items():
+        keys = {key for runs in per_res.values() for run in runs for key in run
+                if len({json.dumps(other.get(key), sort_keys=True, default=str) for other in runs}) > 1}
+        if keys:
+            varying[model] = {key: sorted({json.dumps(run.get(key), default=str) for runs in per_res.values()
+                                           for run in runs}) for key in sorted(keys)}
+    return varying
+
+
 class SweepSummary(Callback):
     """At the end of a multirun: aggregate the results and list failed runs."""
 
@@ -211,6 +236,11 @@ class SweepSummary(Callback):
         jobs = sweep_jobs(sweep_dir, started)
         digests = {job["identity"] for job in jobs
                    if job["status"] in ("finished", "skipped") and job["identity"]}
+        for model, keys in varying_settings(config.paths.results_dir, digests).items():
+            log.warning("Runs of %s in this sweep differ in more than the resolution: %s. Compare "
+                        "resolutions within one setting of these keys (each run's settings are in "
+                        "results/runs/<identity>/record.json, identity.training).", model,
+                        "; ".join(f"{key} ({', '.join(values)})" for key, values in keys.items()))
         scope = {}
         if "digests" in inspect.signature(write_aggregates).parameters:
             scope["digests"] = digests
