@@ -54,15 +54,17 @@ def sweep_resume_command() -> str:
     return shlex.join(["python", "-m", "resomap.train", *kept, "ckpt_path=last"])
 
 
-def _last_checkpoint(cfg: DictConfig) -> Path | None:
-    """The newest ``last.ckpt`` of this run name (each identity has its own folder under it)."""
-    found = sorted((Path(cfg.paths.checkpoint_dir) / cfg.run_name).glob("*/last.ckpt"),
-                   key=lambda path: path.stat().st_mtime)
+def _last_checkpoint(cfg: DictConfig, digest: str = "") -> Path | None:
+    """This run's ``last.ckpt`` (the identity's folder), else the newest of its run name."""
+    folder = Path(cfg.paths.checkpoint_dir) / cfg.run_name
+    if digest and (folder / digest / "last.ckpt").is_file():
+        return folder / digest / "last.ckpt"
+    found = sorted(folder.glob("*/last.ckpt"), key=lambda path: path.stat().st_mtime)
     return found[-1] if found else None
 
 
-def report_interrupt(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
-    last = _last_checkpoint(cfg)
+def report_interrupt(cfg: DictConfig, overrides: list[str], multirun: bool, digest: str = "") -> None:
+    last = _last_checkpoint(cfg, digest)
     saved = f"its last checkpoint is {last}" if last else "no checkpoint was saved yet"
     lines = [f"Interrupted {cfg.run_name}; {saved}. Resume this run with:",
              f"  {resume_command(overrides)}"]
@@ -171,8 +173,8 @@ def run_job(cfg: DictConfig) -> float | None:
 def _interrupted(cfg: DictConfig, output_dir: Path, overrides: list[str], multirun: bool,
                  terminated: bool) -> None:
     """Mark the job interrupted, say how to resume, and stop (a sweep stops with it)."""
-    write_job(output_dir, cfg, "interrupted")
-    report_interrupt(cfg, overrides, multirun)
+    job = write_job(output_dir, cfg, "interrupted")
+    report_interrupt(cfg, overrides, multirun, job["identity"])
     # Lightning's SIGTERMException would exit 0; a scheduler must see an interrupted job.
     sys.exit(TERMINATED_EXIT if terminated else INTERRUPTED_EXIT)
 

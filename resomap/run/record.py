@@ -169,14 +169,14 @@ class RunRecord:
                 raise InvalidResult(f"field {name}: expected an object, found {_shown(payload.get(name))}")
         stored = payload.pop("identity")
         identity = _typed(RunIdentity, stored, "identity")
-        if "digest" in stored and stored["digest"] != identity.digest:
-            raise InvalidResult(f"field identity.digest: {_shown(stored['digest'])} is not the digest of "
-                                f"the identity's fields ({identity.digest}): the record was edited")
         for field, value in (("identity.model", identity.model), ("identity.data_name", identity.data_name)):
             try:
                 safe_name(value, field)
             except UnsafeName as error:
                 raise InvalidResult(str(error)) from error
+        if "digest" in stored and stored["digest"] != identity.digest:
+            raise InvalidResult(f"field identity.digest: {_shown(stored['digest'])} is not the digest of "
+                                f"the identity's fields ({identity.digest}): the record was edited")
         metrics = _typed(TestMetrics, payload.pop("test_metrics"), "test_metrics")
         data = _typed(DataInfo, payload.pop("data"), "data")
         return _typed(cls, {**payload, "identity": identity, "test_metrics": metrics, "data": data}, "")
@@ -397,9 +397,12 @@ def write_record(results_dir: str | os.PathLike, record: RunRecord) -> Path:
     view, npz_view = result_path(results_dir, record.run_name), predictions_path(results_dir, record.run_name)
     _adopt_legacy(results_dir, view, npz_view, record)
     write_json(path, record.to_dict())
-    _link(path, view)
-    if (path.parent / PREDICTIONS_FILE).is_file():
-        _link(path.parent / PREDICTIONS_FILE, npz_view)
+    try:
+        _link(path, view)
+        if (path.parent / PREDICTIONS_FILE).is_file():
+            _link(path.parent / PREDICTIONS_FILE, npz_view)
+    except OSError as error:  # a file system without symbolic links: the record itself is written
+        log.warning("Could not update the view %s of %s: %s", view, path, error)
     return path
 
 
