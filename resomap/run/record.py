@@ -369,6 +369,7 @@ def _adopt_legacy(results_dir: Path, view: Path, npz_view: Path, record: RunReco
     """Before a view replaces a file of the earlier layout, move that file into its own run
     folder (nothing written is lost). A plain ``.npz`` at the view's place written just before
     ``write_record`` by a caller of the earlier API is this record's, unless it says otherwise."""
+    orphan = False
     if view.is_file() and not view.is_symlink():
         try:
             old = read_record(view)
@@ -378,11 +379,16 @@ def _adopt_legacy(results_dir: Path, view: Path, npz_view: Path, record: RunReco
             folder = run_dir(results_dir, old)
             if not (folder / RECORD_FILE).exists():
                 folder.mkdir(parents=True, exist_ok=True)
+                # Predictions are written before their record: a newer .npz is another run's,
+                # left by a kill before its record (it stays where it is).
                 if npz_view.is_file() and not npz_view.is_symlink():
-                    os.replace(npz_view, folder / PREDICTIONS_FILE)
+                    if npz_view.stat().st_mtime_ns <= view.stat().st_mtime_ns:
+                        os.replace(npz_view, folder / PREDICTIONS_FILE)
+                    else:
+                        orphan = True
                 os.replace(view, folder / RECORD_FILE)
     own = run_dir(results_dir, record) / PREDICTIONS_FILE
-    if npz_view.is_file() and not npz_view.is_symlink() and not own.exists():
+    if npz_view.is_file() and not npz_view.is_symlink() and not own.exists() and not orphan:
         stored = _load_npz(npz_view).get("identity")
         if stored is None or str(stored) == record.identity.digest:
             own.parent.mkdir(parents=True, exist_ok=True)

@@ -148,9 +148,9 @@ def test_results_of_the_earlier_layout_stay_readable_and_are_kept_when_a_view_re
     folder = tmp_path / "test_results"
     folder.mkdir()
     payload = {**old.to_dict(), "schema_version": 2, "predictions_file": "tiny_cnn_32.npz"}
-    (folder / "tiny_cnn_32.json").write_text(json.dumps(payload))
     labels = np.array([0, 1, 0, 1])
     records.write_predictions(folder / "tiny_cnn_32.npz", labels, np.eye(2)[labels] * 0.8 + 0.1)
+    (folder / "tiny_cnn_32.json").write_text(json.dumps(payload))  # written last, as runs did
     ((_, found),) = list(records.iter_records(tmp_path))
     assert found == old
     assert records.read_predictions(tmp_path, found)["labels"].tolist() == labels.tolist()
