@@ -54,15 +54,17 @@ def sweep_resume_command() -> str:
     return shlex.join(["python", "-m", "resomap.train", *kept, "ckpt_path=last"])
 
 
-def _last_checkpoint(cfg: DictConfig) -> Path | None:
-    """The newest ``last.ckpt`` of this run name (each identity has its own folder under it)."""
-    found = sorted((Path(cfg.paths.checkpoint_dir) / cfg.run_name).glob("*/last.ckpt"),
-                   key=lambda path: path.stat().st_mtime)
+def _last_checkpoint(cfg: DictConfig, digest: str = "") -> Path | None:
+    """This run's ``last.ckpt`` (the identity's folder), else the newest of its run name."""
+    folder = Path(cfg.paths.checkpoint_dir) / cfg.run_name
+    if digest and (folder / digest / "last.ckpt").is_file():
+        return folder / digest / "last.ckpt"
+    found = sorted(folder.glob("*/last.ckpt"), key=lambda path: path.stat().st_mtime)
     return found[-1] if found else None
 
 
-def report_interrupt(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
-    last = _last_checkpoint(cfg)
+def report_interrupt(cfg: DictConfig, overrides: list[str], multirun: bool, digest: str = "") -> None:
+    last = _last_checkpoint(cfg, digest)
     saved = f"its last checkpoint is {last}" if last else "no checkpoint was saved yet"
     lines = [f"Interrupted {cfg.run_name}; {saved}. Resume this run with:",
              f"  {resume_command(overrides)}"]
@@ -138,8 +140,11 @@ def run_job(cfg: DictConfig) -> float | None:
             failure_file.unlink(missing_ok=True)
             if isinstance(outcome, experiment.Outcome):
                 write_job(output_dir, cfg, outcome.status, outcome.identity.digest)
-                return outcome.objective
-            return outcome  # a child process ran the job and wrote its job.json
+            if signals.received():  # noted by Lightning as the run ended: the sweep stops here
+                log.error("SIGTERM received; %s is complete, the sweep stops here", cfg.run_name)
+                sys.exit(TERMINATED_EXIT)
+            # Else a child process ran the job and wrote its job.json.
+            return outcome.objective if isinstance(outcome, experiment.Outcome) else outcome
         except (KeyboardInterrupt, SIGTERMException) as stop:
             _interrupted(cfg, output_dir, overrides, multirun, isinstance(stop, SIGTERMException))
         except Exception as error:
@@ -168,8 +173,8 @@ def run_job(cfg: DictConfig) -> float | None:
 def _interrupted(cfg: DictConfig, output_dir: Path, overrides: list[str], multirun: bool,
                  terminated: bool) -> None:
     """Mark the job interrupted, say how to resume, and stop (a sweep stops with it)."""
-    write_job(output_dir, cfg, "interrupted")
-    report_interrupt(cfg, overrides, multirun)
+    job = write_job(output_dir, cfg, "interrupted")
+    report_interrupt(cfg, overrides, multirun, job["identity"])
     # Lightning's SIGTERMException would exit 0; a scheduler must see an interrupted job.
     sys.exit(TERMINATED_EXIT if terminated else INTERRUPTED_EXIT)
 
@@ -181,6 +186,31 @@ def sweep_jobs(sweep_dir: str | Path, since: float = 0.0) -> list[dict]:
         if path.stat().st_mtime >= since and (job := read_job(path.parent)) is not None:
             jobs.append(job)
     return jobs
+
+
+def varying_settings(results_dir: str | Path, digests: set[str]) -> dict[str, dict[str, list]]:
+    """Per model, the training keys whose values differ between runs of the same resolution in
+    this sweep (a sweep over ``optimizer.lr``): key -> the values seen. Keys that only change
+    with the resolution (a per-resolution batch size) are not listed."""
+    from resomap.config import flatten
+    from resomap.run import record as records
+
+    by_model: dict[str, dict[int, list[dict]]] = {}
+    for digest in sorted(digests):
+        try:
+            record = records.read_record(records.record_path(results_dir, digest))
+        except (records.InvalidResult, UnsafeName):
+            continue
+        by_model.setdefault(record.model, {}).setdefault(record.resolution, []).append(
+            flatten(record.identity.training))
+    varying: dict[str, dict[str, list]] = {}
+    for model, per_res in by_model.items():
+        keys = {key for runs in per_res.values() for run in runs for key in run
+                if len({json.dumps(other.get(key), sort_keys=True, default=str) for other in runs}) > 1}
+        if keys:
+            varying[model] = {key: sorted({json.dumps(run.get(key), default=str) for runs in per_res.values()
+                                           for run in runs}) for key in sorted(keys)}
+    return varying
 
 
 class SweepSummary(Callback):
@@ -208,6 +238,11 @@ class SweepSummary(Callback):
         jobs = sweep_jobs(sweep_dir, started)
         digests = {job["identity"] for job in jobs
                    if job["status"] in ("finished", "skipped") and job["identity"]}
+        for model, keys in varying_settings(config.paths.results_dir, digests).items():
+            log.warning("Runs of %s in this sweep differ in more than the resolution: %s. Compare "
+                        "resolutions within one setting of these keys (each run's settings are in "
+                        "results/runs/<identity>/record.json, identity.training).", model,
+                        "; ".join(f"{key} ({', '.join(values)})" for key, values in keys.items()))
         scope = {}
         if "digests" in inspect.signature(write_aggregates).parameters:
             scope["digests"] = digests

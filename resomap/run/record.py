@@ -169,14 +169,14 @@ class RunRecord:
                 raise InvalidResult(f"field {name}: expected an object, found {_shown(payload.get(name))}")
         stored = payload.pop("identity")
         identity = _typed(RunIdentity, stored, "identity")
-        if "digest" in stored and stored["digest"] != identity.digest:
-            raise InvalidResult(f"field identity.digest: {_shown(stored['digest'])} is not the digest of "
-                                f"the identity's fields ({identity.digest}): the record was edited")
         for field, value in (("identity.model", identity.model), ("identity.data_name", identity.data_name)):
             try:
                 safe_name(value, field)
             except UnsafeName as error:
                 raise InvalidResult(str(error)) from error
+        if "digest" in stored and stored["digest"] != identity.digest:
+            raise InvalidResult(f"field identity.digest: {_shown(stored['digest'])} is not the digest of "
+                                f"the identity's fields ({identity.digest}): the record was edited")
         metrics = _typed(TestMetrics, payload.pop("test_metrics"), "test_metrics")
         data = _typed(DataInfo, payload.pop("data"), "data")
         return _typed(cls, {**payload, "identity": identity, "test_metrics": metrics, "data": data}, "")
@@ -369,6 +369,7 @@ def _adopt_legacy(results_dir: Path, view: Path, npz_view: Path, record: RunReco
     """Before a view replaces a file of the earlier layout, move that file into its own run
     folder (nothing written is lost). A plain ``.npz`` at the view's place written just before
     ``write_record`` by a caller of the earlier API is this record's, unless it says otherwise."""
+    orphan = False
     if view.is_file() and not view.is_symlink():
         try:
             old = read_record(view)
@@ -378,11 +379,16 @@ def _adopt_legacy(results_dir: Path, view: Path, npz_view: Path, record: RunReco
             folder = run_dir(results_dir, old)
             if not (folder / RECORD_FILE).exists():
                 folder.mkdir(parents=True, exist_ok=True)
+                # Predictions are written before their record: a newer .npz is another run's,
+                # left by a kill before its record (it stays where it is).
                 if npz_view.is_file() and not npz_view.is_symlink():
-                    os.replace(npz_view, folder / PREDICTIONS_FILE)
+                    if npz_view.stat().st_mtime_ns <= view.stat().st_mtime_ns:
+                        os.replace(npz_view, folder / PREDICTIONS_FILE)
+                    else:
+                        orphan = True
                 os.replace(view, folder / RECORD_FILE)
     own = run_dir(results_dir, record) / PREDICTIONS_FILE
-    if npz_view.is_file() and not npz_view.is_symlink() and not own.exists():
+    if npz_view.is_file() and not npz_view.is_symlink() and not own.exists() and not orphan:
         stored = _load_npz(npz_view).get("identity")
         if stored is None or str(stored) == record.identity.digest:
             own.parent.mkdir(parents=True, exist_ok=True)
@@ -397,9 +403,12 @@ def write_record(results_dir: str | os.PathLike, record: RunRecord) -> Path:
     view, npz_view = result_path(results_dir, record.run_name), predictions_path(results_dir, record.run_name)
     _adopt_legacy(results_dir, view, npz_view, record)
     write_json(path, record.to_dict())
-    _link(path, view)
-    if (path.parent / PREDICTIONS_FILE).is_file():
-        _link(path.parent / PREDICTIONS_FILE, npz_view)
+    try:
+        _link(path, view)
+        if (path.parent / PREDICTIONS_FILE).is_file():
+            _link(path.parent / PREDICTIONS_FILE, npz_view)
+    except OSError as error:  # a file system without symbolic links: the record itself is written
+        log.warning("Could not update the view %s of %s: %s", view, path, error)
     return path
 
 

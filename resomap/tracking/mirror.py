@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -227,6 +228,14 @@ def _end(trackers: Iterable[MLFlowLogger], status: str, attempts: int = 3) -> No
                 if attempt + 1 == attempts:
                     log.warning("Could not mark MLflow run %s %s in %s: %s", logger.run_id, status,
                                 redact_uri(logger.tracking_uri), error)
+                    break
+                # A write cut short by the signal may hold SQLite's lock in a pooled connection:
+                # closing the pool rolls it back.
+                store = getattr(getattr(logger.client, "_tracking_client", None), "store", None)
+                engine = getattr(store, "engine", None)
+                if engine is not None:
+                    engine.dispose()
+                time.sleep(0.5)
 
 
 @contextmanager

@@ -29,27 +29,32 @@ STEPS_PER_EPOCH = 3  # 42 training images in batches of 16
 RESOLUTIONS = (32, 40)
 
 
-def _sweep(root: Path) -> list[str]:
+GRID = (f"res={','.join(map(str, RESOLUTIONS))}",)
+# A sweep over a key other than model and resolution: both runs are tiny_cnn_32.
+LR_GRID = ("res=32", "optimizer.lr=0.001,0.01")
+
+
+def _sweep(root: Path, grid: tuple[str, ...] = GRID, sweep_dir: str = "multirun") -> list[str]:
     generator = [f"data.generator.{key}={value}" for key, value in TINY_SPEC.items()]
     return [sys.executable, "-m", "resomap.train", "-m", f"paths.root_dir={root}", *generator,
             "data.num_workers=0", "data.batch_size=16", "data.eval_batch_size=32",
             f"trainer.max_epochs={EPOCHS}", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false", "explain=none", "callbacks.profile.warmup_runs=1",
-            "callbacks.profile.timed_runs=2", f"hydra.sweep.dir={root}/multirun", "model=tiny_cnn",
-            f"res={','.join(map(str, RESOLUTIONS))}", "ckpt_path=last"]
+            "callbacks.profile.timed_runs=2", f"hydra.sweep.dir={root}/{sweep_dir}", "model=tiny_cnn",
+            *grid, "ckpt_path=last"]
 
 
-def _start(root: Path) -> subprocess.Popen:
+def _start(root: Path, grid: tuple[str, ...] = GRID, sweep_dir: str = "multirun") -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RESOMAP_ROOT", None)
     # Its own process group, so the kill reaches every process the sweep started.
-    return subprocess.Popen(_sweep(root), cwd=root, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen(_sweep(root, grid, sweep_dir), cwd=root, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def _kill_after(root: Path, seconds: float) -> bool:
+def _kill_after(root: Path, seconds: float, grid: tuple[str, ...] = GRID) -> bool:
     """Run the sweep and SIGKILL it after ``seconds``; False if it finished first."""
-    process = _start(root)
+    process = _start(root, grid)
     deadline = time.monotonic() + seconds
     while process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -59,6 +64,37 @@ def _kill_after(root: Path, seconds: float) -> bool:
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate()
     return True
+
+
+def _assert_whole(root: Path, record: records.RunRecord, client: MlflowClient, experiment: str) -> None:
+    """A complete run: full training, its own predictions, one FINISHED MLflow run, whole checkpoints."""
+    assert record.epochs_run == EPOCHS
+    assert [row["epoch"] for row in record.history] == list(range(EPOCHS))
+    assert record.global_step == EPOCHS * STEPS_PER_EPOCH
+    folder = records.run_dir(root / "results", record)
+    with np.load(folder / "predictions.npz") as saved:
+        assert str(saved["identity"]) == record.identity.digest
+        assert len(saved["labels"]) == record.test_metrics.num_images == TINY_SPEC["n_test"]
+    finished = client.search_runs([experiment], f"tags.identity = '{record.identity.digest}' AND "
+                                                "attributes.status = 'FINISHED'")
+    assert len(finished) == 1
+    assert finished[0].data.metrics["test_balanced_accuracy"] == pytest.approx(
+        record.test_metrics.balanced_accuracy)
+    checkpoints = record.identity.checkpoint_dir(root / "checkpoints")
+    for checkpoint in checkpoints.rglob("*.ckpt"):
+        saved = torch.load(checkpoint, weights_only=True)  # every checkpoint left is whole
+        assert saved["hyper_parameters"]["identity"]["digest"] == record.identity.digest
+
+
+def _records_by_lr(results_dir: Path) -> dict[float, records.RunRecord]:
+    found = {}
+    for path, record in records.iter_records(results_dir):
+        assert isinstance(record, records.RunRecord), record
+        lr = record.identity.training["optimizer"]["lr"]
+        assert record.config["optimizer"]["lr"] == lr, path  # the record describes the model it tested
+        assert lr not in found
+        found[lr] = record
+    return found
 
 
 def test_a_sweep_killed_anywhere_ends_as_if_never_killed(tmp_path: Path):
@@ -78,19 +114,7 @@ def test_a_sweep_killed_anywhere_ends_as_if_never_killed(tmp_path: Path):
     experiment = client.get_experiment_by_name("ResoMap").experiment_id
     for res in RESOLUTIONS:
         record = records.read_record(records.result_path(results_dir, f"tiny_cnn_{res}"))
-        assert record.epochs_run == EPOCHS
-        assert [row["epoch"] for row in record.history] == list(range(EPOCHS))
-        assert record.global_step == EPOCHS * STEPS_PER_EPOCH
-        with np.load(records.predictions_path(results_dir, record.run_name)) as saved:
-            assert len(saved["labels"]) == record.test_metrics.num_images == TINY_SPEC["n_test"]
-        finished = client.search_runs([experiment], f"tags.identity = '{record.identity.digest}' AND "
-                                                    "attributes.status = 'FINISHED'")
-        assert len(finished) == 1
-        assert finished[0].data.metrics["test_balanced_accuracy"] == pytest.approx(
-            record.test_metrics.balanced_accuracy)
-        folder = record.identity.checkpoint_dir(tmp_path / "checkpoints")
-        for checkpoint in folder.glob("*.ckpt"):
-            torch.load(checkpoint, weights_only=True)  # every checkpoint left is whole
+        _assert_whole(tmp_path, record, client, experiment)
 
     report = (results_dir / "report.md").read_text()
     assert "tiny_cnn" in report and "failed" not in report.lower()
@@ -99,3 +123,42 @@ def test_a_sweep_killed_anywhere_ends_as_if_never_killed(tmp_path: Path):
     for path in tmp_path.rglob("*.json"):
         if not path.name.startswith("."):
             json.loads(path.read_text())  # every JSON file left is whole
+
+
+def test_a_learning_rate_sweep_killed_anywhere_keeps_every_run_its_own(tmp_path: Path):
+    """Both runs are tiny_cnn_32: each ends with its own record, predictions, checkpoints and
+    MLflow run, however the kills fell."""
+    rng = random.Random(11)
+    moments = [rng.uniform(0.2, 2.0), *sorted(rng.uniform(2.0, 20.0) for _ in range(4))]
+    kills = sum(_kill_after(tmp_path, moment, LR_GRID) for moment in moments)
+    assert kills >= 3, "the sweep finished before most kills: make it longer"
+
+    final = _start(tmp_path, LR_GRID)
+    output, _ = final.communicate(timeout=900)
+    assert final.returncode == 0, output[-4000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("ResoMap").experiment_id
+    found = _records_by_lr(tmp_path / "results")
+    assert sorted(found) == [0.001, 0.01]
+    for record in found.values():
+        _assert_whole(tmp_path, record, client, experiment)
+    again = _start(tmp_path, LR_GRID)
+    output, _ = again.communicate(timeout=900)
+    assert again.returncode == 0 and output.count("Skipping tiny_cnn_32") == 2, output[-4000:]
+
+
+def test_two_concurrent_sweeps_with_different_settings_keep_their_runs_apart(tmp_path: Path):
+    """Two sweeps at once on one project, sharing a learning rate: every record matches its
+    predictions and its config, and the shared run is trained once."""
+    first = _start(tmp_path, ("res=32", "optimizer.lr=0.001,0.003"), "sweep_a")
+    second = _start(tmp_path, ("res=32", "optimizer.lr=0.01,0.003"), "sweep_b")
+    outputs = [process.communicate(timeout=1800)[0] for process in (first, second)]
+    for process, output in zip((first, second), outputs):
+        assert process.returncode == 0, output[-4000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("ResoMap").experiment_id
+    found = _records_by_lr(tmp_path / "results")
+    assert sorted(found) == [0.001, 0.003, 0.01]
+    for record in found.values():
+        _assert_whole(tmp_path, record, client, experiment)
+    assert sum(output.count("Record written") for output in outputs) == 3

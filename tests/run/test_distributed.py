@@ -117,3 +117,42 @@ def test_multi_node_sweep_without_a_scheduler_is_refused():
     with pytest.raises(distributed.DistributedConfigError, match="hydra/launcher=slurm"):
         distributed.check(cfg, multirun=True)
     distributed.check(cfg, multirun=False)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_multi_process_sweep_job_waits_for_its_checkpoint_and_ends_mlflow_killed(
+        tmp_path: Path, tiny_data_root: Path):
+    """The terminal sends SIGINT to the whole foreground group: the job's own process saves its
+    interrupt checkpoint and ends its MLflow run before the sweep exits 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from conftest import tiny_overrides
+    from mlflow.tracking import MlflowClient
+
+    command = [sys.executable, "-m", "resomap.train", "-m", *tiny_overrides(tmp_path, tiny_data_root),
+               "model=tiny_cnn", "res=32,48", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+               "explain=none", "trainer.max_epochs=30", "callbacks.early_stopping.patience=100"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RESOMAP_ROOT", None)
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        while not list(tmp_path.glob("checkpoints/tiny_cnn_32/*/last.ckpt")) and process.poll() is None:
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, output[-3000:]
+    (folder,) = [path.parent for path in tmp_path.glob("checkpoints/tiny_cnn_32/*/identity.json")]
+    torch.load(folder / "last.ckpt", weights_only=True)
+    (run_id,) = json.loads((folder / "mlflow_run.json").read_text()).values()
+    status = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id).info.status
+    assert status == "KILLED", output[-3000:]
+    assert not (tmp_path / "multirun" / "1_tiny_cnn_48").exists()

@@ -32,6 +32,8 @@ def _runs(results_dir: Path) -> dict[float, records.RunRecord]:
 def test_a_sweep_over_the_learning_rate_keeps_both_runs_and_a_rerun_trains_nothing(train_cli, tmp_path):
     first = train_cli(*LR_SWEEP)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert ("Runs of tiny_cnn in this sweep differ in more than the resolution: optimizer.lr (0.001, 0.01)"
+            in first.stdout + first.stderr)
     results_dir = tmp_path / "results"
     runs = _runs(results_dir)
     assert sorted(runs) == [0.001, 0.01]

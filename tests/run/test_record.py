@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
@@ -100,3 +101,64 @@ def test_every_field_of_the_record_is_documented(key):
 
 def test_the_doc_names_no_field_the_record_lacks():
     assert _documented_keys() - _schema_keys() == set()
+
+
+def test_a_field_of_the_wrong_type_is_named_with_its_file(tmp_path: Path):
+    path = records.write_record(tmp_path, _record())
+    payload = json.loads(path.read_text())
+    payload["test_metrics"]["num_images"] = "many"
+    path.write_text(json.dumps(payload))
+    expected = rf"{re.escape(str(path))}.*field test_metrics.num_images: expected int, found str"
+    with pytest.raises(records.InvalidResult, match=expected):
+        records.read_record(path)
+    ((where, found),) = list(records.iter_records(tmp_path))
+    assert where == path and isinstance(found, records.InvalidResult)
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    (("identity", "model"), "../../etc", "identity.model"),
+    (("identity", "digest"), "0000000000000000", "identity.digest"),
+    (("history",), {"epoch": 0}, "field history"),
+    (("identity", "resolution"), True, "identity.resolution"),
+])
+def test_edited_or_unsafe_fields_are_refused(tmp_path: Path, field, value, expected):
+    path = records.write_record(tmp_path, _record())
+    payload = json.loads(path.read_text())
+    node = payload
+    for key in field[:-1]:
+        node = node[key]
+    node[field[-1]] = value
+    path.write_text(json.dumps(payload))
+    with pytest.raises(records.InvalidResult, match=re.escape(expected)):
+        records.read_record(path)
+
+
+def test_a_record_in_another_runs_folder_is_refused(tmp_path: Path):
+    record = _record()
+    path = records.write_record(tmp_path, record)
+    moved = tmp_path / "runs" / "feedfacefeedface" / "record.json"
+    moved.parent.mkdir()
+    path.rename(moved)
+    found = dict(records.iter_records(tmp_path))
+    assert isinstance(found[moved], records.InvalidResult) and "not of the folder" in str(found[moved])
+
+
+def test_results_of_the_earlier_layout_stay_readable_and_are_kept_when_a_view_replaces_them(tmp_path: Path):
+    old = _record()
+    folder = tmp_path / "test_results"
+    folder.mkdir()
+    payload = {**old.to_dict(), "schema_version": 2, "predictions_file": "tiny_cnn_32.npz"}
+    labels = np.array([0, 1, 0, 1])
+    records.write_predictions(folder / "tiny_cnn_32.npz", labels, np.eye(2)[labels] * 0.8 + 0.1)
+    (folder / "tiny_cnn_32.json").write_text(json.dumps(payload))  # written last, as runs did
+    ((_, found),) = list(records.iter_records(tmp_path))
+    assert found == old
+    assert records.read_predictions(tmp_path, found)["labels"].tolist() == labels.tolist()
+
+    new = _record(identity=dataclasses.replace(old.identity, training_hash="t2"))
+    records.write_record(tmp_path, new)
+    found = {record.identity.digest: record for _, record in records.iter_records(tmp_path)}
+    assert set(found) == {old.identity.digest, new.identity.digest}
+    kept = records.read_predictions(tmp_path, found[old.identity.digest])
+    assert kept["labels"].tolist() == labels.tolist()
+    assert records.read_record(folder / "tiny_cnn_32.json") == new  # the view shows the latest

@@ -29,3 +29,31 @@ def test_a_store_created_by_another_process_first_is_kept(tmp_path: Path):
     tracking.create_sqlite_store(tmp_path / "mlflow.db")  # lost the race: must not replace it
     assert "theirs" in [experiment.name for experiment in MlflowClient(uri).search_experiments()]
     assert [path.name for path in tmp_path.iterdir()] == ["mlflow.db"]
+
+
+def test_a_damaged_store_is_one_clear_error_naming_the_file(train_cli, tmp_path: Path):
+    (tmp_path / "mlflow.db").write_bytes(b"this is not a database" * 200)
+    completed = train_cli("model=tiny_cnn", "res=32", "explain=none", "logger=mlflow")
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    message = completed.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: The MLflow store ") and str(tmp_path / "mlflow.db") in message
+    assert "mv " in message and "logger=csv" in message
+    assert "Traceback" not in completed.stderr
+
+
+def test_two_commands_started_in_the_same_second_get_their_own_folders():
+    """The default sweep and run folders carry microseconds: no two sweeps share one."""
+    import time
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from resomap.config import conf_dir
+
+    folders = []
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        for _ in range(2):
+            cfg = compose("train", return_hydra_config=True)
+            folders.append((OmegaConf.select(cfg, "hydra.sweep.dir"), OmegaConf.select(cfg, "hydra.run.dir")))
+            time.sleep(0.001)
+    assert folders[0][0] != folders[1][0] and folders[0][1] != folders[1][1]

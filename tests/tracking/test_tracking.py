@@ -64,17 +64,23 @@ def test_run_logs_to_a_server_and_an_identical_run_is_skipped(train_cli, mlflow_
     assert [metric.step for metric in client.get_metric_history(run_id, "val_loss")] == [0, 1]
     artifacts = {item.path for folder in ("results", "plots", "hydra")
                  for item in client.list_artifacts(run_id, folder)}
-    assert {"results/tiny_cnn_32.json", "plots/confusion_matrix.png", "hydra/config.yaml"} <= artifacts
+    assert {"results/record.json", "results/predictions.npz", "plots/confusion_matrix.png",
+            "hydra/config.yaml"} <= artifacts
     run_file = tmp_path / "checkpoints" / "tiny_cnn_32" / result["identity"]["digest"] / "mlflow_run.json"
     assert json.loads(run_file.read_text()) == {mlflow_server: run_id}
 
-    # Another machine sharing the server has no local result: the server says the run is done.
-    for path in (tmp_path / "results" / "test_results").iterdir():
-        path.unlink()
+    # Another machine sharing the server has no local result: the server says the run is done,
+    # and its record and predictions come back from it.
+    import shutil
+
+    shutil.rmtree(tmp_path / "results")
     again = train_cli(*FAST, "res=32", "trainer.max_epochs=2", server)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"Skipping tiny_cnn_32: finished with the same configuration (MLflow run {run_id})" in again.stdout
     assert len(_runs(mlflow_server, "tiny_cnn_32")) == 1
+    fetched = tmp_path / "results" / "runs" / result["identity"]["digest"]
+    assert json.loads((fetched / "record.json").read_text())["test_metrics"] == result["test_metrics"]
+    assert (fetched / "predictions.npz").is_file()
 
     forced = train_cli(*FAST, "res=32", "trainer.max_epochs=2", server, "skip_completed=false")
     assert forced.returncode == 0, forced.stderr[-3000:]
