@@ -657,7 +657,8 @@ def gpu_check(cfg: DictConfig, require_cuda: bool = True) -> dict[str, Any]:
 
     clock = time.perf_counter()
     payload["peak"] = measure_peak(device, dtypes=("bfloat16", "float16", "float32"),
-                                   sizes=(2048, 4096, 8192, 16384), min_seconds=0.5)
+                                   sizes=[int(n) for n in spec.peak_sizes],
+                                   min_seconds=float(cfg.bench.roofline.peak_seconds))
     timings["peak_sec"] = time.perf_counter() - clock
     print("GPU matmul peak, measured: " + ", ".join(f"{name} {payload['peak'][name]['tflops']:.1f} TFLOP/s"
                                                     for name in ("bfloat16", "float16", "float32")))
