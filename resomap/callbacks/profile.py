@@ -275,7 +275,7 @@ class ProfileCallback(pl.Callback):
     def __init__(self, image_size: int, batch_size: int = 32, warmup_runs: int | str = "auto",
                  timed_runs: int | str = "auto", in_channels: int = 3, complexity: bool = True,
                  run_seed: int = 0, seeds: list[int] | None = None, target_rse: float = 0.02,
-                 min_timed_runs: int = 3, max_seconds: float = 10.0) -> None:
+                 min_timed_runs: int = 3, max_seconds: float = 5.0) -> None:
         self.image_size = _check_count("image_size", image_size)
         self.batch_size = _check_count("batch_size", batch_size)
         self.warmup_runs = _check_count("warmup_runs", warmup_runs, minimum=0)
