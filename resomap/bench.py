@@ -521,7 +521,9 @@ def print_overhead(result: dict[str, Any]) -> None:
     if result.get("rounds_disagree"):
         print(f"WARNING: the rounds disagree by {result['spread']:.0%} of their median (more than 20 %): "
               "the machine's load changed during the comparison, so this ratio measures the load, not "
-              "ResoMap. Run it again on a quieter machine, or with bench.overhead.threads=1.")
+              "ResoMap. Run it again on a quieter machine"
+              + (", or with bench.overhead.threads=1." if result["threads"] > 1 else "; the CPU-time ratio, "
+                 "which counts the work each loop did, is steadier under load."))
 
 
 def set_threads(cfg: DictConfig) -> None:
