@@ -42,11 +42,13 @@ def select_sample(samples: Sequence[tuple[str, int]], root: str | Path, num_imag
     root = Path(root)
     by_class: dict[int, list[str]] = defaultdict(list)
     for path, label in samples:
-        if labels is None or label in labels:
-            by_class[label].append(Path(path).relative_to(root).as_posix())
+        by_class[label].append(Path(path).relative_to(root).as_posix())
     rng = np.random.default_rng(seed)
+    # Every class's order is drawn, then the unnamed classes dropped: a named class gets the same
+    # images in the same order as in the unrestricted sample.
     queues = {label: [str(p) for p in rng.permutation(sorted(paths))]
               for label, paths in sorted(by_class.items())}
+    queues = {label: queue for label, queue in queues.items() if labels is None or label in labels}
     chosen: list[tuple[str, int]] = []
     while len(chosen) < num_images and any(queues.values()):
         for label, queue in queues.items():
