@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import statistics
 import time
 import warnings
@@ -37,15 +36,16 @@ import resomap  # noqa: F401  (registers the config resolvers)
 from resomap.callbacks.profile import ProfileCallback
 from resomap.cli import CONFIG_PATH, VERSION_BASE
 from resomap.data import cache
-from resomap.device import resolve_precision, uses_cuda
+from resomap.device import describe, resolve_precision, uses_cuda
+from resomap.device import machine as device_machine
 from resomap.errors import ResoMapError, user_errors
 from resomap.io import write_json
+from resomap.measure.peak import fraction_of_peak, measure_peak, training_tflops
 from resomap.run.build import build_module, build_trainer
 
 log = logging.getLogger(__name__)
 
 CONF_DIR = resources.files("resomap.conf")  # conf/ in a clone, resomap/conf/ when installed
-TRAIN_FLOPS_PER_FORWARD = 3
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
@@ -269,7 +269,46 @@ def resomap_loop(cfg: DictConfig, datamodule: Any, epochs: int) -> tuple[list[fl
     return clock.train_seconds, clock.train_cpu_seconds
 
 
+def overhead_threads(setting: Any, load: float | None, device: torch.device) -> int | None:
+    """Torch threads for the overhead comparison: ``bench.overhead.threads`` when a number;
+    under ``auto``, 1 on a CPU whose 1-minute load is above 1 (another process is running: two
+    threads whose peer is descheduled spin, and rounds of the same loops then differ 30x), else
+    None (torch's default)."""
+    if setting is not None and str(setting).lower() != "auto":
+        return int(setting)
+    if device.type == "cpu" and load is not None and load > 1.0:
+        return 1
+    return None
+
+
+def rounds_disagree(ratios: list[float], tolerance: float = 0.2) -> bool:
+    """Whether the rounds' ratios spread by more than ``tolerance`` of their median
+    ((max - min) / median): then the median is not a measurement of the code but of the load."""
+    if len(ratios) < 2:
+        return False
+    middle = statistics.median(ratios)
+    return middle <= 0 or (max(ratios) - min(ratios)) / middle > tolerance
+
+
 def overhead(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """Run :func:`measure_overhead` with the threads the load calls for (restored afterwards)."""
+    load = load_average()
+    threads = overhead_threads(cfg.bench.overhead.get("threads", "auto"), load, device)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = measure_overhead(cfg, device)
+    finally:
+        torch.set_num_threads(before)
+    ratios = [row["ratio"] for row in result["rounds"]]
+    result.update(load_1min=load, load_1min_after=load_average(), threads=threads or before,
+                  spread=(max(ratios) - min(ratios)) / statistics.median(ratios) if ratios else None,
+                  rounds_disagree=rounds_disagree(ratios))
+    return result
+
+
+def measure_overhead(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """ResoMap's training rate over a bare PyTorch loop's, same model, batch, precision and
     cached tensors on ``device`` (``data.device_cache=true``: the splits in device or process
     memory, augmented in the training process, as the bare loop does). Rounds alternate the two
@@ -310,6 +349,69 @@ def overhead(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
             "resomap_images_per_sec": statistics.median(row["resomap_images_per_sec"] for row in rounds),
             "rounds": rounds,
             "note": "training epochs after the first, validation off; images/s of whole epochs"}
+
+
+# ---- the machine's peak and the roofline table ------------------------------------------------
+
+def roofline_row(cfg: DictConfig, model: str, res: int, peak: dict[str, Any]) -> dict[str, Any]:
+    """One training configuration as a run trains it (Lightning, the cached pipeline, the run's
+    precision), timed over steps after a warm-up, and placed under the measured peak."""
+    spec = cfg.bench.roofline
+    run_cfg = with_model(cfg, model, res, **dict(spec.get("set") or {}))
+    datamodule = make_datamodule(run_cfg, "cached")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    warmup, timed = int(spec.warmup_steps), int(spec.timed_steps)
+    clock = Clock(warmup, timed)
+    trainer = trainer_for(run_cfg, [clock], max_epochs=1, limit_train_batches=warmup + timed,
+                          limit_val_batches=0)
+    pl.seed_everything(cfg.seed)
+    trainer.fit(build_module(run_cfg, datamodule), datamodule=datamodule)
+    images_per_sec = datamodule.batch_size / clock.step_seconds
+    mult_adds = forward_flops(run_cfg, datamodule.num_classes)
+    precision = resolve_precision(run_cfg.trainer.precision, run_cfg.trainer.accelerator)
+    achieved = training_tflops(mult_adds, images_per_sec)
+    # bf16-mixed runs its convolutions in bf16: its ceiling is the bf16 peak.
+    ceiling = "bfloat16" if precision.startswith("bf16") else "float32"
+    return {"model": model, "res": res, "batch_size": datamodule.batch_size, "precision": precision,
+            "train_step_sec": clock.step_seconds, "images_per_sec": images_per_sec,
+            "forward_gmacs": mult_adds / 1e9, "train_tflops": achieved, "ceiling": ceiling,
+            "fraction_of_peak": fraction_of_peak(achieved, (peak.get(ceiling) or {}).get("tflops")),
+            "fraction_of_bf16_peak": fraction_of_peak(achieved, (peak.get("bfloat16") or {}).get("tflops")),
+            "fraction_of_fp32_peak": fraction_of_peak(achieved, (peak.get("float32") or {}).get("tflops"))}
+
+
+def print_roofline(peak: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    parts = [f"{name} {peak[name]['tflops']:.3f} TFLOP/s (n={peak[name]['size']})"
+             for name in ("bfloat16", "float32") if name in peak]
+    print(f"\nMachine peak, measured here (dense n x n matmul, same process, {peak['threads']} thread(s)): "
+          + ", ".join(parts))
+    if not rows:
+        return
+    print("Training as runs do it (cached pipeline, Lightning, the run's precision); TFLOP/s = 2 x fvcore "
+          "multiply-adds x 3 forwards per image x img/s; of bf16 / fp32 peak = TFLOP/s over that measured "
+          "matmul peak (without AMX, torch's bf16 matmul can be slower than its fp32 one while bf16 "
+          "convolutions are faster: both are shown)\n")
+    columns = (("model", "model", "{}"), ("res", "res", "{}"), ("batch", "batch_size", "{}"),
+               ("precision", "precision", "{}"), ("img/s", "images_per_sec", "{:.1f}"),
+               ("TFLOP/s", "train_tflops", "{:.3f}"), ("of bf16 peak", "fraction_of_bf16_peak", "{:.1%}"),
+               ("of fp32 peak", "fraction_of_fp32_peak", "{:.1%}"))
+    cells = [[title for title, _, _ in columns]]
+    cells += [[fmt.format(row[key]) if row.get(key) is not None else "-" for _, key, fmt in columns]
+              for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    print("\n".join(lines))
+
+
+def roofline(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """The machine's measured peak, then every configuration of ``bench.roofline`` under it."""
+    spec = cfg.bench.roofline
+    peak = measure_peak(device, sizes=[int(n) for n in spec.peak_sizes], min_seconds=float(spec.peak_seconds))
+    rows = [roofline_row(cfg, str(model), int(res), peak)
+            for model in spec.models for res in spec.resolutions]
+    return {"peak": peak, "rows": rows}
 
 
 # ---- seed-scale projection ---------------------------------------------------------------------
@@ -360,16 +462,18 @@ def project_study(cfg: DictConfig, counts: dict[str, int] | None = None,
             "note": "training + validation epochs only; cache builds (setup_sec) are one-off"}
 
 
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = f"{names[0]} x {len(names)}" if names else cpu
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+def load_average() -> float | None:
+    """The 1-minute load average (None where the system has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def machine_facts() -> dict[str, Any]:
+    """The machine (resomap.device.machine: CPU model and matrix features read from the system,
+    GPU), the load and the date, for the header and bench.json."""
+    info = device_machine()
     load = " ".join(f"{value:.2f}" for value in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return {"cpu": cpu, "gpu": gpu, "torch": torch.__version__, "load_average": load,
+    return {"machine": info, "cpu": f"{info['cpu']} x {info['cores']}", "gpu": info.get("gpu") or "none",
+            "torch": torch.__version__, "load_average": load,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -404,13 +508,22 @@ def use_seed_scale(cfg: DictConfig, spec_node: DictConfig | None = None, name: s
 
 
 def print_overhead(result: dict[str, Any]) -> None:
+    load = result.get("load_1min")
     print(f"\nFramework overhead ({result['model']} at {result['res']} px, batch {result['batch_size']}, "
-          f"{result['precision']}, {result['device']}, cached tensors in memory): ResoMap "
+          f"{result['precision']}, {result['device']}, cached tensors in memory, "
+          f"{result['threads']} torch thread(s), 1-minute load "
+          f"{'?' if load is None else f'{load:.2f}'}): ResoMap "
           f"{result['resomap_images_per_sec']:.1f} img/s, bare PyTorch loop "
           f"{result['bare_images_per_sec']:.1f} img/s, ratio {result['ratio']:.3f}, CPU-time ratio "
           f"{result['cpu_ratio']:.3f} "
-          f"(median of {len(result['rounds'])} rounds: "
+          f"(median of {len(result['rounds'])} alternating rounds: "
           + ", ".join(f"{row['ratio']:.3f}" for row in result["rounds"]) + ")")
+    if result.get("rounds_disagree"):
+        print(f"WARNING: the rounds disagree by {result['spread']:.0%} of their median (more than 20 %): "
+              "the machine's load changed during the comparison, so this ratio measures the load, not "
+              "ResoMap. Run it again on a quieter machine"
+              + (", or with bench.overhead.threads=1." if result["threads"] > 1 else "; the CPU-time ratio, "
+                 "which counts the work each loop did, is steadier under load."))
 
 
 def set_threads(cfg: DictConfig) -> None:
@@ -431,20 +544,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.bench.seed_scale:
         use_seed_scale(cfg)
     device = training_device(cfg)
-    facts = {**machine(), "model": cfg.model.name, "res": int(cfg.res), "device": str(device),
-             "epochs": int(cfg.bench.epochs), "data": cfg.data.name, "threads": torch.get_num_threads()}
+    facts = {**machine_facts(), "device": str(device), "data": cfg.data.name,
+             "threads": torch.get_num_threads()}
+    print(f"\nResoMap bench on {describe(facts['machine'])}; device {device}, {facts['threads']} torch "
+          f"thread(s), load average {facts['load_average']} (1, 5, 15 min), {facts['date']}")
+    payload: dict[str, Any] = {**facts}
+    if cfg.bench.roofline.enabled:
+        payload["roofline"] = roofline(cfg, device)
+        print_roofline(payload["roofline"]["peak"], payload["roofline"]["rows"])
+    measured_peak = ((payload.get("roofline") or {}).get("peak") or {}).get("bfloat16", {}).get("tflops")
+    peak = float(cfg.bench.peak_tflops) if cfg.bench.peak_tflops else measured_peak
     rows = [bench_pipeline(cfg, pipeline) for pipeline in cfg.bench.pipelines]
     flops = forward_flops(cfg, rows[0]["num_classes"]) if rows else 0.0
     for row in rows:
-        row["train_tflops"] = 2 * TRAIN_FLOPS_PER_FORWARD * flops * row["train_images_per_sec"] / 1e12
-        if cfg.bench.peak_tflops:
-            row["fraction_of_peak"] = row["train_tflops"] / float(cfg.bench.peak_tflops)
-    payload: dict[str, Any] = {**facts, "forward_gflops_fvcore": flops / 1e9, "rows": rows}
-    hardware = facts["gpu"] if device.type == "cuda" else facts["cpu"]
-    print(f"\nResoMap bench: {cfg.model.name} at {cfg.res} px, {cfg.bench.epochs} epoch(s), "
-          f"data {cfg.data.name}, device {device} ({hardware}), {facts['threads']} torch thread(s), "
-          f"load average {facts['load_average']}")
+        row["train_tflops"] = training_tflops(flops, row["train_images_per_sec"])
+        row["fraction_of_peak"] = fraction_of_peak(row["train_tflops"], peak)
+    payload.update({"model": cfg.model.name, "res": int(cfg.res), "epochs": int(cfg.bench.epochs),
+                    "forward_gflops_fvcore": flops / 1e9, "rows": rows})
     if rows:
+        print(f"\nData pipelines: {cfg.model.name} at {cfg.res} px, {cfg.bench.epochs} epoch(s), data "
+              f"{cfg.data.name}")
         print(f"forward {flops / 1e9:.3f} GFLOP/image (fvcore, multiply-add = 1); TFLOP/s below count "
               f"2 FLOPs per multiply-add and 3 forwards per training image\n")
         print(format_table(rows))
@@ -537,8 +656,16 @@ def gpu_check(cfg: DictConfig, require_cuda: bool = True) -> dict[str, Any]:
     started = time.perf_counter()
     spec = cfg.bench.gpu_check
     use_seed_scale(cfg, spec.data, name="synthetic_gpu_check")
-    payload: dict[str, Any] = {**machine(), "mode": "gpu_check", "device": str(device)}
+    payload: dict[str, Any] = {**machine_facts(), "mode": "gpu_check", "device": str(device)}
     timings: dict[str, float] = {}
+
+    clock = time.perf_counter()
+    payload["peak"] = measure_peak(device, dtypes=("bfloat16", "float16", "float32"),
+                                   sizes=[int(n) for n in spec.peak_sizes],
+                                   min_seconds=float(cfg.bench.roofline.peak_seconds))
+    timings["peak_sec"] = time.perf_counter() - clock
+    print("GPU matmul peak, measured: " + ", ".join(f"{name} {payload['peak'][name]['tflops']:.1f} TFLOP/s"
+                                                    for name in ("bfloat16", "float16", "float32")))
 
     clock = time.perf_counter()
     counts = {key: int(value) for key, value in spec.counts.items()}

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from resomap.callbacks.profile import check_seeds, measures_seed
 from resomap.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
+from resomap.errors import ResoMapError
 from resomap.io import atomic_write_bytes
 from resomap.measure import maps as attribution_maps
 from resomap.measure.attribution import randomised_copy
@@ -33,16 +35,20 @@ TARGETS = ("label", "predicted")
 
 
 def select_sample(samples: Sequence[tuple[str, int]], root: str | Path, num_images: int,
-                  seed: int) -> list[tuple[str, int]]:
+                  seed: int, labels: Sequence[int] | None = None) -> list[tuple[str, int]]:
     """``num_images`` test images as ``(path relative to root, label)``, class-stratified:
-    classes take turns, each in an order shuffled by ``seed`` (not the run's seed)."""
+    classes take turns, each in an order shuffled by ``seed`` (not the run's seed); only the
+    classes in ``labels`` when given."""
     root = Path(root)
     by_class: dict[int, list[str]] = defaultdict(list)
     for path, label in samples:
         by_class[label].append(Path(path).relative_to(root).as_posix())
     rng = np.random.default_rng(seed)
+    # Every class's order is drawn, then the unnamed classes dropped: a named class gets the same
+    # images in the same order as in the unrestricted sample.
     queues = {label: [str(p) for p in rng.permutation(sorted(paths))]
               for label, paths in sorted(by_class.items())}
+    queues = {label: queue for label, queue in queues.items() if labels is None or label in labels}
     chosen: list[tuple[str, int]] = []
     while len(chosen) < num_images and any(queues.values()):
         for label, queue in queues.items():
@@ -102,22 +108,31 @@ def _normalised(maps: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 class Explain(pl.Callback):
     """Grad-CAM, Integrated Gradients and saliency maps of the tested model.
 
-    Runs after testing on ``num_images`` test images chosen by ``seed``; writes
-    ``results_dir/explanations/{run_name}/maps.npz`` (maps at the run's resolution for
-    the label and the predicted class, the image list) and one overlay PNG per image.
-    ``sanity_methods`` are repeated on a re-initialised copy of the model (Adebayo et
-    al. 2018): a low trained-versus-random rank correlation means the method explains
-    the model, not the image alone.
+    Runs after testing on ``num_images`` test images chosen by ``seed`` (of the ``classes``
+    named, or all); writes ``maps.npz`` (maps at the run's resolution for the label and the
+    predicted class, the image list) and one overlay PNG per image into ``output_dir``
+    (default ``results_dir/explanations/{run_name}``). ``sanity_methods`` are repeated on a
+    re-initialised copy of the model (Adebayo et al. 2018): a low trained-versus-random rank
+    correlation means the method explains the model, not the image alone.
+
+    Explanations compare resolutions, not seeds: with ``seeds: [0]`` a run whose ``run_seed``
+    is not listed (a seed a study adds) explains nothing and has no ``explain`` section.
     """
 
     def __init__(self, results_dir: str, run_name: str, methods: dict[str, Method],
                  num_images: int = 8, seed: int = 0, batch_size: int = 8,
-                 sanity_methods: Sequence[str] = (), overlays: bool = True) -> None:
+                 sanity_methods: Sequence[str] = (), overlays: bool = True,
+                 output_dir: str | None = None, classes: Sequence[str] | None = None,
+                 run_seed: int = 0, seeds: Sequence[int] | None = None) -> None:
         unknown = sorted(set(sanity_methods) - set(methods))
         if unknown:
             raise ValueError(f"callbacks.explain.sanity_methods names {unknown}, which are not in "
                              f"callbacks.explain.methods ({', '.join(methods)}).")
         self.results_dir = results_dir
+        self.output_dir = output_dir
+        self.classes = list(classes) if classes is not None else None
+        self.run_seed = int(run_seed)
+        self.seeds = check_seeds(seeds, "callbacks.explain.seeds")
         self.run_name = run_name
         self.methods = dict(methods)
         self.num_images = num_images
@@ -139,6 +154,11 @@ class Explain(pl.Callback):
             datamodule = getattr(trainer, "datamodule", None)
             if not trainer.is_global_zero or datamodule is None or "test" not in datamodule.datasets:
                 return {}
+            if not measures_seed(self.run_seed, self.seeds):
+                log.info("%s: no explanations for seed %d (callbacks.explain.seeds=%s)", self.run_name,
+                         self.run_seed, self.seeds)
+                self.section = {}
+                return self.section
             self.section = {"explain": self.explain(pl_module.net, datamodule,
                                                     channels_last=pl_module.channels_last)}
         return self.section
@@ -154,12 +174,14 @@ class Explain(pl.Callback):
         dataset = datamodule.datasets["test"]
         root = Path(datamodule.root)
         classes = list(datamodule.classes)
-        sample = select_sample(dataset.samples, root, self.num_images, self.seed)
+        sample = select_sample(dataset.samples, root, self.num_images, self.seed,
+                               self._labels(classes))
         images = torch.stack([dataset.transform(dataset.loader(root / path)) for path, _ in sample])
         labels = torch.tensor([label for _, label in sample])
         size = images.shape[-1]
         device = next(net.parameters()).device
-        out_dir = attribution_maps.explanation_dir(self.results_dir, self.run_name)
+        out_dir = (Path(self.output_dir) if self.output_dir
+                   else attribution_maps.explanation_dir(self.results_dir, self.run_name))
         log.info("Explaining %d test images of %s into %s", len(sample), self.run_name, out_dir)
 
         was_training = net.training
@@ -196,7 +218,8 @@ class Explain(pl.Callback):
         atomic_write_bytes(out_dir / attribution_maps.MAPS_FILE, _npz_bytes(arrays))
         overlays = self._write_overlays(out_dir, images, sample, predicted, classes, maps)
         return {
-            "dir": out_dir.relative_to(self.results_dir).as_posix(),
+            "dir": (out_dir.resolve().relative_to(Path(self.results_dir).resolve()).as_posix()
+                    if out_dir.resolve().is_relative_to(Path(self.results_dir).resolve()) else str(out_dir)),
             "maps_file": attribution_maps.MAPS_FILE,
             "overlays": overlays,
             "data_root": str(root),
@@ -210,6 +233,16 @@ class Explain(pl.Callback):
             "methods": summaries,
             "seconds": time.perf_counter() - started,
         }
+
+    def _labels(self, classes: list[str]) -> list[int] | None:
+        """Indices of ``self.classes`` in the data set's classes (None: every class)."""
+        if self.classes is None:
+            return None
+        missing = [name for name in self.classes if name not in classes]
+        if missing:
+            raise ResoMapError(f"callbacks.explain.classes names {missing}, which are not classes of this "
+                               f"data set ({', '.join(classes)}); name some of those, or null for all.")
+        return [classes.index(name) for name in self.classes]
 
     def _attribute_all(self, net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                        predicted: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

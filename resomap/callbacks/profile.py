@@ -6,9 +6,15 @@ in decimal MB) and adds the median, p95, batch-1 latency and training figures. M
 measure the model, not the process: ``gpu_memory_peak_mb`` leaves out the data cache and
 whatever else was already on the GPU (recorded apart), ``cpu_memory_increase_mb`` is the rise
 of resident memory over the process's baseline during the measured passes (docs/profiling.md).
-The number of passes suits the device (``"auto"``: 5 + 25 on CUDA as the seed, 1 + 5 on a CPU)
-and the section records what was measured and the ``seconds`` it took.
+The number of passes suits the measurement's noise (``"auto"``: 5 warm-up passes on CUDA, 1 on a
+CPU, then timed passes until the mean is known to ``target_rse``, between ``min_timed_runs`` and
+25 passes and within ``max_seconds``) and the section records what was measured, the machine
+(:func:`resomap.device.machine`: CPU model and matrix features, GPU) and the ``seconds`` it took.
 The ``complexity`` section holds FLOPs, parameters and activation memory.
+
+Latency, memory and complexity depend on the model, resolution and configuration, not on the
+seed: with ``seeds: [0]`` a run of another seed keeps its training figures and the machine and
+skips the passes (``profiling.measured_on_seeds`` says so); the study averages what was measured.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import math
 import resource
 import sys
 import time
@@ -27,16 +34,18 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from resomap.device import machine
 from resomap.measure.complexity import analyse
 
 log = logging.getLogger(__name__)
 
 MIB = 2**20
 MB = 1e6
-# (warm-up, timed) forward passes per batch size under "auto": the seed's 5 + 25 where a pass
-# takes milliseconds; on a CPU, where a batch of 32 at 512 px takes 1.5 s (simple_cnn, 2 cores),
-# 1 + 5 (docs/profiling.md).
-AUTO_RUNS = {"cuda": (5, 25), "cpu": (1, 5)}
+# (warm-up, most timed) forward passes per batch size under "auto": at most the seed's 5 + 25 where
+# a pass takes milliseconds; on a CPU, where a batch of 32 at 512 px takes 1.5-3 s (simple_cnn, 2
+# cores), 1 warm-up. Under "auto" the timed passes stop once the mean is known well enough
+# (AutoStop), so a steady CPU measures 3-5 passes (docs/profiling.md).
+AUTO_RUNS = {"cuda": (5, 25), "cpu": (1, 25)}
 
 
 def _check_count(name: str, value: int | str | None, minimum: int = 1) -> int | str:
@@ -46,6 +55,22 @@ def _check_count(name: str, value: int | str | None, minimum: int = 1) -> int | 
         raise ValueError(f"callbacks.profile.{name}={value!r} is not valid: it must be an integer "
                          f">= {minimum} or auto (e.g. callbacks.profile.{name}=3).")
     return value
+
+
+def check_seeds(seeds: Any, key: str = "seeds") -> list[int] | None:
+    """``seeds`` as a list of ints (None stays None); anything else is refused, naming ``key``."""
+    if seeds is None:
+        return None
+    values = list(seeds) if isinstance(seeds, (list, tuple)) or type(seeds).__name__ == "ListConfig" else None
+    if values is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{key}={seeds!r} is not valid: a list of integer seeds whose runs pay this "
+                         f"once-per-configuration cost (e.g. {key}=[0]), or null for every seed.")
+    return [int(v) for v in values]
+
+
+def measures_seed(seed: int, seeds: list[int] | None) -> bool:
+    """Whether a run of ``seed`` pays the once-per-configuration costs (``seeds`` None: every run)."""
+    return seeds is None or int(seed) in seeds
 
 
 def runs_for(device: torch.device, warmup_runs: int | str, timed_runs: int | str) -> tuple[int, int]:
@@ -134,29 +159,57 @@ def peak_rss_mb() -> float:
     return peak / MB if sys.platform == "darwin" else peak * 1024 / MB
 
 
+def relative_standard_error(times: list[float]) -> float:
+    """Standard error of the mean over the mean (inf for fewer than 2 values)."""
+    if len(times) < 2:
+        return math.inf
+    values = np.asarray(times, dtype=np.float64)
+    return float(values.std(ddof=1) / math.sqrt(len(values)) / values.mean())
+
+
+class AutoStop:
+    """Stop timing once the mean is known to ``target_rse`` (relative standard error), after at
+    least ``min_runs`` passes, or once ``max_seconds`` of timed passes are spent.
+
+    Why: a fixed count is either wasted (a steady 1.5 s pass measured 25 times) or too few (a
+    noisy millisecond pass); the standard error says when more passes stop changing the figure.
+    """
+
+    def __init__(self, target_rse: float = 0.02, min_runs: int = 3, max_seconds: float = 10.0) -> None:
+        self.target_rse, self.min_runs, self.max_seconds = target_rse, min_runs, max_seconds
+
+    def __call__(self, times: list[float]) -> bool:
+        if len(times) < self.min_runs:
+            return False
+        return sum(times) >= self.max_seconds or relative_standard_error(times) <= self.target_rse
+
+
 def time_forward(forward: Callable[[], Any], device: torch.device, warmup_runs: int,
-                 timed_runs: int) -> list[float]:
-    """Seconds of each of ``timed_runs`` calls of ``forward`` after ``warmup_runs`` untimed ones.
+                 timed_runs: int, stop: Callable[[list[float]], bool] | None = None) -> list[float]:
+    """Seconds of each of at most ``timed_runs`` calls of ``forward`` after ``warmup_runs`` untimed
+    ones; ``stop(times)`` ends the timed passes early when it returns True.
 
     On CUDA each call is timed with CUDA events and synchronised; elsewhere with perf_counter.
     """
     for _ in range(warmup_runs):
         forward()
-    times = []
+    times: list[float] = []
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        for _ in range(timed_runs):
+    for _ in range(timed_runs):
+        if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             forward()
             end.record()
             torch.cuda.synchronize(device)
             times.append(start.elapsed_time(end) / 1000)
-    else:
-        for _ in range(timed_runs):
+        else:
             start = time.perf_counter()
             forward()
             times.append(time.perf_counter() - start)
+        if stop is not None and stop(times):
+            break
     return times
 
 
@@ -168,6 +221,9 @@ def latency_stats(times: list[float], batch_size: int) -> dict[str, float]:
     stats: dict[str, float] = {"batch_size": batch_size}
     stats.update({f"{key}_sec": float(value) for key, value in per_batch.items()})
     stats.update({f"per_image_{key}_sec": float(value) / batch_size for key, value in per_batch.items()})
+    stats["runs"] = len(values)
+    rse = relative_standard_error(list(values))
+    stats["relative_standard_error"] = rse if math.isfinite(rse) else None
     stats["throughput_images_sec"] = batch_size / float(per_batch["mean"])
     stats["throughput_median_images_sec"] = batch_size / float(per_batch["p50"])
     return stats
@@ -208,18 +264,28 @@ class ProfileCallback(pl.Callback):
         image_size: the run's resolution; inputs are random ``image_size`` squares.
         batch_size: the inference batch of the seed figures (``avg_time_sec`` is per batch).
         warmup_runs, timed_runs: untimed then timed forward passes per batch size; ``"auto"``
-            chooses by device (AUTO_RUNS).
+            chooses by device (AUTO_RUNS) and, for ``timed_runs``, stops when the mean is known
+            to ``target_rse`` (at least ``min_timed_runs`` passes, at most ``max_seconds`` of them).
         complexity: also count FLOPs, parameters and activation memory (fvcore).
+        run_seed, seeds: the run's seed, and the seeds whose runs measure latency, memory and
+            complexity (None: every seed). Added seeds of a study need not pay again for figures
+            that do not depend on the seed.
     """
 
     def __init__(self, image_size: int, batch_size: int = 32, warmup_runs: int | str = "auto",
-                 timed_runs: int | str = "auto", in_channels: int = 3, complexity: bool = True) -> None:
+                 timed_runs: int | str = "auto", in_channels: int = 3, complexity: bool = True,
+                 run_seed: int = 0, seeds: list[int] | None = None, target_rse: float = 0.02,
+                 min_timed_runs: int = 3, max_seconds: float = 5.0) -> None:
         self.image_size = _check_count("image_size", image_size)
         self.batch_size = _check_count("batch_size", batch_size)
         self.warmup_runs = _check_count("warmup_runs", warmup_runs, minimum=0)
         self.timed_runs = _check_count("timed_runs", timed_runs)
         self.in_channels = in_channels
         self.complexity = complexity
+        self.run_seed = int(run_seed)
+        self.seeds = check_seeds(seeds, "callbacks.profile.seeds")
+        self.auto_stop = AutoStop(float(target_rse), int(_check_count("min_timed_runs", min_timed_runs)),
+                                  float(max_seconds))
         self.epochs: list[dict[str, float]] = []
         self.training: dict[str, Any] = {}
         self.sections: dict[str, Any] | None = None
@@ -277,12 +343,14 @@ class ProfileCallback(pl.Callback):
         self.sections = self.measure(trainer, pl_module)
         metrics: dict[str, float] = {}
         for name, prefix in (("profiling", "profile"), ("complexity", "complexity")):
-            _scalars(prefix, self.sections.get(name, {}), metrics)
+            section = {k: v for k, v in self.sections.get(name, {}).items() if k != "machine"}
+            _scalars(prefix, section, metrics)
         profiling = self.sections["profiling"]
-        # The seed study's names of its final tracked metrics.
-        metrics.update({"inference_time_sec": profiling["avg_time_sec"],
-                        "throughput_samples_sec": profiling["throughput_samples_sec"],
-                        "peak_memory_mb": profiling["peak_cpu_memory_mb"]})
+        if "avg_time_sec" in profiling:
+            # The seed study's names of its final tracked metrics.
+            metrics.update({"inference_time_sec": profiling["avg_time_sec"],
+                            "throughput_samples_sec": profiling["throughput_samples_sec"],
+                            "peak_memory_mb": profiling["peak_cpu_memory_mb"]})
         if "gpu_memory_peak_mb" in profiling:
             metrics["gpu_memory_peak_mb"] = profiling["gpu_memory_peak_mb"]
         for logger in trainer.loggers:
@@ -294,9 +362,18 @@ class ProfileCallback(pl.Callback):
         return self.sections
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        """Latency, throughput and memory of the trained model, in the run's precision."""
+        """Latency, throughput and memory of the trained model, in the run's precision; on a seed
+        outside ``seeds``, only the training figures and the machine."""
         started = time.perf_counter()
         device = pl_module.device
+        if not measures_seed(self.run_seed, self.seeds):
+            return {"profiling": {"training": self.training, "machine": machine(), "device": device.type,
+                                  "precision": str(trainer.precision), "image_size": self.image_size,
+                                  "measured_on_seeds": self.seeds,
+                                  "notes": f"seed {self.run_seed}: latency, memory and complexity are "
+                                           f"measured on the runs of seeds {self.seeds} of the same "
+                                           "configuration",
+                                  "seconds": time.perf_counter() - started}}
         warmup_runs, timed_runs = runs_for(device, self.warmup_runs, self.timed_runs)
         channels_last = bool(getattr(pl_module, "channels_last", False))
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -314,8 +391,8 @@ class ProfileCallback(pl.Callback):
             for name, batch_size in (("batch_1", 1), ("inference_batch", self.batch_size)):
                 inputs = torch.randn(batch_size, self.in_channels, self.image_size, self.image_size,
                                      device=device).contiguous(memory_format=memory_format)
-                times = time_forward(lambda inputs=inputs: pl_module(inputs), device,
-                                     warmup_runs, timed_runs)
+                times = time_forward(lambda inputs=inputs: pl_module(inputs), device, warmup_runs,
+                                     timed_runs, stop=self.auto_stop if self.timed_runs == "auto" else None)
                 latency[name] = latency_stats(times, batch_size)
                 del inputs
         pl_module.train(was_training)
@@ -350,7 +427,12 @@ class ProfileCallback(pl.Callback):
             "batch_sizes": [1, self.batch_size],
             "image_size": self.image_size,
             "warmup_runs": warmup_runs,
-            "timed_runs": timed_runs,
+            "timed_runs": {name: int(stats["runs"]) for name, stats in latency.items()},
+            "timed_runs_rule": (f"auto: until the mean's relative standard error <= "
+                                f"{self.auto_stop.target_rse}, "
+                                f"{self.auto_stop.min_runs} to {timed_runs} passes, at most "
+                                f"{self.auto_stop.max_seconds} s" if self.timed_runs == "auto"
+                                else f"fixed: {timed_runs}"),
             "precision": str(trainer.precision),
             "autocast_dtype": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else None,
             "channels_last": channels_last,
@@ -358,6 +440,7 @@ class ProfileCallback(pl.Callback):
             "timer": "cuda_event" if device.type == "cuda" else "perf_counter",
             "latency": latency,
             "training": self.training,
+            "machine": machine(),
             "notes": "forward pass only, eval mode, random input; *_time_sec are per inference batch "
                      "(batch_size images); std is the population std; GPU memory in MiB: "
                      "gpu_memory_peak_mb = model weights and buffers + the peak the measured passes "

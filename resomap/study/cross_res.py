@@ -4,11 +4,17 @@ Touvron et al. (FixRes, 2019) show a train/test resolution discrepancy for model
 random-resized crops; ResoMap trains on whole images resized (squashed) to one size, so the
 matrix measures how each model transfers to other sizes without that crop-scale effect.
 
+The question it answers is local: does a model do best at its own resolution, or just above or
+below it (FixRes)? So by default each run is tested only at the sweep's ``neighbours`` nearest
+resolutions on either side of its own (1: the two adjacent sizes; ``None``: every size): on the
+demo's five sizes 16 evaluations instead of 40. Cells further away stay empty (NaN in the plot).
+
 Each run's best checkpoint is loaded once (:func:`resomap.run.build.load_trained`, which
 rebuilds the network from the project's own configs: a record is data) and evaluated on the
 test split of its data set at every other resolution, in the precision the run trained in.
 The test split of one (data set, resolution) is decoded once and shared by every run. Results
-are cached in ``results/cross_res/{run}.json`` keyed by the run's identity and record time.
+are cached in ``results/cross_res/{run}.json`` keyed by the run's identity and record time;
+the run name comes from a record, so that path is checked (:func:`resomap.names.contained`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from tqdm import tqdm
 
 from resomap.device import resolve_precision, torch_device
 from resomap.io import write_json
+from resomap.names import UnsafeName, contained, safe_name
 from resomap.run.build import UntrustedRecordError, datamodule_for, load_trained
 from resomap.run.record import RunRecord
 
@@ -57,7 +64,26 @@ class CrossRes:
 
 
 def cache_path(results_dir: Path, run_name: str) -> Path:
-    return results_dir / CACHE_DIR / f"{run_name}.json"
+    """``results/cross_res/{run_name}.json``; the name is read from a record, so it must be a plain
+    name and the path must stay inside the results folder (UnsafeName otherwise)."""
+    return contained(results_dir, CACHE_DIR, f"{safe_name(run_name, 'run name')}.json")
+
+
+def test_resolutions(own: int, resolutions: Sequence[int], neighbours: int | None = 1) -> list[int]:
+    """The resolutions other than ``own`` that a run trained at ``own`` is tested at: the
+    ``neighbours`` nearest below and above it in the sorted sweep (``None``: all of them).
+
+    ``own`` need not be one of ``resolutions`` (a run of another sweep): its place among them
+    decides what is below and above it.
+    """
+    others = sorted({int(res) for res in resolutions} - {int(own)})
+    if neighbours is None:
+        return others
+    if neighbours < 0:
+        raise ValueError(f"neighbours must be >= 0 or None, got {neighbours}")
+    below = [res for res in others if res < own][::-1][:neighbours]
+    above = [res for res in others if res > own][:neighbours]
+    return sorted(below + above)
 
 
 def _read_cache(path: Path, record: RunRecord) -> dict[str, dict[str, float]]:
@@ -140,9 +166,11 @@ def _why_not(record: RunRecord, test_res: int, checkpoints_root: Path) -> str | 
 
 def build(runs: Sequence[RunRecord | dict], results_dir: str | Path, resolutions: Sequence[int],
           evaluate_missing: bool = True, checkpoints_root: str | Path | None = None,
-          evaluate: bool | None = None) -> CrossRes:
-    """Every run at every resolution of the sweep; cached results are reused, missing ones
-    computed when ``evaluate_missing`` is true (the run's own resolution comes from its record).
+          evaluate: bool | None = None, neighbours: int | None = 1) -> CrossRes:
+    """Every run at its ``neighbours`` nearest resolutions of the sweep on either side
+    (:func:`test_resolutions`; ``None``: all); cached results are reused (any cached cell of the
+    sweep is shown), missing ones computed when ``evaluate_missing`` is true (the run's own
+    resolution comes from its record).
 
     ``checkpoints_root`` defaults to ``checkpoints/`` beside the results folder.
     """
@@ -157,10 +185,15 @@ def build(runs: Sequence[RunRecord | dict], results_dir: str | Path, resolutions
     for record in records:
         own = {metric: getattr(record.test_metrics, metric) for metric in METRICS}
         found.entries.append((record.model, record.resolution, record.seed, record.resolution, own))
-        cache[record.run_name] = _read_cache(cache_path(results_dir, record.run_name), record)
+        try:
+            cache[record.run_name] = _read_cache(cache_path(results_dir, record.run_name), record)
+        except UnsafeName as error:
+            found.notes.append(f"{record.run_name!r} not tested at other resolutions: {error}")
+            cache[record.run_name] = {}
+            continue
         skipped: dict[str, list[int]] = defaultdict(list)
-        for test_res in resolutions:
-            if test_res == record.resolution or str(test_res) in cache[record.run_name]:
+        for test_res in test_resolutions(record.resolution, resolutions, neighbours):
+            if str(test_res) in cache[record.run_name]:
                 continue
             if not evaluate_missing:
                 continue

@@ -11,6 +11,9 @@ from conftest import REPO_ROOT, TINY_SPEC, run_module, tiny_overrides
 pytestmark = pytest.mark.slow
 
 OVERHEAD = ["bench.overhead.res=32", "bench.overhead.epochs=2", "bench.overhead.rounds=1"]
+ROOFLINE = ["bench.roofline.models=[tiny_cnn]", "bench.roofline.resolutions=[32,40]",
+            "bench.roofline.warmup_steps=1", "bench.roofline.timed_steps=1",
+            "bench.roofline.peak_sizes=[64,128]", "bench.roofline.peak_seconds=0.01"]
 
 
 def test_bench_prints_both_pipelines_overhead_and_a_seed_scale_projection(tmp_path: Path,
@@ -19,6 +22,7 @@ def test_bench_prints_both_pipelines_overhead_and_a_seed_scale_projection(tmp_pa
                   if key != "seed"]
     completed = run_module("resomap.bench", [
         *tiny_overrides(tmp_path, tiny_data_root), "model=tiny_cnn", "res=32", "bench.epochs=1",
+        "bench.pipelines=[classic,cached]", *ROOFLINE,
         "bench.seed_scale=true", *seed_scale, "bench.study.models=[tiny_cnn]",
         "bench.study.resolutions=[32,40]", "bench.study.warmup_steps=1", "bench.study.timed_steps=1",
         "bench.study.epochs=25", *OVERHEAD,
@@ -31,6 +35,12 @@ def test_bench_prints_both_pipelines_overhead_and_a_seed_scale_projection(tmp_pa
     assert rows.keys() == {"classic", "cached"}
     assert "cached / classic:" in completed.stdout
     assert "Framework overhead (tiny_cnn at 32 px" in completed.stdout
+    assert "1-minute load" in completed.stdout and "torch thread(s)" in completed.stdout
+    # The machine is named, its peak measured, and each configuration placed under it.
+    assert "AMX" in completed.stdout or "AVX" in completed.stdout
+    assert "Machine peak, measured here" in completed.stdout
+    roofline_header = next(line for line in lines if line.split()[:2] == ["model", "res"])
+    assert "img/s" in roofline_header and "TFLOP/s" in roofline_header and "of bf16 peak" in roofline_header
     assert "Projected seed-scale study (2 runs x 25 epochs" in completed.stdout
 
     payload = json.loads(next((tmp_path / "outputs").rglob("bench.json")).read_text())
@@ -39,6 +49,17 @@ def test_bench_prints_both_pipelines_overhead_and_a_seed_scale_projection(tmp_pa
         assert row["data_images_per_sec"] > 0 and row["train_images_per_sec"] > 0
         assert 0 <= row["test_accuracy"] <= 1 and len(row["epoch_seconds"]) == 1
     assert payload["forward_gflops_fvcore"] > 0
+    assert payload["machine"]["cpu"] and "avx512_bf16" in payload["machine"]
+    roofline = payload["roofline"]
+    peak = roofline["peak"]["bfloat16"]["tflops"]
+    assert peak > 0 and roofline["peak"]["float32"]["tflops"] > 0
+    assert [(row["model"], row["res"]) for row in roofline["rows"]] == [("tiny_cnn", 32), ("tiny_cnn", 40)]
+    for row in roofline["rows"]:
+        assert row["fraction_of_peak"] == row["fraction_of_bf16_peak"]
+        assert row["fraction_of_bf16_peak"] == pytest.approx(row["train_tflops"] / peak)
+        flops_per_image = 2 * 3 * row["forward_gmacs"] * 1e9
+        assert row["train_tflops"] == pytest.approx(flops_per_image * row["images_per_sec"] / 1e12)
+    assert payload["overhead"]["load_1min"] is not None and "rounds_disagree" in payload["overhead"]
     overhead = payload["overhead"]
     assert overhead["bare_images_per_sec"] > 0 and overhead["resomap_images_per_sec"] > 0
     rates = overhead["resomap_images_per_sec"], overhead["bare_images_per_sec"]
@@ -72,7 +93,8 @@ def test_gpu_check_steps_run_and_write_their_figures(tmp_path: Path, tiny_data_r
         *[item for item in tiny_overrides(tmp_path, tiny_data_root) if not item.startswith("hydra.")],
         f"bench.output={tmp_path}/gpu_check.json", *data, "bench.study.models=[tiny_cnn]",
         "bench.study.resolutions=[32]", "bench.study.warmup_steps=1", "bench.study.timed_steps=1",
-        "bench.gpu_check.profile_resolutions=[32]", "bench.gpu_check.profile_batch_size=4",
+        "bench.gpu_check.profile_resolutions=[32]", "bench.gpu_check.peak_sizes=[64]",
+        "bench.roofline.peak_seconds=0.01", "bench.gpu_check.profile_batch_size=4",
         "bench.gpu_check.overhead_res=32", "bench.overhead.epochs=2", "bench.overhead.rounds=1",
         "bench.gpu_check.variants.model=tiny_cnn", "bench.gpu_check.variants.res=32",
         "bench.gpu_check.variants.precisions=[bf16-mixed]", "bench.gpu_check.variants.compile=[false]",
@@ -90,3 +112,4 @@ def test_gpu_check_steps_run_and_write_their_figures(tmp_path: Path, tiny_data_r
     assert profile["profiling"]["image_size"] == 32 and profile["complexity"]["flops"] > 0
     assert payload["overhead"]["res"] == 32 and payload["variants"][0]["train_step_sec"] > 0
     assert payload["timing"]["total_sec"] > 0
+    assert payload["peak"]["float16"]["tflops"] > 0 and payload["peak"]["bfloat16"]["size"] == 64

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 
 from resomap.callbacks.explain import Explain, completeness, select_sample
 from resomap.data.datamodule import ImageFolderDataModule
+from resomap.errors import ResoMapError
 from resomap.measure.attribution import (
     GradCam,
     IntegratedGradientsMethod,
@@ -206,3 +207,28 @@ def test_explain_command_names_a_missing_run(tmp_path: Path, tiny_data_root: Pat
     assert failed.returncode != 0
     assert "No record of run tiny_cnn_32" in failed.stderr
     assert "train model=tiny_cnn res=32" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_sample_can_be_limited_to_named_classes(tmp_path: Path):
+    samples = [(str(tmp_path / "test" / c / f"{c}_{i}.jpg"), label)
+               for label, c in enumerate("abc") for i in range(5)]
+    chosen = select_sample(samples, tmp_path, 4, seed=0, labels=[0, 2])
+    assert [label for _, label in chosen] == [0, 2, 0, 2]
+    # The same images of those classes as the unrestricted sample's turns give them.
+    everything = select_sample(samples, tmp_path, 15, seed=0)
+    assert [path for path, _ in chosen][:2] == [path for path, label in everything if label in (0, 2)][:2]
+
+
+def test_explanations_go_to_the_given_folder_for_the_named_classes(tmp_path: Path, tiny_data_root: Path):
+    datamodule = ImageFolderDataModule(str(tiny_data_root), 32, num_workers=0, pipeline="classic")
+    datamodule.setup("test")
+    out = tmp_path / "runs" / "abc123" / "explanations"
+    explainer = Explain(str(tmp_path / "results"), "tiny_cnn_32", {"saliency": SaliencyMethod()},
+                        num_images=2, overlays=False, output_dir=str(out), classes=["mel", "nv"])
+    section = explainer.explain(build("tiny_cnn"), datamodule)
+    assert [item["label"] for item in section["images"]] == ["mel", "nv"]
+    assert (out / section["maps_file"]).is_file() and section["dir"] == str(out)
+    assert not (tmp_path / "results" / "explanations").exists()
+    with pytest.raises(ResoMapError, match=r"callbacks.explain.classes names \['melanoma'\]"):
+        Explain(str(tmp_path), "x", {"saliency": SaliencyMethod()}, classes=["melanoma"]).explain(
+            build("tiny_cnn"), datamodule)

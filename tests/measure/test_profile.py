@@ -10,11 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from resomap.callbacks.profile import ProfileCallback, RssIncrease, peak_rss_mb, runs_for
+from resomap.callbacks.profile import (
+    AutoStop,
+    ProfileCallback,
+    RssIncrease,
+    peak_rss_mb,
+    relative_standard_error,
+    runs_for,
+    time_forward,
+)
 
 CHEAP = ("explain=none", "logger=csv", "callbacks.profile.warmup_runs=1",
          "callbacks.profile.timed_runs=3", "callbacks.profile.batch_size=8")
-# The default passes ("auto": 1 warm-up + 5 timed on a CPU), a small inference batch.
+# The default passes ("auto": 1 warm-up, then 3 to 25 timed on a CPU until the mean is known to
+# 2 %), a small inference batch.
 AUTO = ("explain=none", "logger=csv", "callbacks.profile.batch_size=8")
 SEED_KEYS = ("avg_time_sec", "std_time_sec", "min_time_sec", "max_time_sec", "throughput_samples_sec",
              "peak_cpu_memory_mb")
@@ -36,7 +45,14 @@ def test_run_records_profiling_and_complexity(train_cli, tmp_path: Path):
     assert profiling["throughput_samples_sec"] == pytest.approx(8 / profiling["avg_time_sec"])
     assert (profiling["precision"], profiling["autocast_dtype"]) == ("bf16-mixed", "bfloat16")
     assert (profiling["image_size"], profiling["batch_size"], profiling["batch_sizes"]) == (48, 8, [1, 8])
-    assert (profiling["warmup_runs"], profiling["timed_runs"]) == (1, 5)  # "auto" on a CPU
+    assert profiling["warmup_runs"] == 1  # "auto" on a CPU
+    for name in ("batch_1", "inference_batch"):
+        runs, rse = profiling["timed_runs"][name], profiling["latency"][name]["relative_standard_error"]
+        # Stopped by the rule: 3 passes at least, 25 at most, early only once the mean was known.
+        assert 3 <= runs <= 25 and profiling["latency"][name]["runs"] == runs
+        assert runs == 25 or rse <= 0.02 or runs * profiling["latency"][name]["mean_sec"] >= 5.0
+    machine = profiling["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1 and "avx512_bf16" in machine
     assert profiling["seconds"] > 0
     # The model's memory, not the process's: the rise over the baseline is well below the peak.
     assert 0 <= profiling["cpu_memory_increase_mb"] < profiling["peak_cpu_memory_mb"] / 2
@@ -77,9 +93,9 @@ def test_bad_setting_is_named(train_cli):
 
 
 def test_auto_passes_suit_the_device():
-    assert runs_for(torch.device("cpu"), "auto", "auto") == (1, 5)
+    assert runs_for(torch.device("cpu"), "auto", "auto") == (1, 25)
     assert runs_for(torch.device("cuda"), "auto", "auto") == (5, 25)  # the seed's, where passes are fast
-    assert runs_for(torch.device("cpu"), 2, "auto") == (2, 5)
+    assert runs_for(torch.device("cpu"), 2, "auto") == (2, 25)
     assert ProfileCallback(image_size=32, warmup_runs=None, timed_runs="AUTO").timed_runs == "auto"
 
 
@@ -93,3 +109,25 @@ def test_cpu_memory_figure_is_the_rise_during_the_phase():
     rise = phase.mb()
     assert 0.9 * grown.nbytes / 1e6 <= rise <= grown.nbytes / 1e6 + 30
     assert rise < peak_rss_mb() - held.nbytes / 1e6
+
+
+def test_timed_passes_stop_when_the_mean_is_known():
+    stop = AutoStop(target_rse=0.02, min_runs=3, max_seconds=10.0)
+    assert not stop([1.0, 1.0])  # fewer than the minimum
+    assert stop([1.0, 1.0, 1.0])  # no spread: the mean is known
+    noisy = [1.0, 2.0, 1.0]
+    # Standard error of the mean over the mean: sd (0.577) / sqrt(3) / 1.333 = 0.25
+    expected = np.std(noisy, ddof=1) / np.sqrt(3) / np.mean(noisy)
+    assert relative_standard_error(noisy) == pytest.approx(expected)
+    assert not stop(noisy)
+    assert stop([4.0, 2.0, 5.0])  # 11 s spent: the budget ends it whatever the spread
+    assert relative_standard_error([1.0]) == float("inf")
+
+
+def test_time_forward_obeys_the_stop_rule_and_the_cap():
+    calls = []
+    times = time_forward(lambda: calls.append(1), torch.device("cpu"), warmup_runs=2, timed_runs=25,
+                         stop=lambda measured: len(measured) == 4)
+    assert len(times) == 4 and len(calls) == 6  # 2 warm-up + 4 timed
+    calls.clear()
+    assert len(time_forward(lambda: calls.append(1), torch.device("cpu"), 0, 7, stop=lambda m: False)) == 7

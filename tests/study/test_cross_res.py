@@ -70,3 +70,41 @@ def test_a_record_naming_foreign_code_is_refused_and_calls_nothing(two_runs, tmp
     assert not canary.exists()
     assert any(f"{forged.run_name} not tested at 40 px" in note for note in found.notes)
     assert (40, 32) in {(train, test) for _, train, _, test, _ in found.entries}  # the rest goes on
+
+
+def test_neighbour_cells_are_the_adjacent_resolutions():
+    grid = [224, 256, 320, 384, 512]
+    assert cross_res.test_resolutions(224, grid) == [256]
+    assert cross_res.test_resolutions(320, grid) == [256, 384]
+    assert cross_res.test_resolutions(512, grid) == [384]
+    assert cross_res.test_resolutions(320, grid, neighbours=2) == [224, 256, 384, 512]
+    assert cross_res.test_resolutions(320, grid, neighbours=None) == [224, 256, 384, 512]
+    assert cross_res.test_resolutions(320, grid, neighbours=0) == []
+    # A run trained off the grid is tested at the sizes on either side of it.
+    assert cross_res.test_resolutions(300, grid) == [256, 320]
+    # The demo: 2 models x 5 sizes cost 16 evaluations instead of 40.
+    assert 2 * sum(len(cross_res.test_resolutions(res, grid)) for res in grid) == 16
+
+
+def test_a_run_is_evaluated_only_at_its_neighbours(compose_train):
+    runs = []
+    for res in (32, 40, 48):
+        cfg = compose_train(f"res={res}", "trainer.max_epochs=1")
+        orchestrate.run(cfg)
+        runs.append(records.read_record(records.result_path(cfg.paths.results_dir, cfg.run_name)))
+    results_dir = Path(cfg.paths.results_dir)
+    matrix = cross_res.build(runs, results_dir, [32, 40, 48]).matrix("tiny_cnn")
+    assert {train: sorted(row) for train, row in matrix.items()} == {32: [32, 40], 40: [32, 40, 48],
+                                                                     48: [40, 48]}
+    # Asking for every cell later evaluates only the missing ones and keeps the cached ones.
+    cached = json.loads(cross_res.cache_path(results_dir, runs[0].run_name).read_text())["evaluations"]
+    full = cross_res.build(runs, results_dir, [32, 40, 48], neighbours=None).matrix("tiny_cnn")
+    assert sorted(full[32]) == [32, 40, 48] and full[32][40] == cached["40"]["balanced_accuracy"]
+
+
+def test_a_cache_path_from_an_unsafe_run_name_is_refused(tmp_path):
+    from resomap.names import UnsafeName
+
+    with pytest.raises(UnsafeName):
+        cross_res.cache_path(tmp_path, "../../etc/x")
+    assert cross_res.cache_path(tmp_path, "tiny_cnn_32").parent == (tmp_path / "cross_res").resolve()
