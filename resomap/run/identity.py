@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resomap.config import flatten, run_name
 from resomap.device import device_count, resolve_precision
+from resomap.tracking.redact import redact_config
 
 IDENTITY_FILE = "identity.json"
 
@@ -180,10 +181,12 @@ class RunIdentity:
     def from_config(cls, cfg: DictConfig, data_fingerprint: str) -> RunIdentity:
         # Before any redaction: a model key named like a secret (key_dim) is a setting. Loggers,
         # tracking URIs and paths never enter the training config.
+        # The hash is of the config as composed; the copy kept for records, checkpoints and tags
+        # is redacted (a secret passed in a training key never reaches a file).
         training = training_config(cfg)
         return cls(model=str(cfg.model.name), resolution=int(cfg.res), seed=int(cfg.seed),
                    data_name=str(cfg.data.get("name") or "data"), data_fingerprint=data_fingerprint,
-                   training_hash=_digest(training), training=training)
+                   training_hash=_digest(training), training=redact_config(training))
 
     @property
     def digest(self) -> str:

@@ -546,7 +546,7 @@ def training_cost_section(study: Study, data: DataStudy) -> Section:
                     continue
                 best = budget.best
                 row += [_scale(budget.budget, axis),
-                        f"**{best}** ({fmt(budget.reached[best])})" if best is not None else "n/a"]
+                        Md(f"**{best}** ({fmt(budget.reached[best])})") if best is not None else "n/a"]
             flops = by_axis.get("flops") or by_axis.get("seconds")
             row.append(", ".join(f"{res}: {fmt(value)}" for res, value in flops.reached.items()))
             rows.append(row)
@@ -616,7 +616,7 @@ def cost_section(study: Study, data: DataStudy) -> Section:
                                            figure(study, data, f"{name}_vs_resolution"),
                                            log_scale=True))
     fits = [[model, name, fmt(fit.k, ".2f"), fmt(fit.r2, ".3f"), fit.n,
-             "**departs from 2**" if abs(fit.k - 2) > EXPONENT_TOLERANCE else "about 2"]
+             Md("**departs from 2**") if abs(fit.k - 2) > EXPONENT_TOLERANCE else "about 2"]
             for model, by_name in data.scaling.items() for name, fit in by_name.items()]
     if fits:
         parts.append("**Cost scaling.** Each cost is fitted as `a * res^k` (least squares on log cost "
@@ -741,7 +741,7 @@ def explanations_section(study: Study) -> Section | None:
             mass += f" (chance {fmt(row['lesion_area_fraction'])})"
         completeness = fmt(row.get("completeness_error"))
         if row.get("completeness_large"):
-            completeness = f"**{completeness} (large)**"
+            completeness = Md(f"**{completeness} (large)**")
         rows.append([*([row["data_name"]] if several else []), row["model"], row["resolution"], row["method"],
                      fmt(row["spearman"]), fmt(row["iou_top10"]), mass, fmt(row.get("sanity_spearman")),
                      fmt(row.get("sanity_abs_spearman")), completeness])

@@ -30,7 +30,7 @@ OTHER_RUN = [
     "trainer.strategy=ddp", "callbacks.early_stopping.patience=3", "data.rotation=30",
     "data.class_weighted_loss=false", "seed=1", "res=48", "model=simple_cnn", "~scheduler",
     "trainer.gradient_clip_val=0.5", "trainer.limit_train_batches=2",
-    "callbacks.best_checkpoint.monitor=val_loss",
+    "callbacks.best_checkpoint.monitor=val_balanced_accuracy", "callbacks.best_checkpoint.mode=max",
     # Lightning's debug and budget flags cut or change training: never the full run.
     "+trainer.fast_dev_run=true", "+trainer.overfit_batches=1", "+trainer.max_time=00:00:00:10",
     "+trainer.min_steps=50", "trainer.limit_val_batches=1",

@@ -148,7 +148,7 @@ def test_sweep_agreement_table_and_figure(train_cli, tmp_path: Path):
 def test_report_section_shows_chance_sanity_magnitude_and_a_large_completeness_error(tmp_path: Path):
     results_dir = _masked_pair(tmp_path, completeness_error=0.31)
     section = explanations_section(build_study(results_dir, evaluate_cross_res=False))
-    row = next(line for line in section.markdown.splitlines() if line.startswith("| tiny_cnn | 32 |"))
+    row = next(line for line in section.markdown.splitlines() if line.startswith("| tiny\\_cnn | 32 |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     # model, resolution, method, spearman, IoU, lesion mass (chance), sanity mean, |sanity| mean, completeness
     assert cells[5] == "1.000 (chance 0.250)"
