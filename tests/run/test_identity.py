@@ -26,7 +26,7 @@ OTHER_RUN = [
     "trainer.strategy=ddp", "callbacks.early_stopping.patience=3", "data.rotation=30",
     "data.class_weighted_loss=false", "seed=1", "res=48", "model=simple_cnn", "~scheduler",
     "trainer.gradient_clip_val=0.5", "trainer.limit_train_batches=2", "channels_last=false",
-    "callbacks.best_checkpoint.monitor=val_loss",
+    "callbacks.best_checkpoint.monitor=val_balanced_accuracy",
 ]
 
 
