@@ -62,7 +62,7 @@ IGNORED = {
                 "detect_anomaly", "num_sanity_val_steps", "barebones", "inference_mode"),
     # Callbacks that only observe a run (checkpoint writers of the last state, profiling, record
     # export, explanations), and file-naming or logging keys of every callback.
-    "callbacks": ("last_checkpoint", "profile", "result_export", "explain"),
+    "callbacks": ("last_checkpoint", "profile", "result_export", "explain", "epoch_log"),
     "callbacks.*": ("dirpath", "filename", "verbose", "auto_insert_metric_name", "enable_version_counter",
                     "save_on_exception", "save_last", "log_rank_zero_only"),
 }
