@@ -31,6 +31,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from resomap.errors import ResoMapError, exit_with
+from resomap.progress import plan_batch
 from resomap.study.adaptive import (
     Extension,
     StudySettings,
@@ -140,6 +141,7 @@ class AdaptiveSweeper(BasicSweeper):
                      len(batch), projected / 60, spent / 60, summary)
             for chunk in self.split_overrides_to_chunks(batch, self.max_batch_size):
                 self.validate_batch_is_legal(chunk)
+                plan_batch(self.config, chunk, len(jobs), label=f"look {look}")
                 results = self.launcher.launch(chunk, initial_job_idx=len(jobs))
                 returns.append(results)
                 jobs.extend(self._job(ret) for ret in results)

@@ -22,10 +22,13 @@ def main(cfg: DictConfig) -> None:
     # Imported here, not at the top: --help and tab completion answer without loading torch.
     from omegaconf import OmegaConf
 
+    from resomap.extras import extras
+    from resomap.progress import stage
     from resomap.run import record as results
     from resomap.study.aggregate import write_aggregates
     from resomap.study.report import ReportIncomplete
 
+    extras(cfg)
     with user_errors():
         results_dir = Path(cfg.results_dir).expanduser().resolve()
         found = [*results_dir.glob(f"{results.RUNS}/*/{results.RECORD_FILE}"),
@@ -37,8 +40,9 @@ def main(cfg: DictConfig) -> None:
                 "writes. Run a sweep first, or pass results_dir=PATH pointing at a results folder (the one "
                 f"holding {results.RUNS}/ or {results.TEST_RESULTS}/).")
         try:
-            written = write_aggregates(results_dir, evaluate_cross_res=cfg.evaluate_cross_res,
-                                       **OmegaConf.to_container(cfg.report, resolve=True))
+            with stage("Building the report", log):
+                written = write_aggregates(results_dir, evaluate_cross_res=cfg.evaluate_cross_res,
+                                           **OmegaConf.to_container(cfg.report, resolve=True))
         except ReportIncomplete as incomplete:
             # Every other section and file was written; the report lists what failed.
             log.error("%s", incomplete)
