@@ -4,7 +4,7 @@
 Many small studies of images whose resolution effect is planted by the generator are trained
 on the CPU and decided by :func:`resomap.study.decide.decide`; the command prints and writes how
 often the recommendation is the planted answer, how often a verdict is confidently wrong and
-how often the intervals hold the true difference (docs/validation.md).
+how often the intervals hold the true difference (docs/report.md, "Validation").
 """
 
 from __future__ import annotations

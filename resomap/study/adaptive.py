@@ -10,7 +10,7 @@ more than ``max_seeds`` seeds, and a look whose projected cost (from the recorde
 runs it repeats) exceeds what is left of the budget is not started.
 
 Everything here is a pure function of the runs' seeds, the decisions and the recorded times,
-so a study re-run after a kill makes the same choices (docs/adaptive.md).
+so a study re-run after a kill makes the same choices (docs/report.md, "The adaptive study").
 """
 
 from __future__ import annotations
