@@ -261,10 +261,10 @@ def preflight(command: str, args: Sequence[str]) -> None:
     first = _first_values(overrides) if parsed.multirun else [item.input_line for item in overrides]
     if first is None:
         return
-    if parsed.config_dir:
-        if any(item.get_key_element() == "hydra.searchpath" for item in overrides):
-            return
-        first.append(f"hydra.searchpath=[file://{Path(parsed.config_dir).expanduser().resolve()}]")
+    if parsed.config_dir or any(item.get_key_element() == "hydra.searchpath" for item in overrides):
+        # The user's own config folder: the groups it adds are listed only by the loader of the
+        # running app (a compose here would not see them), so the app checks these runs itself.
+        return
     config_name = HELP[command].config_name
     if GlobalHydra.instance().is_initialized():
         return  # inside a running Hydra app (tests): the app composes and checks itself

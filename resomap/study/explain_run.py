@@ -53,7 +53,9 @@ def explain_checkpoint(cfg: DictConfig) -> dict[str, Any]:
             f"data root {datamodule.root} now has {datamodule.classes}: explain it on the data it was "
             "trained on.")
     module.to(torch_device(cfg.trainer.get("accelerator", "auto")))
-    explainer = instantiate(explainer_cfg)  # from the project's configs, never from the record
+    # From the project's configs, never from the record; the maps go to the run's own folder.
+    maps_dir = records.run_dir(cfg.paths.results_dir, record) / records.EXPLANATIONS
+    explainer = instantiate(explainer_cfg, output_dir=str(maps_dir))
     section = explainer.explain(module.net, datamodule, channels_last=module.channels_last)
     records.write_record(cfg.paths.results_dir, dataclasses.replace(record, explain=section))
     log.info("Explained %s; section written to %s", record.run_name, path)

@@ -240,35 +240,39 @@ def test_class_only_in_val_exits_with_one_paragraph(train_cli, tiny_data_root: P
 @pytest.mark.slow
 def test_config_error_exits_with_one_paragraph(train_cli, tmp_path: Path,
                                                earlier_results: dict[str, bytes]):
-    completed = train_cli("model=tiny_cnn", "res=48", "explain=none", "data.batch_size=0",
-                          "trainer.precision=fp16")
+    # Checked by the command before torch loads.
+    completed = train_cli("model=tiny_cnn", "res=48", "explain=none", "data.batch_size=0")
+    assert completed.returncode == 2
+    assert "error: Invalid configuration: data.batch_size=0 must be a positive integer." in completed.stderr
+    assert "Traceback" not in _output(completed)
+    # Checked by the run, which knows the accelerator.
+    completed = train_cli("model=tiny_cnn", "res=48", "explain=none", "trainer.precision=fp16")
     assert completed.returncode == 2
     output = _output(completed)
-    assert "error: Invalid configuration: data.batch_size=0 must be a positive integer." in completed.stderr
-    assert "trainer.precision='fp16'" in output and "Traceback" not in output
+    assert "trainer.precision='fp16'" in completed.stderr and "Traceback" not in output
     assert _result_files(tmp_path) == earlier_results
 
 
 @pytest.mark.slow
 def test_unknown_model_is_refused_by_hydra_with_the_options(train_cli, tmp_path: Path):
     completed = train_cli("model=tiny", "res=48")
-    assert completed.returncode == 1
-    assert "Could not find 'model/tiny'" in completed.stderr
+    assert completed.returncode == 2
+    assert "error: model=tiny is not a model config; valid: " in completed.stderr
     assert "tiny_cnn" in completed.stderr and "Traceback" not in completed.stderr
 
 
 @pytest.mark.slow
-def test_config_error_in_a_sweep_fails_that_job_only(bad_data_root: Path, skipped_run: Path):
-    """Runs in the finished run's root (so its run is skipped): keep this test last."""
+def test_config_error_in_a_sweep_stops_it_before_any_job(bad_data_root: Path, skipped_run: Path):
+    """Every swept value is checked before the first job (and before torch loads): one bad value
+    stops the sweep with one paragraph, nothing trained or written. Runs in the finished run's
+    root: keep this test last."""
     before = _result_files(skipped_run)
     completed = run_module("resomap.train", [
         "-m", *tiny_overrides(skipped_run, bad_data_root), "model=tiny_cnn", "res=16,32",
         "explain=none", "data.on_bad_image=skip"], cwd=skipped_run)
     output = _output(completed)
-    assert completed.returncode == 1, output[-3000:]
-    assert "Skipping tiny_cnn_32" in output
-    assert "1 run(s) failed" in output and "res=16 is below the smallest input" in output
-    failure = json.loads(next((skipped_run / "multirun").glob("*/failure.json")).read_text())
-    assert failure["run_name"] == "tiny_cnn_16" and failure["traceback"] == ""
+    assert completed.returncode == 2, output[-3000:]
+    assert "res=16 is below the smallest input" in completed.stderr and "Traceback" not in output
+    assert "Skipping tiny_cnn_32" not in output
+    assert not list((skipped_run / "multirun").glob("*/failure.json"))
     assert _result_files(skipped_run) == before
-    assert "tiny_cnn_32" in (skipped_run / "results" / "all_results.csv").read_text()
