@@ -23,17 +23,16 @@ from omegaconf import DictConfig
 
 from resomap.errors import ResoMapError, user_error
 from resomap.io import write_json
-from resomap.names import UnsafeName, safe_name
+from resomap.names import UnsafeName
 from resomap.run import distributed, signals
 from resomap.run import orchestrate as experiment
+from resomap.run.job import JOB_FILE, JOB_STATUSES, read_job  # noqa: F401  (the sweep's job files)
 from resomap.tracking import mlflow as tracking
 from resomap.tracking.redact import redact_config
 
 log = logging.getLogger(__name__)
 
 FAILURE_FILE = "failure.json"
-JOB_FILE = "job.json"
-JOB_STATUSES = ("finished", "skipped", "failed", "interrupted")
 USAGE_EXIT = 2
 INTERRUPTED_EXIT = 130
 TERMINATED_EXIT = 128 + signal.SIGTERM
@@ -91,32 +90,6 @@ def write_job(output_dir: str | Path, cfg: DictConfig, status: str, identity: st
            "seed": int(cfg.seed), "status": status}
     write_json(Path(output_dir) / JOB_FILE, job)
     return job
-
-
-def read_job(output_dir: str | Path) -> dict | None:
-    """The validated ``job.json`` of a job's output folder; None when absent or not valid."""
-    path = Path(output_dir) / JOB_FILE
-    try:
-        job = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    types = {"identity": str, "run_name": str, "model": str, "res": int, "seed": int, "status": str}
-    if not isinstance(job, dict) or any(not isinstance(job.get(key), kind) or isinstance(job.get(key), bool)
-                                        for key, kind in types.items()):
-        log.warning("%s is not a valid job file; ignored", path)
-        return None
-    try:
-        if job["identity"]:
-            safe_name(job["identity"], "identity", path)
-        safe_name(job["run_name"], "run_name", path)
-        safe_name(job["model"], "model", path)
-    except UnsafeName as error:
-        log.warning("%s", error)
-        return None
-    if job["status"] not in JOB_STATUSES:
-        log.warning("%s: status %r is not one of %s; ignored", path, job["status"], ", ".join(JOB_STATUSES))
-        return None
-    return {key: job[key] for key in types}
 
 
 def run_job(cfg: DictConfig) -> float | None:

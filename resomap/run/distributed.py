@@ -184,7 +184,7 @@ def run_in_child(cfg: DictConfig, command: list[str], gpus: str | None, cwd: str
     """
     import signal
 
-    from resomap.sweep import read_job
+    from resomap.run.job import read_job
 
     env = {**os.environ, **getattr(command, "env", {})}
     if gpus is not None:
