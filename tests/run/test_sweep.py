@@ -45,10 +45,11 @@ def test_the_same_run_started_twice_at_once_is_trained_once(tmp_path: Path, tiny
 
 def test_a_failure_left_by_an_earlier_sweep_does_not_fail_a_later_one(tmp_path: Path, tiny_data_root: Path):
     # The same sweep folder twice (hydra.sweep.dir is fixed by the overrides).
-    failing = _popen(tmp_path, tiny_data_root, "-m", "res=16,32")
+    # A value only the run can refuse (Lightning parses max_time): the job fails, the sweep goes on.
+    failing = _popen(tmp_path, tiny_data_root, "-m", "res=32", "+trainer.max_time=bogus")
     output = failing.communicate(timeout=600)[0]
     assert failing.returncode == 1, output[-3000:]
-    assert list((tmp_path / "multirun").glob("*_tiny_cnn_16/failure.json"))
+    assert list((tmp_path / "multirun").glob("*_tiny_cnn_32/failure.json"))
 
     fixed = _popen(tmp_path, tiny_data_root, "-m", "res=32,40")
     output = fixed.communicate(timeout=600)[0]
