@@ -396,13 +396,7 @@ def print_roofline(peak: dict[str, Any], rows: list[dict[str, Any]]) -> None:
                ("precision", "precision", "{}"), ("img/s", "images_per_sec", "{:.1f}"),
                ("TFLOP/s", "train_tflops", "{:.3f}"), ("of bf16 peak", "fraction_of_bf16_peak", "{:.1%}"),
                ("of fp32 peak", "fraction_of_fp32_peak", "{:.1%}"))
-    cells = [[title for title, _, _ in columns]]
-    cells += [[fmt.format(row[key]) if row.get(key) is not None else "-" for _, key, fmt in columns]
-              for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    print("\n".join(lines))
+    print(format_table(rows, columns))
 
 
 def roofline(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
@@ -484,11 +478,12 @@ COLUMNS = (("pipeline", "pipeline", "{}"), ("setup s", "setup_sec", "{:.1f}"),
            ("TFLOP/s", "train_tflops", "{:.3f}"), ("of peak", "fraction_of_peak", "{:.1%}"))
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    cells = [[title for title, _, _ in COLUMNS]]
-    cells += [[fmt.format(row[key]) if row.get(key) is not None else "-" for _, key, fmt in COLUMNS]
+def format_table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str, str], ...] = COLUMNS) -> str:
+    """``rows`` as right-aligned text columns: (title, row key, format) per column; "-" where missing."""
+    cells = [[title for title, _, _ in columns]]
+    cells += [[fmt.format(row[key]) if row.get(key) is not None else "-" for _, key, fmt in columns]
               for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)

@@ -92,9 +92,7 @@ def dataset_fingerprint(root: Path, cache_file: Path | None = None) -> str:
     and in this process, so an unchanged set costs one ``stat`` per image and no file read.
     """
     import json
-    import os
 
-    from resomap.data.io import is_hidden_name
     from resomap.io import write_json
 
     try:
@@ -104,30 +102,19 @@ def dataset_fingerprint(root: Path, cache_file: Path | None = None) -> str:
     known = {**_CONTENT_HASHES.get(str(root), {}), **(known if isinstance(known, dict) else {})}
     found: dict[str, list] = {}
     for split in SPLITS:
-        seen: set[str] = set()
-        for folder, dirs, names in os.walk(root / split, followlinks=True):
-            real = os.path.realpath(folder)
-            if real in seen:  # a symlink loop
-                dirs[:] = []
+        for path in image_files(root / split):  # the one listing: hidden folders out, links followed
+            info = path.stat()  # follows symlinks: the image's own bytes
+            stamp = [info.st_size, info.st_mtime_ns, info.st_ino]
+            relative = path.relative_to(root).as_posix()
+            cached = known.get(relative)
+            if isinstance(cached, list) and len(cached) == 4 and cached[:3] == stamp:
+                found[relative] = cached
                 continue
-            seen.add(real)
-            dirs[:] = sorted(name for name in dirs if not is_hidden_name(name))
-            for name in names:
-                path = Path(folder) / name
-                if not is_image_file(path):
-                    continue
-                info = path.stat()  # follows symlinks: the image's own bytes
-                stamp = [info.st_size, info.st_mtime_ns, info.st_ino]
-                relative = path.relative_to(root).as_posix()
-                cached = known.get(relative)
-                if isinstance(cached, list) and len(cached) == 4 and cached[:3] == stamp:
-                    found[relative] = cached
-                    continue
-                digest = hashlib.sha256()
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-                found[relative] = [*stamp, digest.hexdigest()]
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            found[relative] = [*stamp, digest.hexdigest()]
     _CONTENT_HASHES[str(root)] = found
     if cache_file is not None and found != known:
         try:
