@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from resomap.data import cache
 from resomap.device import free_accelerator_memory
 from resomap.errors import ResoMapError
+from resomap.run import signals
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,16 @@ def call_trainer(trainer: pl.Trainer, method: str, **kwargs: Any) -> Any:
 
     Lightning catches KeyboardInterrupt, runs the ``on_exception`` hooks (the last
     checkpoint saves itself there) and calls ``sys.exit(1)``; turning that back into
-    KeyboardInterrupt lets the sweep tell an interrupt from a failure. A checkpoint
+    KeyboardInterrupt lets the sweep tell an interrupt from a failure; in a multi-process fit
+    every rank stops at the same step (:func:`signals.ctrl_c_at_step_boundary`). A checkpoint
     refused by ``weights_only=True`` loading becomes one clear error.
     """
     try:
-        return getattr(trainer, method)(**kwargs)
+        with signals.ctrl_c_at_step_boundary(trainer):
+            result = getattr(trainer, method)(**kwargs)
     except SystemExit as stop:
+        if signals.ctrl_c_noted():  # a multi-process fit stopped at a step boundary on Ctrl-C
+            raise KeyboardInterrupt(f"trainer.{method} interrupted") from stop
         if isinstance(stop, SIGTERMException):
             raise  # a scheduler's stop: the tracking layer records it and exits 143
         if trainer.interrupted:
@@ -112,3 +117,6 @@ def call_trainer(trainer: pl.Trainer, method: str, **kwargs: Any) -> Any:
             "that a checkpoint cannot run code. Use a checkpoint written by ResoMap, or "
             f"ckpt_path=null to train from scratch. ({str(error).splitlines()[0]})"
         ) from error
+    if signals.ctrl_c_noted():  # Ctrl-C after the last training step: the fit ended, the sweep stops
+        raise KeyboardInterrupt(f"trainer.{method} interrupted")
+    return result

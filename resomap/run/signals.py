@@ -7,6 +7,13 @@ testing, profiling, a child's DataLoader workers dying of the same signal) the r
 an unrelated error. Inside :func:`sigterm_interrupts` the first SIGTERM raises
 :class:`Terminated` wherever the run is, and :func:`received` tells any later handler that an
 error came from the stop, not from a bug.
+
+Ctrl-C in a multi-process fit is the other case: the terminal signals every rank at once, each
+rank is at a different point (one inside a gradient all-reduce, another before it), and each
+would save its interrupt checkpoint through a barrier the others never reach, so the ranks wait
+on each other until the collective's timeout. :func:`ctrl_c_at_step_boundary` makes Ctrl-C take
+the road Lightning built for SIGTERM: rank 0 notes it, Lightning broadcasts rank 0's flag at the
+start of every training step, and all ranks stop at the same step together.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import lightning.pytorch as pl
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 _received = False
@@ -54,3 +62,39 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+_ctrl_c = False
+
+
+def ctrl_c_noted() -> bool:
+    """Whether Ctrl-C was noted by :func:`ctrl_c_at_step_boundary` during the last fit."""
+    return _ctrl_c
+
+
+@contextmanager
+def ctrl_c_at_step_boundary(trainer: pl.Trainer) -> Iterator[None]:
+    """Within a multi-process fit, Ctrl-C stops every rank at the same training step.
+
+    Rank 0 sets the flag Lightning broadcasts at each step start (``Trainer.received_sigterm`` has
+    no setter; the connector's attribute is what Lightning's own SIGTERM handler sets); the other
+    ranks ignore SIGINT and follow the broadcast. Lightning then raises ``SIGTERMException`` on
+    every rank and saves the interrupt checkpoint on all of them; :func:`ctrl_c_noted` lets the
+    caller report it as the Ctrl-C it was. One-process fits keep Lightning's own Ctrl-C handling.
+    """
+    global _ctrl_c
+    _ctrl_c = False
+    if trainer.world_size <= 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, frame: object) -> None:
+        global _ctrl_c
+        _ctrl_c = True
+        trainer._signal_connector.received_sigterm = True
+
+    previous = signal.signal(signal.SIGINT, note if trainer.global_rank == 0 else signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
