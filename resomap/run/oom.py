@@ -103,8 +103,6 @@ def call_trainer(trainer: pl.Trainer, method: str, **kwargs: Any) -> Any:
         with signals.ctrl_c_at_step_boundary(trainer):
             result = getattr(trainer, method)(**kwargs)
     except SystemExit as stop:
-        if signals.ctrl_c_noted():  # a multi-process fit stopped at a step boundary on Ctrl-C
-            raise KeyboardInterrupt(f"trainer.{method} interrupted") from stop
         if isinstance(stop, SIGTERMException):
             raise  # a scheduler's stop: the tracking layer records it and exits 143
         if trainer.interrupted:

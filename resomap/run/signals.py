@@ -11,9 +11,10 @@ error came from the stop, not from a bug.
 Ctrl-C in a multi-process fit is the other case: the terminal signals every rank at once, each
 rank is at a different point (one inside a gradient all-reduce, another before it), and each
 would save its interrupt checkpoint through a barrier the others never reach, so the ranks wait
-on each other until the collective's timeout. :func:`ctrl_c_at_step_boundary` makes Ctrl-C take
-the road Lightning built for SIGTERM: rank 0 notes it, Lightning broadcasts rank 0's flag at the
-start of every training step, and all ranks stop at the same step together.
+on each other until the collective's timeout. Lightning's SIGTERM flag has the same race (its fit
+loop checks it on each rank alone at epoch end). Inside :func:`ctrl_c_at_step_boundary` Ctrl-C
+only notes itself; after every training step the ranks agree (one all-reduce, as EarlyStopping
+does) and, if any rank was interrupted, all raise KeyboardInterrupt at that same step.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 _received = False
@@ -72,15 +74,21 @@ def ctrl_c_noted() -> bool:
     return _ctrl_c
 
 
+class _StopTogether(Callback):
+    """Raises KeyboardInterrupt on every rank after the step in which any rank saw Ctrl-C."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.strategy.reduce_boolean_decision(_ctrl_c, all=False):
+            raise KeyboardInterrupt("Ctrl-C: every rank stops after this training step")
+
+
 @contextmanager
 def ctrl_c_at_step_boundary(trainer: pl.Trainer) -> Iterator[None]:
-    """Within a multi-process fit, Ctrl-C stops every rank at the same training step.
+    """Within a multi-process fit, Ctrl-C stops every rank after the same training step.
 
-    Rank 0 sets the flag Lightning broadcasts at each step start (``Trainer.received_sigterm`` has
-    no setter; the connector's attribute is what Lightning's own SIGTERM handler sets); the other
-    ranks ignore SIGINT and follow the broadcast. Lightning then raises ``SIGTERMException`` on
-    every rank and saves the interrupt checkpoint on all of them; :func:`ctrl_c_noted` lets the
-    caller report it as the Ctrl-C it was. One-process fits keep Lightning's own Ctrl-C handling.
+    Lightning then saves the interrupt checkpoint on all ranks through the same barrier. Ctrl-C
+    after the last step lets the fit end; :func:`ctrl_c_noted` tells the caller to stop then.
+    One-process fits keep Lightning's own Ctrl-C handling.
     """
     global _ctrl_c
     _ctrl_c = False
@@ -91,10 +99,12 @@ def ctrl_c_at_step_boundary(trainer: pl.Trainer) -> Iterator[None]:
     def note(signum: int, frame: object) -> None:
         global _ctrl_c
         _ctrl_c = True
-        trainer._signal_connector.received_sigterm = True
 
-    previous = signal.signal(signal.SIGINT, note if trainer.global_rank == 0 else signal.SIG_IGN)
+    stop = _StopTogether()
+    trainer.callbacks.append(stop)
+    previous = signal.signal(signal.SIGINT, note)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        trainer.callbacks.remove(stop)
