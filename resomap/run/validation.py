@@ -47,6 +47,10 @@ def _is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def config_problems(cfg: DictConfig, check_precision: bool = True) -> list[str]:
     """One sentence per invalid value, naming the key, the value and what is valid.
 
@@ -75,6 +79,12 @@ def config_problems(cfg: DictConfig, check_precision: bool = True) -> list[str]:
         value = OmegaConf.select(cfg, key)
         if value is not None and not _is_positive_int(value):
             problems.append(f"{key}={value!r} must be a positive integer.")
+    lr = OmegaConf.select(cfg, "optimizer.lr")
+    if lr is not None and not (_is_number(lr) and lr > 0):
+        problems.append(f"optimizer.lr={lr!r} must be a positive number (e.g. optimizer.lr=1e-3).")
+    decay = OmegaConf.select(cfg, "optimizer.weight_decay")
+    if decay is not None and not (_is_number(decay) and decay >= 0):
+        problems.append(f"optimizer.weight_decay={decay!r} must be a number >= 0.")
     precisions = lightning_precisions() if check_precision else [str(cfg.trainer.precision)]
     if str(cfg.trainer.precision) not in precisions:
         problems.append(f"trainer.precision={cfg.trainer.precision!r} is not a Lightning precision; "
