@@ -238,7 +238,9 @@ def checkpoint_path(record: RunRecord, checkpoints_root: str | Path) -> Path:
     """The record's best checkpoint, resolved and refused unless it lies inside ``checkpoints_root``."""
     check_record_names(record)
     try:
-        return contained(checkpoints_root, record.identity.checkpoint_dir(checkpoints_root) / BEST)
+        # {run_name}/{digest}/best.ckpt below the root: a relative root (the default ./checkpoints)
+        # must not be joined twice.
+        return contained(checkpoints_root, record.identity.checkpoint_dir(Path()) / BEST)
     except UnsafeName as error:
         raise UntrustedRecordError(str(error)) from error
 
@@ -299,7 +301,9 @@ def datamodule_for(record: RunRecord, image_size: int, cache_root: str | Path | 
     cache_dir = recorded.get("cache_dir")
     if cache_root is not None and recorded.get("pipeline") == "cached" and isinstance(cache_dir, str):
         try:
-            arguments.update(pipeline="cached", cache_dir=str(contained(cache_root, cache_dir)))
+            # A relative cache_dir was the run's, from its working folder, as cache_root is ours.
+            arguments.update(pipeline="cached",
+                             cache_dir=str(contained(cache_root, Path(cache_dir).resolve())))
         except UnsafeName as error:
             log.warning("%s: its image cache %s is outside %s; decoding without it (%s)", record.run_name,
                         cache_dir, cache_root, error)

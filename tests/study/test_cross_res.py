@@ -10,7 +10,7 @@ import pytest
 
 from resomap.run import orchestrate
 from resomap.run import record as records
-from resomap.run.build import UntrustedRecordError, load_trained
+from resomap.run.build import UntrustedRecordError, datamodule_for, load_trained
 from resomap.study import cross_res
 
 pytestmark = pytest.mark.slow
@@ -37,6 +37,27 @@ def test_each_run_is_tested_at_the_other_resolution_and_cached(two_runs):
         assert cached["identity"] == run.identity.digest
     # A second build reads the cache: with evaluation off, the same matrix comes back.
     assert cross_res.build(runs, results_dir, [32, 40], evaluate_missing=False).matrix("tiny_cnn") == matrix
+
+
+def test_a_project_addressed_from_its_own_folder_is_tested_at_the_other_resolution(two_runs, monkeypatch):
+    # The demo's default: paths relative to the folder the command runs in (./results, ./checkpoints).
+    results_dir, runs = two_runs
+    monkeypatch.chdir(results_dir.parent)
+    found = cross_res.build(runs, Path("results"), [32, 40])
+    assert found.notes == []
+    matrix = found.matrix("tiny_cnn")
+    assert all(set(row) == {32, 40} for row in matrix.values())
+    assert load_trained(runs[0], Path("checkpoints")).hparams["num_classes"] == 7
+
+
+def test_a_relative_image_cache_in_a_record_is_the_project_s_own(two_runs, monkeypatch):
+    results_dir, runs = two_runs
+    project = results_dir.parent
+    monkeypatch.chdir(project)
+    config = json.loads(json.dumps(runs[0].config))
+    config["data"].update(pipeline="cached", cache_dir="data/cache")
+    datamodule = datamodule_for(dataclasses.replace(runs[0], config=config), 32, cache_root="data/cache")
+    assert (datamodule.pipeline, Path(datamodule.cache_dir)) == ("cached", project / "data" / "cache")
 
 
 def test_the_matrix_evaluation_agrees_with_the_runs_own_test(two_runs):
