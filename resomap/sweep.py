@@ -121,7 +121,7 @@ def run_job(cfg: DictConfig) -> float | None:
         except (KeyboardInterrupt, SIGTERMException) as stop:
             _interrupted(cfg, output_dir, overrides, multirun, isinstance(stop, SIGTERMException))
         except Exception as error:
-            if signals.received():  # e.g. DataLoader workers killed with the process group
+            if signals.stopped_by_sigterm(error):  # e.g. DataLoader workers killed with the group
                 _interrupted(cfg, output_dir, overrides, multirun, True)
             found = user_error(error)
             write_job(output_dir, cfg, "failed")

@@ -40,6 +40,29 @@ def received() -> bool:
     return _received
 
 
+# torch names a DataLoader worker's death by a signal with strsignal(); see
+# _error_if_any_worker_fails in torch/csrc/DataLoader.cpp.
+_WORKER_TERMINATED = f"is killed by signal: {signal.strsignal(signal.SIGTERM)}"
+
+
+def stopped_by_sigterm(error: BaseException) -> bool:
+    """Whether ``error`` ended the run because of SIGTERM, not because of a bug.
+
+    True when this process noted SIGTERM, or when ``error`` (or an exception it came from) is a
+    DataLoader worker's death by SIGTERM. The second covers a race: the process group's SIGTERM
+    kills the workers, and torch's SIGCHLD handler raises inside this process's own SIGTERM
+    handler (Lightning's notifier runs first and logs) before that handler has noted anything.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if _WORKER_TERMINATED in str(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return _received
+
+
 def _handler(signum: int, frame: object) -> None:
     global _received
     first = not _received

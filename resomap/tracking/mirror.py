@@ -259,9 +259,9 @@ def tracked_run(cfg: DictConfig, identity: RunIdentity, loggers: Iterable[Logger
     except (SIGTERMException, KeyboardInterrupt):
         _end(trackers, "KILLED")
         raise
-    except BaseException:
+    except BaseException as error:
         # An error caused by SIGTERM (a DataLoader worker killed with the process group) is a stop.
-        _end(trackers, "KILLED" if signals.received() else "FAILED")
+        _end(trackers, "KILLED" if signals.stopped_by_sigterm(error) else "FAILED")
         raise
 
 

@@ -139,6 +139,41 @@ def _signal_group_after_first_checkpoint(root: Path, data_root: Path, signum: in
     return process.returncode, output
 
 
+def _children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def test_a_dataloader_worker_killed_by_sigterm_interrupts_the_run(tmp_path: Path, tiny_data_root: Path):
+    """A worker dying of SIGTERM is a stop, not a failure, even when the run's own process has not
+    noted the signal: when the process group is signalled, torch's check of its workers can raise
+    inside this process's SIGTERM handler before the handler notes anything. Exit 143, the MLflow
+    run KILLED, and ``ckpt_path=last`` finishes it."""
+    workers = ("data.pipeline=classic", "data.num_workers=2")
+    process = subprocess.Popen(_command(tmp_path, tiny_data_root, "res=32", *workers), cwd=tmp_path,
+                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        while not list(tmp_path.glob("checkpoints/tiny_cnn_32/*/last.ckpt")) and process.poll() is None:
+            time.sleep(0.02)
+        while not (children := _children(process.pid)) and process.poll() is None:
+            time.sleep(0.02)
+        for child in children:
+            os.kill(child, signal.SIGTERM)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, output[-3000:]
+    assert "Interrupted tiny_cnn_32" in output and "failed" not in output.lower(), output[-3000:]
+    run_id = _run_id(tmp_path, 32)
+    assert _client(tmp_path).get_run(run_id).info.status == "KILLED"
+
+    resumed = _run(tmp_path, tiny_data_root, "res=32", "ckpt_path=last", *workers)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    _assert_complete(tmp_path, "tiny_cnn_32")
+    assert _client(tmp_path).get_run(run_id).info.status == "FINISHED"
+
+
 def test_sigterm_to_the_process_group_interrupts_the_sweep(tmp_path: Path, tiny_data_root: Path):
     """DataLoader workers die of the same SIGTERM: still an interruption, not a failure. The sweep
     stops (exit 143), the job is marked interrupted, its MLflow run KILLED, and it resumes."""
