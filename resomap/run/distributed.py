@@ -215,7 +215,7 @@ def run_in_child(cfg: DictConfig, command: list[str], gpus: str | None, cwd: str
     path = results.record_path(cfg.paths.results_dir, job["identity"])
     if not path.is_file():
         return None
-    return results.read_record(path).test_metrics.balanced_accuracy
+    return results.read_record(path).objective(cfg.objective)
 
 
 def job_runner(cfg: DictConfig, run: Runner) -> Runner:

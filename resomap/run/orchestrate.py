@@ -35,8 +35,6 @@ from resomap.tracking import mirror as tracking
 
 log = logging.getLogger(__name__)
 
-OBJECTIVE = "balanced_accuracy"
-
 
 class CorruptRecordError(ResoMapError):
     """A run's record file exists but is not a readable record."""
@@ -80,7 +78,7 @@ def _skip(cfg: DictConfig, identity: RunIdentity) -> float | None | bool:
         log.info("Skipping %s: finished with the same configuration (%s)", identity.run_name,
                  records.record_path(cfg.paths.results_dir, identity))
         tracking.reconcile(cfg, identity, done)
-        return done.test_metrics.balanced_accuracy
+        return done.objective(cfg.objective)
     found = tracking.find_finished(cfg, identity)
     if found is not None:
         fetched = tracking.fetch_record(cfg, found, records.run_dir(cfg.paths.results_dir, identity))
@@ -90,16 +88,19 @@ def _skip(cfg: DictConfig, identity: RunIdentity) -> float | None | bool:
                  found.info.run_id, where)
         if fetched:
             try:
-                records.write_record(cfg.paths.results_dir, records.read_record(fetched))  # the view
+                record = records.read_record(fetched)
+                records.write_record(cfg.paths.results_dir, record)  # the view
+                return record.objective(cfg.objective)
             except records.InvalidResult as error:
                 log.warning("The record fetched from MLflow run %s is not usable: %s", found.info.run_id,
                             error)
-        return found.data.metrics.get(f"test_{OBJECTIVE}")
+        return None
     return False
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Train and test one model at one resolution; return the test balanced accuracy."""
+    """Train and test one model at one resolution; return its objective (``cfg.objective``, a
+    validation metric of the best checkpoint's epoch, for a sweeper)."""
     return run_outcome(cfg).objective
 
 
@@ -174,7 +175,7 @@ def _train(cfg: DictConfig, identity: RunIdentity, folder: Path, ckpt_path: str 
 
     plan = BatchPlan(cfg.data.batch_size, cfg.data.eval_batch_size, cfg.trainer.accumulate_grad_batches)
     record = run_with_oom_retries(attempt, plan, OmegaConf.select(cfg, "oom.min_batch_size", default=1))
-    return None if record is None else record.test_metrics.balanced_accuracy
+    return None if record is None else record.objective(cfg.objective)
 
 
 def _test_and_commit(cfg, identity, folder, trainer, module, datamodule, callbacks, loggers, exporter,

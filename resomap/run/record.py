@@ -123,6 +123,12 @@ class RunRecord:
     explain: dict[str, Any] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
+    def objective(self, metric: str) -> float | None:
+        """``metric`` (a ``val_*`` name) at the epoch the best checkpoint was chosen: what a
+        sweeper optimises. Never a test metric: choosing on test images leaks them."""
+        value = self.best_val_metrics.get(metric)
+        return None if value is None else float(value)
+
     # The seed study's top-level names, derived from the identity.
     @property
     def run_name(self) -> str:

@@ -6,6 +6,7 @@ Hydra already refuses an unknown config-group option (``model=foo``: "Could not 
 
 from __future__ import annotations
 
+import re
 import typing
 from importlib import resources
 from typing import Any
@@ -85,6 +86,11 @@ def config_problems(cfg: DictConfig, check_precision: bool = True) -> list[str]:
     decay = OmegaConf.select(cfg, "optimizer.weight_decay")
     if decay is not None and not (_is_number(decay) and decay >= 0):
         problems.append(f"optimizer.weight_decay={decay!r} must be a number >= 0.")
+    objective = cfg.get("objective", "val_balanced_accuracy")
+    if not (isinstance(objective, str) and re.fullmatch(r"val_[a-z0-9_]+", objective)):
+        problems.append(f"objective={objective!r} must name a validation metric, e.g. val_balanced_accuracy "
+                        "or val_loss: a sweeper that chooses on test images leaks them into the result "
+                        "reported on them.")
     precisions = lightning_precisions() if check_precision else [str(cfg.trainer.precision)]
     if str(cfg.trainer.precision) not in precisions:
         problems.append(f"trainer.precision={cfg.trainer.precision!r} is not a Lightning precision; "

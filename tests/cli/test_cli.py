@@ -17,7 +17,8 @@ from hydra import compose, initialize_config_module
 BIN = Path(sys.executable).parent
 MODELS = sorted(path.stem for path in (REPO_ROOT / "conf" / "model").glob("*.yaml"))
 TRAIN_GROUPS = ("model", "data", "trainer", "experiment", "debug", "logger", "explain", "callbacks",
-                "optimizer", "scheduler", "resolution", "paths", "report", "study", "hydra/launcher")
+                "optimizer", "scheduler", "resolution", "paths", "report", "study", "hparams_search",
+                "hydra/launcher")
 REPORT_GROUPS = ("paths", "report")
 # summarize takes model names as values (models=[resnet18,vgg11]).
 SUMMARIZE_GROUPS = ("paths", "model")

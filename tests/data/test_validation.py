@@ -165,6 +165,7 @@ def test_layout_errors_name_the_path_and_the_expected_layout(tiny_data_root: Pat
     ("optimizer.lr=0", "optimizer.lr=0 must be a positive number"),
     ("optimizer.lr=-0.01", "optimizer.lr=-0.01 must be a positive number"),
     ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1 must be a number >= 0"),
+    ("objective=test_balanced_accuracy", "objective='test_balanced_accuracy' must name a validation metric"),
 ])
 def test_config_values_are_checked_before_any_work(override: str, named: str):
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
