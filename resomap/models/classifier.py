@@ -205,10 +205,15 @@ class LitClassifier(pl.LightningModule):
         epoch_time = time.perf_counter() - self._epoch_start
         self.fit_seconds += epoch_time
         self.log("train_epoch_time", epoch_time, on_epoch=True)
+        # The learning rate the epoch ended with, before a per-epoch scheduler steps it: logged
+        # here rather than by Lightning's LearningRateMonitor, which refuses runs without a logger.
+        lr = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else None
+        if lr is not None:
+            self.log("lr", lr, on_epoch=True)
         record: dict[str, Any] = {"epoch": self.current_epoch, **self._epoch_metrics("train")["values"]}
         record.update(self._val_row)
         record.update(train_epoch_time=epoch_time, train_time_sec=self.fit_seconds,
-                      train_images=self._train_images)
+                      train_images=self._train_images, lr=lr)
         self.history = [row for row in self.history if row["epoch"] != self.current_epoch]
         self.history.append(record)
 

@@ -108,7 +108,8 @@ class RunRecord:
     num_devices: int = 1
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     # One row per epoch: ``epoch``, that epoch's ``train_*`` and ``val_*`` metrics,
-    # ``train_epoch_time``, ``train_time_sec`` (cumulative) and ``train_images``.
+    # ``train_epoch_time``, ``train_time_sec`` (cumulative), ``train_images`` and ``lr`` (the
+    # learning rate the epoch ended with).
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # The run's resolved config, secrets redacted. Data, never instantiated by readers.
     config: dict[str, Any] = dataclasses.field(default_factory=dict)

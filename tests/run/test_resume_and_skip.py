@@ -167,10 +167,11 @@ def test_history_rows_hold_their_own_epoch_as_mlflow_logged_it(compose_train):
     client = MlflowClient(f"sqlite:///{cfg.paths.root_dir}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("ResoMap").experiment_id])
     assert [row["epoch"] for row in record.history] == [0, 1, 2]
-    for name in ("train_loss", "train_balanced_accuracy", "val_loss", "val_balanced_accuracy"):
+    for name in ("train_loss", "train_balanced_accuracy", "val_loss", "val_balanced_accuracy", "lr"):
         logged = {metric.step: metric.value for metric in client.get_metric_history(run.info.run_id, name)}
         assert logged == pytest.approx({row["epoch"]: row[name] for row in record.history}, rel=1e-6), name
     assert all(row["train_images"] == 42 for row in record.history)
+    assert record.history[0]["lr"] > 0
     times = [row["train_time_sec"] for row in record.history]
     assert times == sorted(times) and times[-1] == pytest.approx(record.fit_time_sec)
     assert set(record.best_val_metrics["val_per_class_recall"]) == set(record.classes)
