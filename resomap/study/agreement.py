@@ -90,7 +90,7 @@ def _load_maps(results_dir: Path, record: RunRecord, source: Path | None = None)
         return {key: saved[key] for key in saved.files}
 
 
-def _explained(results_dir: Path) -> Explained:
+def explained_runs(results_dir: Path) -> Explained:
     """(data set, model, seed) -> resolution -> (record, maps) of every run with explanations."""
     found: dict[tuple[str, str, int], dict[int, tuple[RunRecord, dict[str, Any]]]] = defaultdict(dict)
     for path, record in records.iter_records(results_dir):
@@ -127,7 +127,7 @@ def agreement_table(results_dir: str | Path, grid: int | None = None, target: st
     """
     results_dir = Path(results_dir)
     summary, per_image = [], []
-    explained = _explained(results_dir) if explained is None else explained
+    explained = explained_runs(results_dir) if explained is None else explained
     for (data_name, model, seed), loaded in sorted(explained.items()):
         reference_res = max(loaded)
         side = grid or min(loaded)
@@ -275,7 +275,7 @@ def write_agreement(results_dir: str | Path, grid: int | None = None, figures_di
     Returns the averaged rows and the written paths (none when no run has explanations).
     """
     out = Path(results_dir) / EXPLANATIONS
-    explained = _explained(Path(results_dir))
+    explained = explained_runs(Path(results_dir))
     summary, per_image = agreement_table(results_dir, grid, explained=explained)
     if not summary:
         return [], []

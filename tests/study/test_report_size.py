@@ -14,17 +14,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_report_cases import CLASSES, build, make_record
+from test_report_cases import CLASSES, build, labels_of, make_record, probabilities
 
 from resomap.callbacks.explain import select_sample
 from resomap.data.synthetic import generate
 from resomap.measure.maps import explanation_dir, map_key, resample
 from resomap.run import record as records
+from resomap.study.agreement import explained_runs
+from resomap.study.grid_sections import auroc_ranges, choose_classes
 from resomap.study.report import write_report
 
 MODELS, RESOLUTIONS = ("simple_cnn", "tiny_cnn"), (224, 256, 320, 384, 512)
 METHODS = ("grad_cam", "integrated_gradients", "saliency")
 LIMIT = 2_000_000
+BKL = CLASSES.index("bkl")
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +110,47 @@ def test_confusion_matrices_of_several_runs_are_one_figure(tmp_path: Path):
     assert linked == ["plots/confusion_matrices.png"]
     assert (tmp_path / linked[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(path.name for path in (tmp_path / "plots").glob("confusion*")) == ["confusion_matrices.png"]
+
+
+def _bkl_changes_most(labels: np.ndarray, resolution: int, seed: int) -> np.ndarray:
+    """Every class as easy at every resolution but bkl, ranked at chance at 224 px and well at 512."""
+    probs = probabilities(labels, resolution, seed, mel_skill=1.0)
+    blur = 1 - (resolution - 224) / 288  # 1 at 224 px, 0 at 512 px
+    is_bkl = labels == BKL
+    probs[is_bkl] = (1 - blur) * probs[is_bkl] + blur * np.random.default_rng(resolution).dirichlet(
+        np.ones(len(CLASSES)), int(is_bkl.sum()))
+    return probs
+
+
+@pytest.mark.parametrize("changes_most", ["mel", "bkl"])
+def test_explanations_show_the_class_whose_auroc_changes_most(tmp_path: Path, photos: Path,
+                                                              changes_most: str):
+    labels = labels_of()
+    for res in (224, 320, 512):
+        probs = _bkl_changes_most(labels, res, 0) if changes_most == "bkl" else None  # default: mel
+        explain_run(tmp_path, make_record(tmp_path, "tiny_cnn", res, probs=probs), photos)
+    study = build(tmp_path)
+    ranges = auroc_ranges(study, "synthetic", "tiny_cnn")
+    spread = {name: high - low for name, (low, high) in ranges.items()}
+    assert max(spread, key=spread.get) == changes_most
+    write_report(study, strict=True)
+    section = _section((tmp_path / "report.md").read_text(), "Explanations across resolutions")
+    shown = re.search(r"tiny\\_cnn: shown: (\w+) and (\w+), whose AUROC changes most", section)
+    assert shown and shown.group(1) == changes_most, section
+    low, high = ranges[changes_most]
+    assert f"{changes_most} {low:.2f}-{high:.2f}" in section
+    assert "(plots/attribution_tiny_cnn.jpg)" in section
+    assert (tmp_path / "plots" / "attribution_tiny_cnn.jpg").is_file()
+    # The figure shows one image of each shown class: what the chooser gives the figure.
+    key, loaded = next(iter(explained_runs(tmp_path).items()))
+    classes, _ = choose_classes(study, key, loaded)
+    assert classes == [shown.group(1), shown.group(2)]
+
+
+def test_explanations_show_the_classes_the_config_names(tmp_path: Path, photos: Path):
+    for res in (224, 512):
+        explain_run(tmp_path, make_record(tmp_path, "tiny_cnn", res), photos, classes=["vasc", "df"])
+    write_report(build(tmp_path), strict=True)
+    section = _section((tmp_path / "report.md").read_text(), "Explanations across resolutions")
+    assert "tiny\\_cnn: shown: vasc and df, named by `callbacks.explain.classes`" in section
+    assert "mel" not in section.split("tiny\\_cnn: shown:", 1)[1]
