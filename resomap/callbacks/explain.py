@@ -117,7 +117,7 @@ class Explain(pl.Callback):
 
     Runs after testing on ``num_images`` test images chosen by ``seed`` (of the ``classes``
     named, or all); writes ``maps.npz`` (maps at the run's resolution for the label and the
-    predicted class, the image list) and one overlay PNG per image into ``output_dir``
+    predicted class, the image list) and one overlay JPEG per image into ``output_dir``
     (default ``results_dir/explanations/{run_name}``). ``sanity_methods`` are repeated on a
     re-initialised copy of the model (Adebayo et al. 2018): a low trained-versus-random rank
     correlation means the method explains the model, not the image alone.
@@ -331,9 +331,9 @@ class Explain(pl.Callback):
                             maps[attribution_maps.map_key(name, "predicted")][i].numpy())
                            for name in self.methods]
             title = f"{path}  label {classes[label]}, predicted {classes[guess]}"
-            relative = f"overlays/{i:03d}_{Path(path).stem}.png"
+            relative = f"overlays/{i:03d}_{Path(path).stem}.jpg"
             atomic_write_bytes(out_dir / relative,
-                                       attribution_maps.overlay_png(pictures[i], panels, title))
+                                       attribution_maps.overlay_jpeg(pictures[i], panels, title))
             written.append(relative)
         return written
 
