@@ -154,3 +154,15 @@ def test_explanations_show_the_classes_the_config_names(tmp_path: Path, photos: 
     section = _section((tmp_path / "report.md").read_text(), "Explanations across resolutions")
     assert "tiny\\_cnn: shown: vasc and df, named by `callbacks.explain.classes`" in section
     assert "mel" not in section.split("tiny\\_cnn: shown:", 1)[1]
+
+
+def test_a_report_over_the_bound_is_warned_with_its_largest_figures(tmp_path: Path, monkeypatch, caplog):
+    from resomap.study import report as report_module
+
+    for res in (224, 512):
+        make_record(tmp_path, "tiny_cnn", res)
+    monkeypatch.setattr(report_module, "HTML_LIMIT", 50_000)
+    with caplog.at_level("WARNING", logger="resomap.study.report"):
+        write_report(build(tmp_path), strict=True)
+    warned = [record.getMessage() for record in caplog.records if "MB, over the" in record.getMessage()]
+    assert len(warned) == 1 and "confusion_matrices.png" in warned[0] and "report.html" in warned[0]
