@@ -88,6 +88,8 @@ def choose_classes(study: Study, key: tuple[str, str, int],
     named = agreement.configured_classes(loaded)
     if named:
         shown = [name for name in named if name in explained]
+        if not shown:
+            return [], f"{esc(model)}: no explained image of the classes `callbacks.explain.classes` named."
         spans = "; ".join(_span(name, ranges) for name in shown)
         return shown, (f"{esc(model)}: shown: {_names(shown)}, named by `callbacks.explain.classes` "
                        f"(test AUROC over the resolutions: {spans or 'n/a'}).")
