@@ -122,7 +122,33 @@ def figure_png(figure: Any, dpi: int = 100, **savefig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 100, **savefig: Any) -> Path:
-    """Write a matplotlib ``Figure`` as a PNG, atomically; returns the path."""
-    atomic_write_bytes(path, figure_png(figure, dpi=dpi, **savefig))
+def palette_png(png: bytes, colors: int = 256) -> bytes:
+    """``png`` with an adaptive palette of at most ``colors`` (Pillow ``quantize``, no dithering):
+    a chart's flat colours and their anti-aliased edges survive, at a third of the size or less."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        quantised = image.convert("RGB").quantize(colors=colors, dither=Image.Dither.NONE)
+    buffer = io.BytesIO()
+    quantised.save(buffer, format="png", optimize=True)
+    return buffer.getvalue()
+
+
+def figure_jpeg(figure: Any, dpi: int = 100, quality: int = 80, **savefig: Any) -> bytes:
+    """A matplotlib ``Figure`` as JPEG bytes: for photographs under attribution maps, which a
+    palette would band and PNG would store at several times the size."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(figure_png(figure, dpi=dpi, **savefig))) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="jpeg", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 100, palette: int | None = None,
+                **savefig: Any) -> Path:
+    """Write a matplotlib ``Figure`` as a PNG, atomically; returns the path. ``palette``: quantise
+    to that many colours (:func:`palette_png`)."""
+    png = figure_png(figure, dpi=dpi, **savefig)
+    atomic_write_bytes(path, palette_png(png, palette) if palette else png)
     return Path(path)

@@ -37,8 +37,11 @@ TARGETS = ("label", "predicted")
 def select_sample(samples: Sequence[tuple[str, int]], root: str | Path, num_images: int,
                   seed: int, labels: Sequence[int] | None = None) -> list[tuple[str, int]]:
     """``num_images`` test images as ``(path relative to root, label)``, class-stratified:
-    classes take turns, each in an order shuffled by ``seed`` (not the run's seed); only the
-    classes in ``labels`` when given."""
+    classes take turns, each giving its images in an order shuffled by ``seed`` (not the run's
+    seed), so ``num_images`` >= the number of classes covers every class. The turns go from the
+    class with most test images down (ties by label): when the images are fewer than the classes,
+    those left out are the smallest, whose AUROC the report could not compare across resolutions
+    anyway (a few positives give a coarse AUROC). ``labels``: only those classes, in that order."""
     root = Path(root)
     by_class: dict[int, list[str]] = defaultdict(list)
     for path, label in samples:
@@ -48,7 +51,11 @@ def select_sample(samples: Sequence[tuple[str, int]], root: str | Path, num_imag
     # images in the same order as in the unrestricted sample.
     queues = {label: [str(p) for p in rng.permutation(sorted(paths))]
               for label, paths in sorted(by_class.items())}
-    queues = {label: queue for label, queue in queues.items() if labels is None or label in labels}
+    if labels is None:
+        order = sorted(queues, key=lambda label: (-len(queues[label]), label))
+    else:
+        order = [label for label in dict.fromkeys(labels) if label in queues]
+    queues = {label: queues[label] for label in order}
     chosen: list[tuple[str, int]] = []
     while len(chosen) < num_images and any(queues.values()):
         for label, queue in queues.items():
@@ -110,7 +117,7 @@ class Explain(pl.Callback):
 
     Runs after testing on ``num_images`` test images chosen by ``seed`` (of the ``classes``
     named, or all); writes ``maps.npz`` (maps at the run's resolution for the label and the
-    predicted class, the image list) and one overlay PNG per image into ``output_dir``
+    predicted class, the image list) and one overlay JPEG per image into ``output_dir``
     (default ``results_dir/explanations/{run_name}``). ``sanity_methods`` are repeated on a
     re-initialised copy of the model (Adebayo et al. 2018): a low trained-versus-random rank
     correlation means the method explains the model, not the image alone.
@@ -130,7 +137,8 @@ class Explain(pl.Callback):
                              f"callbacks.explain.methods ({', '.join(methods)}).")
         self.results_dir = results_dir
         self.output_dir = output_dir
-        self.classes = list(classes) if classes is not None else None
+        # A single name from the command line (classes=mel) is one class, not its letters.
+        self.classes = [classes] if isinstance(classes, str) else None if classes is None else list(classes)
         self.run_seed = int(run_seed)
         self.seeds = check_seeds(seeds, "callbacks.explain.seeds")
         self.run_name = run_name
@@ -141,6 +149,12 @@ class Explain(pl.Callback):
         self.sanity_methods = list(sanity_methods)
         self.overlays = overlays
         self.section: dict[str, Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check ``classes`` against the data before training, not after it."""
+        classes = getattr(getattr(trainer, "datamodule", None), "classes", None)
+        if classes:
+            self._labels(list(classes))
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.section = None
@@ -176,6 +190,11 @@ class Explain(pl.Callback):
         classes = list(datamodule.classes)
         sample = select_sample(dataset.samples, root, self.num_images, self.seed,
                                self._labels(classes))
+        missing = sorted(set(classes) - {classes[label] for _, label in sample})
+        if missing and self.classes is None:
+            log.info("%s: %d explained images leave out the classes %s (callbacks.explain.num_images=%d "
+                     "for %d classes; callbacks.explain.classes names the ones to explain)", self.run_name,
+                     len(sample), ", ".join(missing), self.num_images, len(classes))
         images = torch.stack([dataset.transform(dataset.loader(root / path)) for path, _ in sample])
         labels = torch.tensor([label for _, label in sample])
         size = images.shape[-1]
@@ -225,6 +244,9 @@ class Explain(pl.Callback):
             "data_root": str(root),
             "image_size": size,
             "seed": self.seed,
+            # The classes named by callbacks.explain.classes (None: every class in turns); the
+            # report shows these, else the explained classes whose AUROC changes most.
+            "classes": self.classes,
             "targets": list(TARGETS),
             "images": [{"image": path, "label": classes[label], "predicted": classes[int(guess)]}
                        for (path, label), guess in zip(sample, predicted)],
@@ -309,9 +331,9 @@ class Explain(pl.Callback):
                             maps[attribution_maps.map_key(name, "predicted")][i].numpy())
                            for name in self.methods]
             title = f"{path}  label {classes[label]}, predicted {classes[guess]}"
-            relative = f"overlays/{i:03d}_{Path(path).stem}.png"
+            relative = f"overlays/{i:03d}_{Path(path).stem}.jpg"
             atomic_write_bytes(out_dir / relative,
-                                       attribution_maps.overlay_png(pictures[i], panels, title))
+                                       attribution_maps.overlay_jpeg(pictures[i], panels, title))
             written.append(relative)
         return written
 

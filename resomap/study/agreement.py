@@ -11,9 +11,9 @@ and the share of attribution mass inside the lesion (when the data set has masks
 
 from __future__ import annotations
 
-import io
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from resomap.config import PRIMARY_DATA, seed_suffix
-from resomap.io import atomic_write_bytes, write_csv
+from resomap.io import atomic_write_bytes, figure_jpeg, write_csv
 from resomap.measure.maps import (
     EXPLANATIONS,
     MAPS_FILE,
@@ -37,6 +37,7 @@ from resomap.measure.maps import (
 from resomap.names import UnsafeName, contained, safe_name
 from resomap.run import record as records
 from resomap.run.record import RunRecord
+from resomap.study.plots import short
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _load_maps(results_dir: Path, record: RunRecord, source: Path | None = None)
         return {key: saved[key] for key in saved.files}
 
 
-def _explained(results_dir: Path) -> Explained:
+def explained_runs(results_dir: Path) -> Explained:
     """(data set, model, seed) -> resolution -> (record, maps) of every run with explanations."""
     found: dict[tuple[str, str, int], dict[int, tuple[RunRecord, dict[str, Any]]]] = defaultdict(dict)
     for path, record in records.iter_records(results_dir):
@@ -111,6 +112,8 @@ def _method_figures(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 Explained = dict[tuple[str, str, int], dict[int, tuple[RunRecord, dict[str, Any]]]]
+# (data set, model, seed) and its explained runs by resolution -> the images to show.
+Chooser = Callable[[tuple[str, str, int], dict[int, tuple[RunRecord, dict[str, Any]]]], list[str]]
 
 
 def agreement_table(results_dir: str | Path, grid: int | None = None, target: str = AGREEMENT_TARGET,
@@ -124,7 +127,7 @@ def agreement_table(results_dir: str | Path, grid: int | None = None, target: st
     """
     results_dir = Path(results_dir)
     summary, per_image = [], []
-    explained = _explained(results_dir) if explained is None else explained
+    explained = explained_runs(results_dir) if explained is None else explained
     for (data_name, model, seed), loaded in sorted(explained.items()):
         reference_res = max(loaded)
         side = grid or min(loaded)
@@ -171,27 +174,69 @@ def agreement_table(results_dir: str | Path, grid: int | None = None, target: st
     return summary, per_image
 
 
-def agreement_figure(loaded: dict[int, tuple[RunRecord, dict[str, Any]]], max_images: int = 4,
+def image_classes(loaded: dict[int, tuple[RunRecord, dict[str, Any]]]) -> dict[str, str]:
+    """Image -> its class name, for the images explained at every resolution, in the sample's
+    order (the callback's ``explain.images`` list; else the class folder of the image's path)."""
+    common = set.intersection(*(set(maps["images"].tolist()) for _, maps in loaded.values()))
+    record, maps = loaded[max(loaded)]
+    listed = record.explain.get("images") if isinstance(record.explain, dict) else None
+    named = {item.get("image"): item.get("label") for item in listed or [] if isinstance(item, dict)}
+    found = {}
+    for image in maps["images"].tolist():
+        if image in common:
+            label = named.get(image)
+            found[image] = label if isinstance(label, str) else Path(image).parent.name
+    return found
+
+
+def first_of_each(classes: dict[str, str], wanted: Sequence[str]) -> list[str]:
+    """The first explained image of each class in ``wanted``, in that order."""
+    return [next(image for image, name in classes.items() if name == cls)
+            for cls in wanted if cls in classes.values()]
+
+
+def configured_classes(loaded: dict[int, tuple[RunRecord, dict[str, Any]]]) -> list[str] | None:
+    """The ``callbacks.explain.classes`` the runs were explained with (None: chosen automatically)."""
+    record = loaded[max(loaded)][0]
+    named = record.explain.get("classes") if isinstance(record.explain, dict) else None
+    return [str(name) for name in named] if isinstance(named, list) and named else None
+
+
+def default_images(loaded: dict[int, tuple[RunRecord, dict[str, Any]]], count: int = 2) -> list[str]:
+    """Without a study to rank classes: one image of each configured class, else of the first
+    ``count`` classes of the sample."""
+    classes = image_classes(loaded)
+    wanted = configured_classes(loaded) or list(dict.fromkeys(classes.values()))[:count]
+    return first_of_each(classes, wanted)
+
+
+def agreement_figure(loaded: dict[int, tuple[RunRecord, dict[str, Any]]], images: Sequence[str] | None = None,
                      target: str = AGREEMENT_TARGET) -> bytes | None:
-    """PNG grid for one model and seed: a row per image, a column per (method, resolution)."""
+    """JPEG grid for one model and seed: a row per (image, method), the image then a column per
+    resolution; labels per row and column, sized to the panel (the figure is shown at its size)."""
     if not loaded:
         return None
     resolutions = sorted(loaded)
     model = loaded[resolutions[0]][0].model
     methods = sorted(set.intersection(*(set(r.explain["methods"]) for r, _ in loaded.values())))
-    order = sorted(set.intersection(*(set(m["images"].tolist()) for _, m in loaded.values())))[:max_images]
+    classes = image_classes(loaded)
+    order = [image for image in (default_images(loaded) if images is None else images) if image in classes]
     if not order or not methods:
         return None
     data_root = loaded[resolutions[-1]][0].explain.get("data_root")
-    columns = [(method, res) for method in methods for res in resolutions]
-    figure = Figure(figsize=(1.6 * (len(columns) + 1), 1.7 * len(order) + 0.4), layout="constrained")
-    axes = np.atleast_2d(figure.subplots(len(order), len(columns) + 1, squeeze=False))
-    for row, image in enumerate(order):
-        picture = _thumbnail(data_root, image)
+    side = 1.45  # inches a panel: 145 px at 100 dpi, about the thumbnail's own size
+    font = 6.2 * side
+    rows = [(image, method) for image in order for method in methods]
+    figure = Figure(figsize=(side * (len(resolutions) + 1) + 0.3, side * len(rows) + 0.5),
+                    layout="constrained")
+    axes = np.atleast_2d(figure.subplots(len(rows), len(resolutions) + 1, squeeze=False))
+    pictures = {image: _thumbnail(data_root, image) for image in order}
+    for row, (image, method) in enumerate(rows):
+        picture = pictures[image]
         if picture is not None:
             axes[row, 0].imshow(picture)
-        axes[row, 0].set_title(Path(image).parent.name, fontsize=7)
-        for column, (method, res) in enumerate(columns, start=1):
+        axes[row, 0].set_ylabel(f"{short(classes[image], 16)}\n{method}", fontsize=font)
+        for column, res in enumerate(resolutions, start=1):
             _, maps = loaded[res]
             attribution = maps[map_key(method, target)][maps["images"].tolist().index(image)]
             axis = axes[row, column]
@@ -200,14 +245,15 @@ def agreement_figure(loaded: dict[int, tuple[RunRecord, dict[str, Any]]], max_im
             top = float(np.percentile(attribution, 99.5)) or 1.0
             axis.imshow(attribution.astype(np.float32), cmap="jet", alpha=0.5, vmin=0, vmax=top,
                         extent=(0, 1, 1, 0))
-            if row == 0:
-                axis.set_title(f"{method}\n{res}px", fontsize=7)
+    for column, name in enumerate(["image", *(f"{res} px" for res in resolutions)]):
+        axes[0, column].set_title(name, fontsize=font)
     for axis in axes.ravel():
-        axis.set_axis_off()
-    figure.suptitle(f"{model}: attribution ({target} class) by resolution", fontsize=9)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    return buffer.getvalue()
+        axis.set_xticks([])
+        axis.set_yticks([])
+        for spine in axis.spines.values():
+            spine.set_visible(False)
+    figure.suptitle(f"{model}: attribution ({target} class) by resolution", fontsize=font + 1)
+    return figure_jpeg(figure, dpi=100, quality=80)
 
 
 def _thumbnail(data_root: str | None, image: str, size: int = 160) -> np.ndarray | None:
@@ -219,16 +265,17 @@ def _thumbnail(data_root: str | None, image: str, size: int = 160) -> np.ndarray
     return np.asarray(load_rgb(path).resize((size, size)))
 
 
-def write_agreement(results_dir: str | Path, grid: int | None = None,
-                    figures_dir: str | Path | None = None) -> tuple[list[dict[str, Any]], list[Path]]:
+def write_agreement(results_dir: str | Path, grid: int | None = None, figures_dir: str | Path | None = None,
+                    choose: Chooser | None = None) -> tuple[list[dict[str, Any]], list[Path]]:
     """Write ``explanations/agreement.csv``, ``agreement_per_image.csv`` and one grid figure per
-    model and seed (``attribution_{model}.png``, ``--{data set}`` appended off the primary data set,
-    in ``figures_dir``, default ``explanations/``).
+    model and seed (``attribution_{model}.jpg``, ``--{data set}`` appended off the primary data set,
+    in ``figures_dir``, default ``explanations/``) of the images ``choose`` picks for that
+    (data set, model, seed) (default: :func:`default_images`).
 
     Returns the averaged rows and the written paths (none when no run has explanations).
     """
     out = Path(results_dir) / EXPLANATIONS
-    explained = _explained(Path(results_dir))
+    explained = explained_runs(Path(results_dir))
     summary, per_image = agreement_table(results_dir, grid, explained=explained)
     if not summary:
         return [], []
@@ -236,11 +283,12 @@ def write_agreement(results_dir: str | Path, grid: int | None = None,
     write_csv(written[0], summary)
     write_csv(written[1], per_image)
     for (data_name, model, seed), loaded in sorted(explained.items()):
-        png = agreement_figure(loaded)
-        if png is not None:
+        images = choose((data_name, model, seed), loaded) if choose else None
+        jpeg = agreement_figure(loaded, images)
+        if jpeg is not None:
             suffix = "" if data_name == PRIMARY_DATA else f"--{data_name}"
             # Names checked when the maps were loaded; the path is kept inside its folder anyway.
-            path = contained(figures_dir or out, f"attribution_{model}{seed_suffix(seed)}{suffix}.png")
-            atomic_write_bytes(path, png)
+            path = contained(figures_dir or out, f"attribution_{model}{seed_suffix(seed)}{suffix}.jpg")
+            atomic_write_bytes(path, jpeg)
             written.append(path)
     return summary, written

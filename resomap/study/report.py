@@ -21,7 +21,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,23 @@ from markdown_it import MarkdownIt
 
 from resomap.io import atomic_write_text
 from resomap.names import UnsafeName, contained
-from resomap.study import agreement, degenerate, plots, spent, stats
 from resomap.study import decide as decide_module
+from resomap.study import degenerate, plots, spent, stats
+
+# file_name and plots_dir stay importable from here (the report's names before blocks.py).
+from resomap.study.blocks import (  # noqa: F401
+    PLOTS_DIR,
+    Md,
+    Section,
+    esc,
+    figure,
+    file_name,
+    fmt,
+    plots_dir,
+    table,
+    titled,
+)
+from resomap.study.grid_sections import confusion_section, explanations_section
 from resomap.study.study import (
     EXPONENT_TOLERANCE,
     FIGURES,
@@ -43,17 +58,9 @@ from resomap.study.study import (
 
 log = logging.getLogger(__name__)
 
-PLOTS_DIR = "plots"
 FAILED_TITLE = "Sections that failed"
-
-
-@dataclass
-class Section:
-    """A titled block of Markdown followed by its figures (PNG files)."""
-
-    title: str
-    markdown: str
-    images: list[Path] = field(default_factory=list)
+# A report read in a minute opens at once and can be mailed: report.html (figures embedded) stays under this.
+HTML_LIMIT = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -91,42 +98,6 @@ DataSection = Callable[[Study, DataStudy], "Section | None"]
 StudySection = Callable[[Study], "Section | None"]
 
 
-class Md(str):
-    """Markdown the report wrote itself (bold, code): a table cell that is not escaped."""
-
-
-# Characters that make Markdown (or the HTML it may carry) out of plain text: emphasis, code,
-# links and images (``(`` is harmless once ``[`` is escaped), raw HTML, tables, headings,
-# strike-through, entities.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#!|~&])")
-
-
-def esc(value: Any) -> str:
-    """Record-derived text (a model, class, data or run name, a note) as literal Markdown text:
-    every character that Markdown or HTML would interpret is backslash-escaped, line breaks
-    become spaces. markdown-it renders the result as the same text, HTML-escaped."""
-    text = str(value).replace("\r", " ").replace("\n", " ")
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown (GFM) table. Every cell is escaped (:func:`esc`) except :class:`Md` cells,
-    which the report wrote itself."""
-    def cell(value: Any) -> str:
-        if isinstance(value, Md):
-            return str(value).replace("|", "\\|").replace("\n", " ")
-        return esc(value)
-    lines = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def fmt(value: Any, spec: str = ".3f") -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        return "n/a"
-    return format(value, spec)
-
-
 def with_ci(interval: stats.Interval | None) -> str:
     """``estimate [low, high]``; the interval's ends as computed, even when they exclude the estimate.
     A degenerate interval (zero width, an estimate at 0 or 1) is marked, never shown as certainty."""
@@ -155,28 +126,6 @@ def pvalue(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def file_name(text: str) -> str:
-    """A record-derived name (a model with its configuration, a run) as a plain file name."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("._") or "figure"
-
-
-def plots_dir(study: Study, data: DataStudy | None = None) -> Path:
-    """``results/plots``; with several data sets, ``results/plots/{data set}`` for each one's figures."""
-    base = study.results_dir / PLOTS_DIR
-    if data is not None and len(study.data_sets) > 1:
-        return contained(base, file_name(data.name))
-    return base
-
-
-def figure(study: Study, data: DataStudy | None, name: str) -> Path:
-    """``plots_dir / {name}.png``, the name made a plain file name and kept inside the folder."""
-    return contained(plots_dir(study, data), f"{file_name(name)}.png")
-
-
-def _titled(study: Study, data: DataStudy, title: str) -> str:
-    return f"{title} ({data.name})" if len(study.data_sets) > 1 else title
 
 
 # ----------------------------------------------------------------------------- the answer
@@ -289,14 +238,14 @@ def answer_section(study: Study, data: DataStudy) -> Section:
                                                  f"{esc(', '.join(k))}" for m, k in configs.linked.items())
                  + ": every comparison of their resolutions includes the effect of these settings.")
     text += "\n\n" + "\n".join(statements) + "\n\n" + rule(study) + " " + decide_module.POWER_ASSUMPTIONS
-    return Section(_titled(study, data, "Answer: the resolution to use for each model"), text)
+    return Section(titled(study, data, "Answer: the resolution to use for each model"), text)
 
 
 def degenerate_section(study: Study, data: DataStudy) -> Section:
     """Runs that learned something other than the task, or stopped learning at once."""
     rows = [[run.model, run.record.resolution, run.seed, "; ".join(run.flags)]
             for run in data.runs if run.flags]
-    title = _titled(study, data, "Degenerate runs")
+    title = titled(study, data, "Degenerate runs")
     rule_text = (f"A run is flagged when a class with at least {degenerate.MIN_CLASS_IMAGES} test images is "
                  "never predicted, or never predicted correctly; when its plain accuracy is below the "
                  "majority-class rate; or when its best epoch is the first of its schedule. A recommended "
@@ -324,7 +273,7 @@ def answer_cost_section(study: Study, data: DataStudy) -> Section:
             "their resolution's runs).\n\n"
             + table(["Model", "Runs", "Time spent", "Device", "Seeds per resolution (px: seeds)", "k",
                      "Full k-seed grid", "Runs saved"], rows))
-    return Section(_titled(study, data, "What the answer cost"), text)
+    return Section(titled(study, data, "What the answer cost"), text)
 
 
 def data_section(study: Study, data: DataStudy) -> Section:
@@ -354,7 +303,7 @@ def data_section(study: Study, data: DataStudy) -> Section:
                          if i < len(values) else "n/a" for values in counts.values()]]
                 for i, name in enumerate(classes)]
         text += "\n\n**Class balance** (images per class and share of the split):\n\n" + table(header, rows)
-    return Section(_titled(study, data, "Data set and machine"), text)
+    return Section(titled(study, data, "Data set and machine"), text)
 
 
 # ----------------------------------------------------------------------------- accuracy
@@ -440,7 +389,7 @@ def accuracy_section(study: Study, data: DataStudy) -> Section:
                                                      else " (no intervals: one value each)")
             images.append(plots.lines_by_model(series, f"test {label} (0-1)", title,
                                                figure(study, data, name)))
-    return Section(_titled(study, data, "Accuracy by resolution"), text, images)
+    return Section(titled(study, data, "Accuracy by resolution"), text, images)
 
 
 def _class_counts(data: DataStudy) -> dict[str, int]:
@@ -504,7 +453,7 @@ def auroc_section(study: Study, data: DataStudy) -> Section:
             images.append(plots.class_lines(per_class, "one-vs-rest AUROC (0-1)",
                                             f"{model}: AUROC per class by resolution",
                                             figure(study, data, f"auroc_by_class_{model}")))
-    return Section(_titled(study, data, "Per-class AUROC and average precision"), text, images)
+    return Section(titled(study, data, "Per-class AUROC and average precision"), text, images)
 
 
 # --------------------------------------------------------------------- equal training cost
@@ -515,7 +464,7 @@ def _scale(value: float, axis: str) -> str:
 
 
 def training_cost_section(study: Study, data: DataStudy) -> Section:
-    title = _titled(study, data, "Accuracy at equal training cost")
+    title = titled(study, data, "Accuracy at equal training cost")
     if not data.curves:
         return Section(title, "Not available: no run's history has per-epoch validation metrics with "
                               "cumulative training time (`train_time_sec`).")
@@ -625,7 +574,7 @@ def cost_section(study: Study, data: DataStudy) -> Section:
                      "memory usually scale less steeply at small inputs, where fixed overheads (kernel "
                      "launches, weights, the framework itself) dominate.\n\n"
                      + table(["Model", "Figure", "k", "R^2", "Points", "Verdict"], fits))
-    return Section(_titled(study, data, "Cost by resolution"), "\n\n".join(parts), images)
+    return Section(titled(study, data, "Cost by resolution"), "\n\n".join(parts), images)
 
 
 TIMING_ORDER = ("setup", "fit", "test", "profile", "explain", "total")
@@ -639,13 +588,13 @@ def timing_section(study: Study, data: DataStudy) -> Section | None:
     rank = {name: i for i, name in enumerate(TIMING_ORDER)}
     keys = sorted(found, key=lambda key: (rank.get(key.removesuffix("_sec"), len(rank)), key))
     rows = [[record.run_name, *[fmt(record.timing.get(key), ".1f") for key in keys]] for record in timed]
-    return Section(_titled(study, data, "Where the time went"),
+    return Section(titled(study, data, "Where the time went"),
                    "Wall time of each run's stages, in seconds (the record's `timing`).\n\n"
                    + table(["Run", *[f"{key.removesuffix('_sec')} (s)" for key in keys]], rows))
 
 
 def pareto_section(study: Study, data: DataStudy) -> Section:
-    title = _titled(study, data, "Accuracy against cost")
+    title = titled(study, data, "Accuracy against cost")
     label = study.settings.metric_label
     present = data.figures_present()
     cost = next((name for name in ("latency", "flops") if name in present), None)
@@ -700,70 +649,7 @@ def cross_res_section(study: Study, data: DataStudy) -> Section:
     else:
         text += ("\n\nNo cross-resolution evaluations in these results (a single resolution, "
                  "`evaluate_cross_res=false`, or checkpoints not found).")
-    return Section(_titled(study, data, "Train resolution x test resolution"), text, images)
-
-
-def _run_label(run: Any) -> str:
-    """The run's name, with its configuration when runs of its model differ in one."""
-    return run.record.run_name if run.model == run.record.model else f"{run.model}_{run.record.run_name}"
-
-
-def confusion_section(study: Study, data: DataStudy) -> Section:
-    images = []
-    for run in data.runs:
-        matrix = run.record.test_metrics.confusion_matrix
-        if matrix:
-            record = run.record
-            classes = record.classes or [str(i) for i in range(len(matrix))]
-            images.append(plots.confusion(matrix, classes,
-                                          f"{_run_label(run)}: balanced accuracy "
-                                          f"{fmt(run.metrics.get('balanced_accuracy'))}",
-                                          figure(study, data, f"confusion_{_run_label(run)}")))
-    text = "Rows: true class; colour: share of the row (recall on the diagonal); numbers: image counts."
-    if not images:
-        text = "No run recorded a confusion matrix."
-    return Section(_titled(study, data, "Confusion matrices"), text, images)
-
-
-# ----------------------------------------------------------------------- whole-study sections
-
-
-def explanations_section(study: Study) -> Section | None:
-    """The report's "Explanations across resolutions" section (None without explanations)."""
-    summary, written = agreement.write_agreement(study.results_dir, figures_dir=plots_dir(study))
-    if not summary:
-        return None
-    several = len({row["data_name"] for row in summary}) > 1
-    rows = []
-    for row in summary:
-        mass = fmt(row["lesion_mass_fraction"])
-        if row.get("lesion_area_fraction") is not None and mass != "n/a":
-            mass += f" (chance {fmt(row['lesion_area_fraction'])})"
-        completeness = fmt(row.get("completeness_error"))
-        if row.get("completeness_large"):
-            completeness = Md(f"**{completeness} (large)**")
-        rows.append([*([row["data_name"]] if several else []), row["model"], row["resolution"], row["method"],
-                     fmt(row["spearman"]), fmt(row["iou_top10"]), mass, fmt(row.get("sanity_spearman")),
-                     fmt(row.get("sanity_abs_spearman")), completeness])
-    text = (
-        "Attribution maps of the same test images (label class) at every resolution, resampled to a "
-        "common grid (the model's lowest resolution) and compared with the highest resolution's: "
-        "Spearman rank correlation and IoU of the top-10% regions (1 = the model looks at the same "
-        "evidence). *Lesion mass*: the share of attribution inside the lesion mask (n/a without masks); "
-        "*chance* is the lesion's share of the image, what a map spread evenly would score, so only a "
-        "value well above it means the map points at the lesion. *Sanity* (Adebayo et al. 2018): rank "
-        "correlation between the trained model's maps and a randomly re-initialised copy's, per image; "
-        "the signed mean can be near 0 while single images correlate strongly in both directions, so the "
-        "mean of its absolute value is shown beside it (near 0: the method explains the model; near 1: it "
-        "mostly shows the image). *Completeness* (Integrated Gradients only): |sum of attributions - "
-        "(output - baseline output)| relative to |output - baseline output|, mean over images; a large "
-        "value means too few integration steps (raise `callbacks.explain.methods.integrated_gradients."
-        "n_steps`). Per-image values: `explanations/agreement_per_image.csv`.\n\n"
-        + table([*(["Data set"] if several else []), "Model", "Resolution", "Method", "Spearman vs highest",
-                 "Top-10% IoU", "Lesion mass (chance)", "Sanity rho (mean)", "Sanity |rho| (mean)",
-                 "Completeness error"], rows))
-    return Section("Explanations across "
-                   "resolutions", text, [path for path in written if path.suffix == ".png"])
+    return Section(titled(study, data, "Train resolution x test resolution"), text, images)
 
 
 def notes_section(study: Study) -> Section | None:
@@ -911,11 +797,19 @@ def render_html(study: Study, sections: Sequence[Section], failures: Sequence[Se
         body.append(markdown.render(section.markdown))
         for image in own_images(study, section):
             data = base64.b64encode(image.read_bytes()).decode()
-            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(image.stem)}">'
+            kind = "jpeg" if image.suffix.lower() in (".jpg", ".jpeg") else "png"
+            body.append(f'<figure><img src="data:image/{kind};base64,{data}" alt="{html.escape(image.stem)}">'
                         f"<figcaption>{html.escape(image.name)}</figcaption></figure>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>ResoMap report</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
+
+
+def _largest(sections: Sequence[Section], count: int = 3) -> list[str]:
+    """The ``count`` heaviest figures of the report, named with their size."""
+    sizes = [(path.stat().st_size, path.name) for section in sections for path in section.images
+             if Path(path).is_file()]
+    return [f"{name} ({size / 1e6:.2f} MB)" for size, name in sorted(sizes, reverse=True)[:count]]
 
 
 def write_report(study: Study, strict: bool = False) -> ReportOutput:
@@ -929,6 +823,10 @@ def write_report(study: Study, strict: bool = False) -> ReportOutput:
         sections.append(failed_section(failures))
     markdown_path, html_path = study.results_dir / "report.md", study.results_dir / "report.html"
     atomic_write_text(markdown_path, render_markdown(study, sections, failures))
-    atomic_write_text(html_path, render_html(study, sections, failures))
+    page = render_html(study, sections, failures)
+    atomic_write_text(html_path, page)
+    if len(page.encode()) > HTML_LIMIT:
+        log.warning("%s is %.1f MB, over the %.0f MB a report should weigh: its largest figures are %s",
+                    html_path, len(page.encode()) / 1e6, HTML_LIMIT / 1e6, ", ".join(_largest(sections)))
     images = [image for section in sections for image in section.images]
     return ReportOutput([markdown_path, html_path, *images], failures)

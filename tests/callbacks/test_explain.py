@@ -163,8 +163,10 @@ def test_callback_and_command_explain_a_trained_model(train_cli, tmp_path: Path,
     result_file = tmp_path / "results" / "test_results" / "tiny_cnn_48.json"
     section = json.loads(result_file.read_text())["explain"]
 
-    assert [item["label"] for item in section["images"]] == ["akiec", "bcc", "bkl", "df", "mel",
-                                                              "nv", "vasc"]
+    # Every class once, from the one with most test images down (ties by name): nv has 7, bkl and mel 3.
+    assert [item["label"] for item in section["images"]] == ["nv", "bkl", "mel", "akiec", "bcc", "df",
+                                                              "vasc"]
+    assert section["classes"] is None
     assert set(section["methods"]) == {"grad_cam", "integrated_gradients", "saliency"}
     assert section["methods"]["grad_cam"]["layer"] == "features"
     out = tmp_path / "results" / section["dir"]
@@ -179,7 +181,7 @@ def test_callback_and_command_explain_a_trained_model(train_cli, tmp_path: Path,
     completeness_error = section["methods"]["integrated_gradients"]["completeness_error"]
     assert math.isfinite(completeness_error) and completeness_error >= 0
     for overlay in section["overlays"]:
-        assert (out / overlay).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / overlay).read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG: photographs under maps
         assert (out / overlay).stat().st_size > 1000
 
     # Sanity check (Adebayo et al.): maps of the re-initialised model barely rank-correlate
@@ -227,8 +229,48 @@ def test_explanations_go_to_the_given_folder_for_the_named_classes(tmp_path: Pat
                         num_images=2, overlays=False, output_dir=str(out), classes=["mel", "nv"])
     section = explainer.explain(build("tiny_cnn"), datamodule)
     assert [item["label"] for item in section["images"]] == ["mel", "nv"]
+    assert section["classes"] == ["mel", "nv"]  # the report shows the classes named
     assert (out / section["maps_file"]).is_file() and section["dir"] == str(out)
     assert not (tmp_path / "results" / "explanations").exists()
     with pytest.raises(ResoMapError, match=r"callbacks.explain.classes names \['melanoma'\]"):
         Explain(str(tmp_path), "x", {"saliency": SaliencyMethod()}, classes=["melanoma"]).explain(
             build("tiny_cnn"), datamodule)
+
+
+def _uneven(tmp_path: Path) -> list[tuple[str, int]]:
+    """Seven classes of 2 to 8 test images, the largest neither first nor last by label."""
+    sizes = {"akiec": 2, "bcc": 3, "bkl": 4, "df": 2, "mel": 5, "nv": 8, "vasc": 2}
+    return [(str(tmp_path / "test" / name / f"{name}_{i}.jpg"), label)
+            for label, (name, count) in enumerate(sizes.items()) for i in range(count)]
+
+
+def test_sample_covers_every_class_and_fewer_images_take_the_largest_classes(tmp_path: Path):
+    samples = _uneven(tmp_path)
+    # The default's 4 images: one of each of the 4 classes with most test images, largest first.
+    assert [label for _, label in select_sample(samples, tmp_path, 4, seed=0)] == [5, 4, 2, 1]
+    seven = select_sample(samples, tmp_path, 7, seed=0)
+    assert sorted(label for _, label in seven) == list(range(7))
+    assert seven == select_sample(list(reversed(samples)), tmp_path, 7, seed=0)
+    assert [path for path, _ in seven] != [path for path, _ in select_sample(samples, tmp_path, 7, seed=3)]
+    # Named classes go in the order named.
+    assert [label for _, label in select_sample(samples, tmp_path, 3, seed=0, labels=[6, 4])] == [6, 4, 6]
+
+
+def test_default_explains_at_most_4_images_of_every_class_in_turns():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        explain = compose(config_name="train").callbacks.explain
+    assert explain.num_images <= 4 and explain.classes is None
+    assert explain.seeds == [0] and explain.methods.integrated_gradients.n_steps == 8
+
+
+def test_a_bad_class_name_is_refused_before_training_with_the_key_and_the_choices(tmp_path: Path):
+    from types import SimpleNamespace
+
+    classes = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(classes=classes))
+    explainer = Explain(str(tmp_path), "x", {"saliency": SaliencyMethod()}, classes=["mel", "melanoma"])
+    with pytest.raises(ResoMapError) as error:
+        explainer.setup(trainer, None, "fit")
+    assert "callbacks.explain.classes names ['melanoma']" in str(error.value)
+    assert "akiec, bcc, bkl, df, mel, nv, vasc" in str(error.value)
+    Explain(str(tmp_path), "x", {"saliency": SaliencyMethod()}, classes="nv").setup(trainer, None, "fit")

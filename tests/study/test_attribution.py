@@ -138,11 +138,11 @@ def test_sweep_agreement_table_and_figure(train_cli, tmp_path: Path):
 
     _, written = write_agreement(results_dir)
     names = {path.name for path in written}
-    assert {"agreement.csv", "agreement_per_image.csv", "attribution_tiny_cnn.png"} <= names
+    assert {"agreement.csv", "agreement_per_image.csv", "attribution_tiny_cnn.jpg"} <= names
     with open(results_dir / "explanations" / "agreement.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 6
-    figure = results_dir / "explanations" / "attribution_tiny_cnn.png"
-    assert figure.read_bytes()[:4] == b"\x89PNG" and figure.stat().st_size > 5000
+    figure = results_dir / "explanations" / "attribution_tiny_cnn.jpg"
+    assert figure.read_bytes()[:3] == b"\xff\xd8\xff" and figure.stat().st_size > 5000
 
 
 def test_report_section_shows_chance_sanity_magnitude_and_a_large_completeness_error(tmp_path: Path):
@@ -154,4 +154,4 @@ def test_report_section_shows_chance_sanity_magnitude_and_a_large_completeness_e
     assert cells[5] == "1.000 (chance 0.250)"
     assert (cells[6], cells[7]) == ("0.000", "0.800")
     assert cells[8] == "**0.310 (large)**"
-    assert (results_dir / "plots" / "attribution_tiny_cnn.png").is_file()
+    assert (results_dir / "plots" / "attribution_tiny_cnn.jpg").is_file()

@@ -161,7 +161,7 @@ def test_one_seed_report_has_every_section_and_plot(sweep: Path):
     for name in ("balanced_accuracy_vs_resolution", "macro_auroc_vs_resolution", "f1_vs_resolution",
                  "auroc_by_class_simple_cnn", "training_cost_flops_simple_cnn",
                  "training_cost_seconds_tiny_cnn",
-                 "latency_vs_resolution", "accuracy_vs_cost_pareto", "confusion_simple_cnn_224"):
+                 "latency_vs_resolution", "accuracy_vs_cost_pareto", "confusion_matrices"):
         path = sweep / "plots" / f"{name}.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"(plots/{name}.png)" in markdown
