@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from resomap.errors import ResoMapError
 from resomap.io import atomic_write_text, write_json
 from resomap.tracking.redact import redact_config, redact_text, redact_uri, redact_yaml_file
+from resomap.tracking.store_home import default_artifact_root, relocate_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ def use_env_credentials(uri: str) -> str:
 
 
 def absolute_store_uri(uri: str) -> str:
-    """``sqlite:///relative.db`` made absolute, its folder created: the store must not follow the cwd."""
+    """``sqlite:///relative.db`` made absolute, its folder created: the store must not follow the
+    cwd. An existing store whose project folder moved has its artifact paths repaired
+    (:func:`resomap.tracking.store_home.relocate_artifacts`: MLflow records them absolute)."""
     prefix = "sqlite:///"
     if not uri.startswith(prefix) or uri == f"{prefix}:memory:":
         return uri
@@ -79,6 +82,9 @@ def absolute_store_uri(uri: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         create_sqlite_store(path)
+    else:
+        with corrupt_store_errors(uri):
+            relocate_artifacts(path)
     return f"{prefix}{path}"
 
 
@@ -145,7 +151,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         tracking_uri = use_env_credentials(absolute_store_uri(tracking_uri))
         if artifact_location is None and tracking_uri.startswith("sqlite:///"):
             # Beside the database; MLflow's default would be ./mlruns in whatever the cwd is.
-            artifact_location = str(Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts")
+            artifact_location = str(default_artifact_root(Path(tracking_uri[len("sqlite:///"):])))
         with corrupt_store_errors(tracking_uri):
             super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
                              artifact_location=artifact_location, **kwargs)
