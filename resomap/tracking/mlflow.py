@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
@@ -282,16 +281,6 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-def _hydra_config_dir() -> Path | None:
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.output_subdir is None:
-        return None
-    folder = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir
-    return folder if folder.is_dir() else None
-
-
 def _redacted_copy(source: Path, folder: Path) -> Path:
     """A copy of a text artifact in ``folder`` with its secrets redacted: JSON and YAML as data
     (secret keys masked too), anything else as text."""
@@ -310,11 +299,3 @@ def log_artifact_redacted(client: Any, run_id: str, path: str | os.PathLike, art
     """``client.log_artifact`` of a redacted copy of the text file ``path`` (a result, a config)."""
     with tempfile.TemporaryDirectory() as temporary:
         client.log_artifact(run_id, str(_redacted_copy(Path(path), Path(temporary))), artifact_path)
-
-
-def log_artifacts_redacted(client: Any, run_id: str, folder: str | os.PathLike, artifact_path: str) -> None:
-    """``client.log_artifacts`` of redacted copies of the files in ``folder`` (the ``.hydra`` folder)."""
-    with tempfile.TemporaryDirectory() as temporary:
-        for source in sorted(path for path in Path(folder).iterdir() if path.is_file()):
-            _redacted_copy(source, Path(temporary))
-        client.log_artifacts(run_id, temporary, artifact_path)
