@@ -30,6 +30,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from resomap.io import atomic_write_bytes, write_json
+from resomap.tracking import sweep_run
 from resomap.tracking.mlflow import (
     BATCH_SIZE,
     MLFlowLogger,
@@ -170,6 +171,12 @@ def _existing_run(logger: MLFlowLogger, run_id: str | None) -> Any | None:
     return run if run.info.lifecycle_stage != "deleted" else None
 
 
+def _sweep_parent(logger: MLFlowLogger) -> str | None:
+    """This job's sweep run in the logger's store, if there is one and it is a sweep's run."""
+    parent = _existing_run(logger, sweep_run.parent_run_id(logger.tracking_uri))
+    return parent.info.run_id if parent is not None and sweep_run.SWEEP_TAG in parent.data.tags else None
+
+
 def _start(logger: MLFlowLogger, cfg: DictConfig, identity: RunIdentity, resuming: bool) -> str:
     """Continue this identity's unfinished MLflow run when resuming, else start one."""
     run_file = _run_id_file(cfg, identity)
@@ -177,8 +184,9 @@ def _start(logger: MLFlowLogger, cfg: DictConfig, identity: RunIdentity, resumin
     run_ids = _read_run_ids(run_file)
     with _store_errors(logger.tracking_uri):
         previous = _existing_run(logger, run_ids.get(store))
-        if (previous is not None and resuming and previous.info.status != "FINISHED"
-                and previous.data.tags.get("identity") == identity.digest):
+        continued = (previous is not None and resuming and previous.info.status != "FINISHED"
+                     and previous.data.tags.get("identity") == identity.digest)
+        if continued:
             logger.continue_run(previous.info.run_id)
             logger.client.update_run(previous.info.run_id, status="RUNNING")
             log.info("Continuing MLflow run %s in %s", previous.info.run_id, store)
@@ -187,7 +195,13 @@ def _start(logger: MLFlowLogger, cfg: DictConfig, identity: RunIdentity, resumin
             logger.client.set_terminated(previous.info.run_id, "KILLED")
         run_id = logger.run_id
         write_json(run_file, {**run_ids, store: run_id})
-        _log_record(logger, run_id, *params_and_tags(cfg, identity))
+        params, tags = params_and_tags(cfg, identity)
+        # A continued run keeps the parent it was started under (none if it started alone): its
+        # first epochs belong to that sweep, and re-tagging would empty the earlier sweep's tree.
+        # A resuming sweep's report still covers it (its run's sweep/jobs.json lists it).
+        if not continued and (parent := _sweep_parent(logger)) is not None:
+            tags[sweep_run.PARENT_TAG] = parent
+        _log_record(logger, run_id, params, tags)
         logger.client.log_dict(run_id, config_document(cfg), CONFIG_ARTIFACT)
     return run_id
 
