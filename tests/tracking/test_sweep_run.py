@@ -88,3 +88,15 @@ def test_a_run_id_read_back_must_be_mlflow_s(tmp_path: Path, monkeypatch: pytest
     assert sweep_run.parent_run_id("sqlite:///x.db") == good  # a DDP child of a sweep's job
     monkeypatch.setenv(sweep_run.SWEEP_ENV, "{broken")
     assert sweep_run.parent_run_id("sqlite:///x.db") is None
+
+
+def test_a_stopped_sweep_s_run_ends_killed(tmp_path: Path):
+    """A sweep stopped by Ctrl-C or SIGTERM never reaches on_multirun_end: its run is ended at exit."""
+    uri = tracking.absolute_store_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("ResoMap"), tags={sweep_run.SWEEP_TAG: "multirun"})
+    sweep_run._end_running([uri], {uri: run.info.run_id})
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+    client.set_terminated(run.info.run_id, "FINISHED")
+    sweep_run._end_running([uri], {uri: run.info.run_id})  # a finished sweep's run is left as it is
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
