@@ -188,7 +188,8 @@ def varying_settings(results_dir: str | Path, digests: set[str]) -> dict[str, di
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: aggregate the results and list failed runs."""
+    """Around a multirun: the sweep's MLflow run (parent of its jobs' runs) at the start; at the
+    end, aggregate the results, log the report into that run, and list failed runs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Failure files older than this sweep are an earlier sweep's, in a reused sweep folder.

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from resomap.io import write_json
 from resomap.tracking.mlflow import TrackingError, log_artifact_redacted, redact_uri
+from resomap.tracking.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,9 @@ def start_sweep_runs(config: DictConfig) -> dict[str, str]:
     loggers = _store_loggers(config)
     for logger in loggers:
         try:
-            run = logger.client.create_run(logger.ensure_experiment(), run_name=_run_name(sweep_dir),
-                                           tags={SWEEP_TAG: str(sweep_dir)})
+            run = logger.client.create_run(logger.ensure_experiment(),
+                                           run_name=redact_text(_run_name(sweep_dir)),
+                                           tags={SWEEP_TAG: redact_text(str(sweep_dir))})
             runs[redact_uri(logger.tracking_uri)] = run.info.run_id
             log.info("MLflow run %s of this sweep: its jobs' runs are its children", run.info.run_id)
         except (MlflowException, OSError, TrackingError) as error:
