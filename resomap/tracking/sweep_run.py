@@ -153,6 +153,23 @@ def _log_report(client: Any, run_id: str, results_dir: Path, files: Iterable[Pat
             client.log_artifact(run_id, str(path), artifact_path)
 
 
+DIGEST = re.compile(r"[0-9a-f]{8,64}")
+
+
+def _with_run_ids(client: Any, experiment_id: str, jobs: list[dict]) -> list[dict]:
+    """Each job with ``mlflow_run_id``, its identity's newest MLflow run: a skipped or resumed
+    job's run is another sweep's child (or none's), and this is how the sweep's run finds it."""
+    listed = []
+    for job in jobs:
+        digest = job.get("identity", "")
+        found = []
+        if DIGEST.fullmatch(digest):  # data read back from job.json: only a digest goes in the filter
+            found = client.search_runs([experiment_id], f"tags.identity = '{digest}'", max_results=1,
+                                       order_by=["attributes.start_time DESC"])
+        listed.append({**job, "mlflow_run_id": found[0].info.run_id if found else None})
+    return listed
+
+
 def finish_sweep_runs(config: DictConfig, files: Iterable[Path], jobs: list[dict], failed: bool) -> None:
     """Log the sweep's report files and jobs into its run(s), and end them FINISHED (FAILED when a
     job or the report failed)."""
@@ -168,7 +185,9 @@ def finish_sweep_runs(config: DictConfig, files: Iterable[Path], jobs: list[dict
             continue
         try:
             _log_report(logger.client, run_id, Path(config.paths.results_dir), files)
-            logger.client.log_dict(run_id, {"jobs": jobs}, "sweep/jobs.json")
+            experiment_id = logger.client.get_run(run_id).info.experiment_id
+            logger.client.log_dict(run_id, {"jobs": _with_run_ids(logger.client, experiment_id, jobs)},
+                                   "sweep/jobs.json")
             if (sweep_dir / "multirun.yaml").is_file():
                 log_artifact_redacted(logger.client, run_id, sweep_dir / "multirun.yaml", "config")
             logger.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")

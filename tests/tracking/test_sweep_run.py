@@ -44,6 +44,7 @@ def test_a_sweep_is_one_parent_run_of_its_jobs_runs(tmp_path: Path, tiny_data_ro
     listed = json.loads(Path(client.download_artifacts(parent.info.run_id, "sweep/jobs.json",
                                                        str(tmp_path))).read_text())
     assert sorted(job["status"] for job in listed["jobs"]) == ["finished", "finished"]
+    assert sorted(job["mlflow_run_id"] for job in listed["jobs"]) == sorted(job.info.run_id for job in jobs)
 
     job = client.get_run(next(job.info.run_id for job in jobs if job.info.run_name == "tiny_cnn_32"))
     assert job.data.params == {"model": "tiny_cnn", "resolution": "32", "seed": "0", "data": "synthetic",
@@ -60,6 +61,13 @@ def test_a_sweep_is_one_parent_run_of_its_jobs_runs(tmp_path: Path, tiny_data_ro
     parents, rerun = _runs(client)
     assert len(parents) == 2 and all(run.info.status == "FINISHED" for run in parents)
     assert sorted(run.info.run_id for run in rerun) == sorted(run.info.run_id for run in jobs)
+    # Its own run lists the skipped jobs' runs, which stay children of the first sweep.
+    latest = max(parents, key=lambda run: run.info.start_time)
+    listed = json.loads(Path(client.download_artifacts(latest.info.run_id, "sweep/jobs.json",
+                                                       str(tmp_path / "again"))).read_text())
+    assert sorted((job["status"], job["mlflow_run_id"]) for job in listed["jobs"]) == sorted(
+        ("skipped", job.info.run_id) for job in jobs)
+    assert {run.data.tags[sweep_run.PARENT_TAG] for run in rerun} == {parent.info.run_id}
 
     # The whole project moves; its runs' artifacts are read from the new place.
     moved = tmp_path / "elsewhere" / "project"
