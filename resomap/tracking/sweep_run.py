@@ -184,8 +184,13 @@ def finish_sweep_runs(config: DictConfig, files: Iterable[Path], jobs: list[dict
         if run_id is None:
             continue
         try:
+            run = logger.client.get_run(run_id)
+            if SWEEP_TAG not in run.data.tags:  # the file is data: only a sweep's run is ended here
+                log.warning("MLflow run %s named in %s is not a sweep's run; left as it is", run_id,
+                            sweep_dir / SWEEP_FILE)
+                continue
             _log_report(logger.client, run_id, Path(config.paths.results_dir), files)
-            experiment_id = logger.client.get_run(run_id).info.experiment_id
+            experiment_id = run.info.experiment_id
             logger.client.log_dict(run_id, {"jobs": _with_run_ids(logger.client, experiment_id, jobs)},
                                    "sweep/jobs.json")
             if (sweep_dir / "multirun.yaml").is_file():

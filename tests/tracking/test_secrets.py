@@ -209,3 +209,13 @@ def test_no_secret_in_a_sweep_s_files_or_console(ddp_sweep: Runs):
     assert "tracking_uri: http://***@127.0.0.1:" in multirun
     leaks = [leak for leak in _files_holding_secrets(ddp_sweep.root) if not _lead_owned(leak)]
     assert leaks == []
+
+
+def test_a_ddp_sweep_job_s_run_is_a_child_of_the_sweep_s_run(ddp_sweep: Runs):
+    """The job's run is created in its own process, which Hydra runs as a single run: the sweep's
+    run id reaches it through the environment."""
+    client = MlflowClient(ddp_sweep.url)
+    runs = client.search_runs([client.get_experiment_by_name("ResoMap").experiment_id])
+    (sweep,) = [run for run in runs if run.data.tags.get("resomap.sweep") == str(ddp_sweep.root / "multirun")]
+    (job,) = [run for run in runs if run.info.run_name == "tiny_cnn_48"]
+    assert sweep.info.status == "FINISHED" and job.data.tags["mlflow.parentRunId"] == sweep.info.run_id
