@@ -4,7 +4,8 @@
 configured store and says its id to the jobs twice: in ``mlflow_sweep.json`` in the sweep folder
 (read by jobs that Hydra runs as a multirun, in this process, a joblib worker or a SLURM job),
 and in the environment variable ``RESOMAP_MLFLOW_SWEEP_RUNS`` (inherited by a job's child
-process, e.g. a DDP run, which Hydra runs as a single run). Each new job run is tagged
+process, e.g. a DDP run, which Hydra runs as a single run; read too when the file does not name
+the store, e.g. a sweep folder not shared with a SLURM job's machine). Each new job run is tagged
 ``mlflow.parentRunId`` (:func:`parent_run_id`). :func:`finish_sweep_runs` logs the report and
 ends the run. A single run (no ``-m``) has no parent.
 """
@@ -68,9 +69,9 @@ def _sweep_dir() -> Path | None:
 def parent_run_id(tracking_uri: str) -> str | None:
     """The id of this job's sweep run in the store ``tracking_uri``; None for a single run."""
     store = redact_uri(tracking_uri)
-    if (sweep_dir := _sweep_dir()) is not None:
-        return _read_file(sweep_dir / SWEEP_FILE).get(store)
-    try:
+    if (sweep_dir := _sweep_dir()) is not None and (found := _read_file(sweep_dir / SWEEP_FILE).get(store)):
+        return found
+    try:  # a job's own DDP process, or a worker on a machine that does not share the sweep folder
         return _valid(json.loads(os.environ.get(SWEEP_ENV, "{}"))).get(store)
     except ValueError:
         return None
