@@ -28,6 +28,7 @@ from resomap.run import distributed, signals
 from resomap.run import orchestrate as experiment
 from resomap.run.job import JOB_FILE, JOB_STATUSES, read_job  # noqa: F401  (the sweep's job files)
 from resomap.tracking import mlflow as tracking
+from resomap.tracking import sweep_run
 from resomap.tracking.redact import redact_config
 
 log = logging.getLogger(__name__)
@@ -187,13 +188,16 @@ def varying_settings(results_dir: str | Path, digests: set[str]) -> dict[str, di
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: aggregate the results and list failed runs."""
+    """Around a multirun: the sweep's MLflow run (parent of its jobs' runs) at the start; at the
+    end, aggregate the results, log the report into that run, and list failed runs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Failure files older than this sweep are an earlier sweep's, in a reused sweep folder.
         self.started = time.time()
         # Parallel jobs creating one SQLite store at once race on its schema.
         tracking.prepare_stores(config)
+        # The sweep's MLflow run, parent of its jobs' runs (single runs have none).
+        sweep_run.start_sweep_runs(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from resomap.study.aggregate import write_aggregates
@@ -222,6 +226,7 @@ class SweepSummary(Callback):
         else:
             log.warning("This version of the report covers every record in %s, not only this sweep's %d runs",
                         config.paths.results_dir, len(digests))
+        written: list[Path] = []
         try:
             report = config.get("report")
             settings = OmegaConf.to_container(report, resolve=True) if report is not None else {}
@@ -230,12 +235,14 @@ class SweepSummary(Callback):
             log.info("Sweep finished: results aggregated into %s; read %s first", written[0].parent,
                      written[0].parent / "report.html")
         except ReportIncomplete as incomplete:
+            written = list(incomplete.written)
             failures.append({"run_name": "report", "error": str(incomplete), "resume": rebuild})
         except Exception:
             # Hydra turns an exception here into a warning and exit status 0: report it instead.
             log.exception("Sweep finished, but its report could not be built; rebuild it with %s", rebuild)
             failures.append({"run_name": "report", "error": "the report could not be built",
                              "resume": rebuild})
+        sweep_run.finish_sweep_runs(config, written, jobs, failed=bool(failures))
         if failures:
             lines = [f"{len(failures)} run(s) failed; resume each with:"]
             lines += [f"  {failure['run_name']}: {failure['error']}\n    {failure['resume']}"

@@ -2,10 +2,14 @@
 
 The record file is a run's commit point; the store follows it. :func:`tracked_run` starts (or,
 when resuming, continues) the identity's MLflow run before fitting, so per-epoch metrics stream
-in, and after the record is written mirrors it (final metrics, the record, a confusion matrix,
-the Hydra config) and ends the run FINISHED. A kill between the record and the end leaves a
+in, and after the record is written mirrors it (final metrics, the record, a confusion matrix)
+and ends the run FINISHED. A kill between the record and the end leaves a
 RUNNING run: :func:`reconcile`, called when the finished run is skipped, completes it. The run
 id is kept in the identity's checkpoint folder (``mlflow_run.json``), per store.
+
+What a run holds: a few params (:func:`params_and_tags`), the identity tags, the config as one
+YAML artifact, per-epoch and test metrics, the record and predictions, a confusion matrix; in a
+sweep, ``mlflow.parentRunId`` names the sweep's run (:mod:`resomap.tracking.sweep_run`).
 """
 
 from __future__ import annotations
@@ -25,21 +29,20 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from resomap.config import flatten
 from resomap.io import atomic_write_bytes, write_json
+from resomap.tracking import sweep_run
 from resomap.tracking.mlflow import (
     BATCH_SIZE,
     MLFlowLogger,
-    _hydra_config_dir,
     _loggable,
     _store_errors,
     build_loggers,
     configure_http,
     log_artifact_redacted,
-    log_artifacts_redacted,
     plot_confusion_matrix,
     redact_uri,
 )
+from resomap.tracking.redact import redact_config
 
 # Tracking mirrors the run's identity and record without importing the run package (which
 # imports tracking): both are passed in and read by attribute.
@@ -53,8 +56,8 @@ log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run.json"
 # Where a run's record and predictions are in its MLflow run's artifacts.
 RECORD_ARTIFACTS = "results"
-# Config tables that are lookups, not settings: their applied values appear elsewhere.
-UNLOGGED_KEYS = ("resolution",)
+# The run's whole config, one YAML file in its MLflow run's artifacts.
+CONFIG_ARTIFACT = "config/config.yaml"
 _warned_uris: set[str] = set()
 
 
@@ -123,21 +126,25 @@ def find_finished(cfg: DictConfig, identity: RunIdentity) -> Any | None:
 
 
 def params_and_tags(cfg: DictConfig, identity: RunIdentity) -> tuple[dict[str, str], dict[str, str]]:
-    """Params (write-once: what decides the trained model, equal in every resumption) and tags
-    (everything that may change between resumptions, plus the identity)."""
-    trained = flatten(identity.training)
-    container = OmegaConf.to_container(cfg, resolve=True)
-    everything = flatten({key: value for key, value in container.items() if key not in UNLOGGED_KEYS})
+    """A few searchable params and the identity tags.
+
+    Params are write-once (what decides the trained model, equal in every resumption), named as
+    the seed study's runs named them so old and new runs compare side by side. The tags are the
+    identity's: ``tags.identity`` is how a finished run is found again. Every other setting is
+    in the run's config artifact (:data:`CONFIG_ARTIFACT`), not in hundreds of tags.
+    """
     optimizer = str(OmegaConf.select(cfg, "optimizer._target_", default=""))
-    # The seed study's param names, so old and new runs compare side by side.
-    seed_names = {"model": identity.model, "resolution": identity.resolution,
-                  "epochs": cfg.trainer.max_epochs, "batch_size": OmegaConf.select(cfg, "data.batch_size"),
-                  "learning_rate": OmegaConf.select(cfg, "optimizer.lr"),
-                  "optimizer": optimizer.rsplit(".", 1)[-1]}
-    params = _loggable({**seed_names, **{f"training.{key}": value for key, value in trained.items()}})
-    tags = _loggable({key: value for key, value in everything.items()})
-    tags.update(identity.tags())
-    return params, tags
+    params = _loggable({"model": identity.model, "resolution": identity.resolution, "seed": identity.seed,
+                        "data": identity.data_name, "epochs": cfg.trainer.max_epochs,
+                        "batch_size": OmegaConf.select(cfg, "data.batch_size"),
+                        "learning_rate": OmegaConf.select(cfg, "optimizer.lr"),
+                        "optimizer": optimizer.rsplit(".", 1)[-1]})
+    return params, dict(identity.tags())
+
+
+def config_document(cfg: DictConfig) -> dict[str, Any]:
+    """The run's resolved config, secrets redacted: the YAML artifact :data:`CONFIG_ARTIFACT`."""
+    return redact_config(OmegaConf.to_container(cfg, resolve=True))
 
 
 def _log_record(logger: MLFlowLogger, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
@@ -164,6 +171,12 @@ def _existing_run(logger: MLFlowLogger, run_id: str | None) -> Any | None:
     return run if run.info.lifecycle_stage != "deleted" else None
 
 
+def _sweep_parent(logger: MLFlowLogger) -> str | None:
+    """This job's sweep run in the logger's store, if there is one and it is a sweep's run."""
+    parent = _existing_run(logger, sweep_run.parent_run_id(logger.tracking_uri))
+    return parent.info.run_id if parent is not None and sweep_run.SWEEP_TAG in parent.data.tags else None
+
+
 def _start(logger: MLFlowLogger, cfg: DictConfig, identity: RunIdentity, resuming: bool) -> str:
     """Continue this identity's unfinished MLflow run when resuming, else start one."""
     run_file = _run_id_file(cfg, identity)
@@ -171,8 +184,9 @@ def _start(logger: MLFlowLogger, cfg: DictConfig, identity: RunIdentity, resumin
     run_ids = _read_run_ids(run_file)
     with _store_errors(logger.tracking_uri):
         previous = _existing_run(logger, run_ids.get(store))
-        if (previous is not None and resuming and previous.info.status != "FINISHED"
-                and previous.data.tags.get("identity") == identity.digest):
+        continued = (previous is not None and resuming and previous.info.status != "FINISHED"
+                     and previous.data.tags.get("identity") == identity.digest)
+        if continued:
             logger.continue_run(previous.info.run_id)
             logger.client.update_run(previous.info.run_id, status="RUNNING")
             log.info("Continuing MLflow run %s in %s", previous.info.run_id, store)
@@ -181,12 +195,20 @@ def _start(logger: MLFlowLogger, cfg: DictConfig, identity: RunIdentity, resumin
             logger.client.set_terminated(previous.info.run_id, "KILLED")
         run_id = logger.run_id
         write_json(run_file, {**run_ids, store: run_id})
-        _log_record(logger, run_id, *params_and_tags(cfg, identity))
+        params, tags = params_and_tags(cfg, identity)
+        # A continued run keeps the parent it was started under (none if it started alone): its
+        # first epochs belong to that sweep, and re-tagging would empty the earlier sweep's tree.
+        # A resuming sweep's report still covers it (its run's sweep/jobs.json lists it).
+        if not continued and (parent := _sweep_parent(logger)) is not None:
+            tags[sweep_run.PARENT_TAG] = parent
+        _log_record(logger, run_id, params, tags)
+        logger.client.log_dict(run_id, config_document(cfg), CONFIG_ARTIFACT)
     return run_id
 
 
 def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: str) -> None:
-    """The record's final metrics, the record itself, a confusion matrix and the Hydra config."""
+    """The record's final metrics, the record itself and a confusion matrix (the config was
+    logged when the run started)."""
     from mlflow.entities import Metric
 
     metrics = {f"test_{key}": value for key, value in (
@@ -210,8 +232,6 @@ def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: st
             atomic_write_bytes(plot, plot_confusion_matrix(record.test_metrics.confusion_matrix,
                                                            record.classes))
             logger.client.log_artifact(run_id, str(plot), "plots")
-        if (hydra_dir := _hydra_config_dir()) is not None:
-            log_artifacts_redacted(logger.client, run_id, hydra_dir, "hydra")
         logger.client.set_terminated(run_id, "FINISHED")
 
 

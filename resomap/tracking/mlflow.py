@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
@@ -28,6 +27,7 @@ from omegaconf import DictConfig
 from resomap.errors import ResoMapError
 from resomap.io import atomic_write_text, write_json
 from resomap.tracking.redact import redact_config, redact_text, redact_uri, redact_yaml_file
+from resomap.tracking.store_home import default_artifact_root, relocate_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,9 @@ def use_env_credentials(uri: str) -> str:
 
 
 def absolute_store_uri(uri: str) -> str:
-    """``sqlite:///relative.db`` made absolute, its folder created: the store must not follow the cwd."""
+    """``sqlite:///relative.db`` made absolute, its folder created: the store must not follow the
+    cwd. An existing store whose project folder moved has its artifact paths repaired
+    (:func:`resomap.tracking.store_home.relocate_artifacts`: MLflow records them absolute)."""
     prefix = "sqlite:///"
     if not uri.startswith(prefix) or uri == f"{prefix}:memory:":
         return uri
@@ -79,6 +81,9 @@ def absolute_store_uri(uri: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         create_sqlite_store(path)
+    else:
+        with corrupt_store_errors(uri):
+            relocate_artifacts(path)
     return f"{prefix}{path}"
 
 
@@ -145,7 +150,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         tracking_uri = use_env_credentials(absolute_store_uri(tracking_uri))
         if artifact_location is None and tracking_uri.startswith("sqlite:///"):
             # Beside the database; MLflow's default would be ./mlruns in whatever the cwd is.
-            artifact_location = str(Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts")
+            artifact_location = str(default_artifact_root(Path(tracking_uri[len("sqlite:///"):])))
         with corrupt_store_errors(tracking_uri):
             super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
                              artifact_location=artifact_location, **kwargs)
@@ -276,16 +281,6 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-def _hydra_config_dir() -> Path | None:
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.output_subdir is None:
-        return None
-    folder = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir
-    return folder if folder.is_dir() else None
-
-
 def _redacted_copy(source: Path, folder: Path) -> Path:
     """A copy of a text artifact in ``folder`` with its secrets redacted: JSON and YAML as data
     (secret keys masked too), anything else as text."""
@@ -304,11 +299,3 @@ def log_artifact_redacted(client: Any, run_id: str, path: str | os.PathLike, art
     """``client.log_artifact`` of a redacted copy of the text file ``path`` (a result, a config)."""
     with tempfile.TemporaryDirectory() as temporary:
         client.log_artifact(run_id, str(_redacted_copy(Path(path), Path(temporary))), artifact_path)
-
-
-def log_artifacts_redacted(client: Any, run_id: str, folder: str | os.PathLike, artifact_path: str) -> None:
-    """``client.log_artifacts`` of redacted copies of the files in ``folder`` (the ``.hydra`` folder)."""
-    with tempfile.TemporaryDirectory() as temporary:
-        for source in sorted(path for path in Path(folder).iterdir() if path.is_file()):
-            _redacted_copy(source, Path(temporary))
-        client.log_artifacts(run_id, temporary, artifact_path)

@@ -153,6 +153,11 @@ def test_ctrl_c_in_a_multi_process_sweep_job_waits_for_its_checkpoint_and_ends_m
     (folder,) = [path.parent for path in tmp_path.glob("checkpoints/tiny_cnn_32/*/identity.json")]
     torch.load(folder / "last.ckpt", weights_only=True)
     (run_id,) = json.loads((folder / "mlflow_run.json").read_text()).values()
-    status = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id).info.status
-    assert status == "KILLED", output[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    job = client.get_run(run_id)
+    assert job.info.status == "KILLED", output[-3000:]
     assert not (tmp_path / "multirun" / "1_tiny_cnn_48").exists()
+    # The job's run, made in its own process, is the sweep run's child; the stopped sweep's run
+    # is ended KILLED as the sweep exits.
+    sweep = client.get_run(job.data.tags["mlflow.parentRunId"])
+    assert "resomap.sweep" in sweep.data.tags and sweep.info.status == "KILLED"

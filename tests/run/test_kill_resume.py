@@ -100,8 +100,14 @@ def test_sigkilled_sweep_resumes_unfinished_and_skips_finished(tmp_path: Path, t
     assert _run_id(tmp_path, 48) == killed_run
     runs = _client(tmp_path).search_runs(
         [_client(tmp_path).get_experiment_by_name("ResoMap").experiment_id])
-    assert sorted((run.info.run_name, run.info.status) for run in runs) == [
+    jobs = [run for run in runs if "identity" in run.data.tags]
+    assert sorted((run.info.run_name, run.info.status) for run in jobs) == [
         ("tiny_cnn_32", "FINISHED"), ("tiny_cnn_48", "FINISHED")]
+    # The sweep has its own run; the continued run keeps the parent it started with (none: it
+    # was a single run), and the skipped one is not run again.
+    (sweep_run,) = [run for run in runs if "identity" not in run.data.tags]
+    assert sweep_run.info.status == "FINISHED"
+    assert all("mlflow.parentRunId" not in run.data.tags for run in jobs)
     history = _client(tmp_path).get_metric_history(killed_run, "val_loss")
     assert sorted({metric.step for metric in history}) == list(range(EPOCHS))
 

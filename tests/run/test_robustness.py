@@ -110,6 +110,15 @@ def test_parallel_joblib_jobs_leave_every_result_valid(train_cli, tmp_path: Path
     assert not list(tmp_path.rglob("*.tmp"))
     for cached in (tmp_path / "data" / "cache" / "validation").glob("*.json"):
         assert json.loads(cached.read_text())["bad"] == {}
+    # The jobs' runs, made in joblib's worker processes, are children of the one sweep run.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("ResoMap").experiment_id])
+    (sweep,) = [run for run in runs if "resomap.sweep" in run.data.tags]
+    jobs = [run for run in runs if "identity" in run.data.tags]
+    assert sweep.info.status == "FINISHED" and len(jobs) == 2
+    assert {run.data.tags.get("mlflow.parentRunId") for run in jobs} == {sweep.info.run_id}
 
 
 def test_ctrl_c_stops_the_sweep_and_says_how_to_resume(tmp_path: Path, tiny_data_root: Path):

@@ -55,3 +55,8 @@ def test_a_failure_left_by_an_earlier_sweep_does_not_fail_a_later_one(tmp_path: 
     output = fixed.communicate(timeout=600)[0]
     assert fixed.returncode == 0, output[-3000:]
     assert "run(s) failed" not in output
+    # Each sweep's own MLflow run ends as the sweep did.
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("ResoMap").experiment_id],
+                              order_by=["attributes.start_time ASC"])
+    assert [run.info.status for run in runs if "resomap.sweep" in run.data.tags] == ["FAILED", "FINISHED"]

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 import resomap  # noqa: F401  (registers the config resolvers)
 from resomap.run import distributed
 from resomap.run.identity import RunIdentity
-from resomap.tracking.mirror import params_and_tags
+from resomap.tracking.mirror import config_document, params_and_tags
 from resomap.tracking.mlflow import use_env_credentials
 from resomap.tracking.redact import (
     MASK,
@@ -199,7 +199,7 @@ def test_uri_credentials_move_into_mlflow_variables(clean_env):
     assert use_env_credentials("sqlite:////tmp/a@b/mlflow.db") == "sqlite:////tmp/a@b/mlflow.db"
 
 
-def test_params_and_tags_hold_no_secret(tmp_path: Path, clean_env):
+def test_params_tags_and_the_config_artifact_hold_no_secret(tmp_path: Path, clean_env):
     clean_env.setenv("MLFLOW_TRACKING_TOKEN", "tok-abcdef123")
     with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out",
@@ -209,11 +209,13 @@ def test_params_and_tags_hold_no_secret(tmp_path: Path, clean_env):
     identity = RunIdentity.from_config(cfg, "data-fp")
     params, tags = params_and_tags(cfg, identity)
     assert "tok-abcdef123" not in str(identity.to_dict())
-    logged = " ".join(f"{key}={value}" for key, value in {**params, **tags}.items())
+    document = config_document(cfg)
+    logged = " ".join(f"{key}={value}" for key, value in {**params, **tags}.items()) + str(document)
     assert PASSWORD not in logged and "tok-abcdef123" not in logged
-    assert tags["logger.mlflow.tracking_uri"] == "http://***@127.0.0.1:5000"
-    assert tags["logger.mlflow.api_token"] == MASK
-    assert params["model"] == "tiny_cnn"
+    assert document["logger"]["mlflow"]["tracking_uri"] == "http://***@127.0.0.1:5000"
+    assert document["logger"]["mlflow"]["api_token"] == MASK
+    assert document["data"]["note"] == "fetched with ***"
+    assert params["model"] == "tiny_cnn" and len(params) < 20
 
 
 # A password with every character RFC 3986 allows unencoded in user info (unreserved, sub-delims,

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -166,9 +167,9 @@ def test_credentials_in_the_uri_still_authenticate_every_request(single: Runs):
     (run,) = client.search_runs([client.get_experiment_by_name("ResoMap").experiment_id],
                                 "attributes.run_name = 'tiny_cnn_32'")
     assert run.info.status == "FINISHED"
-    assert run.data.tags["logger.mlflow.tracking_uri"].startswith("http://***@127.0.0.1:")
-    uploaded = {item.path for item in client.list_artifacts(run.info.run_id, "hydra")}
-    assert {"hydra/config.yaml", "hydra/overrides.yaml", "hydra/hydra.yaml"} <= uploaded
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(client.download_artifacts(run.info.run_id, "config/config.yaml", folder)).read_text()
+    assert "tracking_uri: http://***@127.0.0.1:" in config
 
 
 def test_no_secret_in_the_console_output(single: Runs):
@@ -208,3 +209,13 @@ def test_no_secret_in_a_sweep_s_files_or_console(ddp_sweep: Runs):
     assert "tracking_uri: http://***@127.0.0.1:" in multirun
     leaks = [leak for leak in _files_holding_secrets(ddp_sweep.root) if not _lead_owned(leak)]
     assert leaks == []
+
+
+def test_a_ddp_sweep_job_s_run_is_a_child_of_the_sweep_s_run(ddp_sweep: Runs):
+    """The job's run is created in its own process, which Hydra runs as a single run: the sweep's
+    run id reaches it through the environment."""
+    client = MlflowClient(ddp_sweep.url)
+    runs = client.search_runs([client.get_experiment_by_name("ResoMap").experiment_id])
+    (sweep,) = [run for run in runs if run.data.tags.get("resomap.sweep") == str(ddp_sweep.root / "multirun")]
+    (job,) = [run for run in runs if run.info.run_name == "tiny_cnn_48"]
+    assert sweep.info.status == "FINISHED" and job.data.tags["mlflow.parentRunId"] == sweep.info.run_id

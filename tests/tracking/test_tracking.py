@@ -57,15 +57,15 @@ def test_run_logs_to_a_server_and_an_identical_run_is_skipped(train_cli, mlflow_
     assert (row["tags.data"], row["tags.data_fingerprint"]) == (result["data"]["name"],
                                                                 result["data"]["fingerprint"])
     assert row["tags.identity"] == result["identity"]["digest"]
-    assert row["params.resolution"] == "32" and row["params.training.trainer.max_epochs"] == "2"
+    assert row["params.resolution"] == "32" and row["params.epochs"] == "2"
     assert row["metrics.test_balanced_accuracy"] == pytest.approx(result["test_metrics"]["balanced_accuracy"])
     client = MlflowClient(mlflow_server)
     run_id = row["run_id"]
     assert [metric.step for metric in client.get_metric_history(run_id, "val_loss")] == [0, 1]
-    artifacts = {item.path for folder in ("results", "plots", "hydra")
+    artifacts = {item.path for folder in ("results", "plots", "config")
                  for item in client.list_artifacts(run_id, folder)}
     assert {"results/record.json", "results/predictions.npz", "plots/confusion_matrix.png",
-            "hydra/config.yaml"} <= artifacts
+            "config/config.yaml"} <= artifacts
     run_file = tmp_path / "checkpoints" / "tiny_cnn_32" / result["identity"]["digest"] / "mlflow_run.json"
     assert json.loads(run_file.read_text()) == {mlflow_server: run_id}
 
