@@ -14,6 +14,7 @@ sweep, ``mlflow.parentRunId`` names the sweep's run (:mod:`resomap.tracking.swee
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import tempfile
@@ -28,6 +29,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from resomap.io import atomic_write_bytes, write_json
 from resomap.tracking import sweep_run
@@ -218,8 +220,12 @@ def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: st
         ("balanced_accuracy", record.test_metrics.balanced_accuracy),
         ("macro_auroc", record.test_metrics.macro_auroc)) if value is not None}
     with _store_errors(logger.tracking_uri):
+        # Lightning's logger streamed the test metrics the module logs; only the rest (macro
+        # AUROC, or all of them when the run was tested without a logger) are added, so each
+        # metric is logged once.
+        logged = logger.client.get_run(run_id).data.metrics
         logger.client.log_batch(run_id, metrics=[Metric(key, float(value), 0, record.epochs_run)
-                                                 for key, value in metrics.items()])
+                                                 for key, value in metrics.items() if key not in logged])
         from resomap.run import record as records
 
         folder = records.run_dir(cfg.paths.results_dir, record)
@@ -227,11 +233,8 @@ def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: st
             log_artifact_redacted(logger.client, run_id, folder / records.RECORD_FILE, RECORD_ARTIFACTS)
         if (folder / records.PREDICTIONS_FILE).is_file():  # numbers only: nothing to redact
             logger.client.log_artifact(run_id, str(folder / records.PREDICTIONS_FILE), RECORD_ARTIFACTS)
-        with tempfile.TemporaryDirectory() as folder:
-            plot = Path(folder) / "confusion_matrix.png"
-            atomic_write_bytes(plot, plot_confusion_matrix(record.test_metrics.confusion_matrix,
-                                                           record.classes))
-            logger.client.log_artifact(run_id, str(plot), "plots")
+        png = plot_confusion_matrix(record.test_metrics.confusion_matrix, record.classes)
+        logger.client.log_image(run_id, Image.open(io.BytesIO(png)), "plots/confusion_matrix.png")
         logger.client.set_terminated(run_id, "FINISHED")
 
 

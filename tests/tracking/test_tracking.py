@@ -62,6 +62,8 @@ def test_run_logs_to_a_server_and_an_identical_run_is_skipped(train_cli, mlflow_
     client = MlflowClient(mlflow_server)
     run_id = row["run_id"]
     assert [metric.step for metric in client.get_metric_history(run_id, "val_loss")] == [0, 1]
+    for name in ("test_balanced_accuracy", "test_loss", "test_macro_auroc", "lr"):  # each logged once
+        assert len(client.get_metric_history(run_id, name)) == (2 if name == "lr" else 1), name
     artifacts = {item.path for folder in ("results", "plots", "config")
                  for item in client.list_artifacts(run_id, folder)}
     assert {"results/record.json", "results/predictions.npz", "plots/confusion_matrix.png",
