@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import platform
@@ -39,12 +40,29 @@ def device_count(devices: object = "auto", accelerator: str = "auto") -> int:
     return 1
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), which oneDNN's
+    bf16 convolutions need to run at speed.
+
+    Measured (docs/benchmarks.md, "bf16 or fp32 on the CPU"): a simple_cnn training step ran
+    2.43x faster in bf16 than in fp32 on an AMD EPYC with AVX512-BF16, 1.04x on a Xeon with
+    AVX512-BF16, and 9.8x *slower* on an AVX2-only AMD EPYC (Zen 3), where oneDNN falls back to
+    reference bf16 kernels. torch reads the flags (cpuinfo), on every OS.
+    """
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without the probes: keep bf16, Lightning's own CPU choice
+        return True
+
+
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
-    """``16-mixed`` needs CUDA; elsewhere use ``bf16-mixed`` (what Lightning would pick,
-    chosen here so the run records it and no warning is printed)."""
+    """``16-mixed`` needs CUDA; on a CPU it runs as ``bf16-mixed`` where the CPU has bf16
+    instructions, else as ``32-true`` (bf16 without them is several times slower than fp32).
+    Chosen here so the run records the precision it ran and no warning is printed."""
     precision = str(precision)
     if precision in ("16-mixed", "16") and not uses_cuda(accelerator):
-        return "bf16-mixed"
+        return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
     return precision
 
 

@@ -123,7 +123,7 @@ def build_exporter(identity: RunIdentity, datamodule: ImageFolderDataModule) -> 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[Any],
                   **overrides: Any) -> pl.Trainer:
-    """``cfg.trainer`` with the run's precision (bf16 on CPU), checkpoints written atomically."""
+    """``cfg.trainer`` with the run's precision (``resolve_precision``), checkpoints written atomically."""
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     plugins = [*overrides.pop("plugins", []), AtomicCheckpointIO()]
     return instantiate(cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers or False,

@@ -13,7 +13,7 @@ loggers, profiling, explanations, progress bars, file names...). A key nobody th
 as Lightning's ``fast_dev_run``, ``overfit_batches``, ``max_time`` or ``min_steps``, is therefore
 in the identity, and a run cut short by it is never taken for the full run. Values are
 normalised first: precision aliases (``32`` = ``32-true``, ``16`` = ``16-mixed``, ``16-mixed``
-on a CPU = the ``bf16-mixed`` it runs) and trainer keys left at Lightning's default (absent =
+on a CPU = the ``bf16-mixed`` or ``32-true`` it runs) and trainer keys left at Lightning's default (absent =
 set to the default). The identity is computed from the config as composed, before any
 redaction, so a model key named ``key_dim`` is hashed with its value; loggers, tracking URIs
 and paths are never part of it.
@@ -80,7 +80,7 @@ def _world_size(trainer: Mapping[str, Any]) -> int:
 
 def normalised_precision(precision: Any, accelerator: str = "auto") -> str:
     """Lightning's unified name of ``precision`` (``32`` -> ``32-true``, ``16`` -> ``16-mixed``,
-    ``bf16`` -> ``bf16-mixed``), with ``16-mixed`` off CUDA as the ``bf16-mixed`` it runs."""
+    ``bf16`` -> ``bf16-mixed``), with ``16-mixed`` off CUDA as the precision it runs."""
     from lightning.fabric.connector import _PRECISION_INPUT_STR_ALIAS_CONVERSION as ALIASES
 
     text = str(precision)

@@ -8,12 +8,16 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, TINY_SPEC, run_module, tiny_overrides
 
+from resomap.device import resolve_precision
+
 pytestmark = pytest.mark.slow
 
 OVERHEAD = ["bench.overhead.res=32", "bench.overhead.epochs=2", "bench.overhead.rounds=1"]
 ROOFLINE = ["bench.roofline.models=[tiny_cnn]", "bench.roofline.resolutions=[32,40]",
             "bench.roofline.warmup_steps=1", "bench.roofline.timed_steps=1",
             "bench.roofline.peak_sizes=[64,128]", "bench.roofline.peak_seconds=0.01"]
+PRECISION = ["bench.precision.enabled=true", "bench.precision.model=tiny_cnn", "bench.precision.res=32",
+             "bench.precision.rounds=2", "bench.precision.timed_steps=1"]
 
 
 def test_bench_prints_both_pipelines_overhead_and_a_seed_scale_projection(tmp_path: Path,
@@ -25,7 +29,7 @@ def test_bench_prints_both_pipelines_overhead_and_a_seed_scale_projection(tmp_pa
         "bench.pipelines=[classic,cached]", *ROOFLINE,
         "bench.seed_scale=true", *seed_scale, "bench.study.models=[tiny_cnn]",
         "bench.study.resolutions=[32,40]", "bench.study.warmup_steps=1", "bench.study.timed_steps=1",
-        "bench.study.epochs=25", *OVERHEAD,
+        "bench.study.epochs=25", *OVERHEAD, *PRECISION,
     ], cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     lines = completed.stdout.splitlines()
@@ -35,6 +39,7 @@ def test_bench_prints_both_pipelines_overhead_and_a_seed_scale_projection(tmp_pa
     assert rows.keys() == {"classic", "cached"}
     assert "cached / classic:" in completed.stdout
     assert "Framework overhead (tiny_cnn at 32 px" in completed.stdout
+    assert "Precision: tiny_cnn at 32 px" in completed.stdout and "32-true:" in completed.stdout
     assert "1-minute load" in completed.stdout and "torch thread(s)" in completed.stdout
     # The machine is named, its peak measured, and each configuration placed under it.
     assert "AMX" in completed.stdout or "AVX" in completed.stdout
@@ -55,16 +60,26 @@ def test_bench_prints_both_pipelines_overhead_and_a_seed_scale_projection(tmp_pa
     assert peak > 0 and roofline["peak"]["float32"]["tflops"] > 0
     assert [(row["model"], row["res"]) for row in roofline["rows"]] == [("tiny_cnn", 32), ("tiny_cnn", 40)]
     for row in roofline["rows"]:
-        assert row["fraction_of_peak"] == row["fraction_of_bf16_peak"]
+        # The run's precision sets the ceiling: bf16-mixed under the bf16 peak, 32-true the fp32 one.
+        ceiling = "bf16" if row["precision"] == "bf16-mixed" else "fp32"
+        assert row["fraction_of_peak"] == row[f"fraction_of_{ceiling}_peak"]
         assert row["fraction_of_bf16_peak"] == pytest.approx(row["train_tflops"] / peak)
         flops_per_image = 2 * 3 * row["forward_gmacs"] * 1e9
         assert row["train_tflops"] == pytest.approx(flops_per_image * row["images_per_sec"] / 1e12)
     assert payload["overhead"]["load_1min"] is not None and "rounds_disagree" in payload["overhead"]
+    precision = payload["precision"]
+    assert {name: len(rounds) for name, rounds in precision["rounds"].items()} == {"bf16-mixed": 2,
+                                                                                  "32-true": 2}
+    for name, rounds in precision["rounds"].items():  # the median of two rounds is their mean
+        assert precision["median_step_sec"][name] == pytest.approx(sum(rounds) / 2)
+    assert precision["time_over_first"]["32-true"] == pytest.approx(
+        precision["median_step_sec"]["32-true"] / precision["median_step_sec"]["bf16-mixed"])
     overhead = payload["overhead"]
     assert overhead["bare_images_per_sec"] > 0 and overhead["resomap_images_per_sec"] > 0
     rates = overhead["resomap_images_per_sec"], overhead["bare_images_per_sec"]
     assert overhead["ratio"] == pytest.approx(rates[0] / rates[1])
-    assert overhead["precision"] == "bf16-mixed" and len(overhead["rounds"][0]["bare_epoch_seconds"]) == 2
+    assert overhead["precision"] == resolve_precision("16-mixed", "cpu")
+    assert len(overhead["rounds"][0]["bare_epoch_seconds"]) == 2
     projection = payload["projection"]
     assert projection["study_sec"] > 0 and [run["res"] for run in projection["runs"]] == [32, 40]
     assert (tmp_path / "data" / "synthetic_seed_scale" / "train").is_dir()

@@ -19,6 +19,7 @@ from resomap.callbacks.profile import (
     runs_for,
     time_forward,
 )
+from resomap.device import cpu_has_native_bf16
 
 CHEAP = ("explain=none", "logger=csv", "callbacks.profile.warmup_runs=1",
          "callbacks.profile.timed_runs=3", "callbacks.profile.batch_size=8")
@@ -43,7 +44,8 @@ def test_run_records_profiling_and_complexity(train_cli, tmp_path: Path):
     assert profiling["min_time_sec"] <= profiling["median_time_sec"] <= profiling["max_time_sec"]
     assert profiling["min_time_sec"] <= profiling["avg_time_sec"] <= profiling["max_time_sec"]
     assert profiling["throughput_samples_sec"] == pytest.approx(8 / profiling["avg_time_sec"])
-    assert (profiling["precision"], profiling["autocast_dtype"]) == ("bf16-mixed", "bfloat16")
+    assert (profiling["precision"], profiling["autocast_dtype"]) == (
+        ("bf16-mixed", "bfloat16") if cpu_has_native_bf16() else ("32-true", None))
     assert (profiling["image_size"], profiling["batch_size"], profiling["batch_sizes"]) == (48, 8, [1, 8])
     assert profiling["warmup_runs"] == 1  # "auto" on a CPU
     for name in ("batch_1", "inference_batch"):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from resomap import device
 from resomap.run.identity import RunIdentity
 
 
@@ -23,9 +24,12 @@ SAME_RUN = [
     "+callbacks.best_checkpoint.verbose=true", "callbacks.best_checkpoint.filename=other",
 ]
 
+# The precision this CPU does not run by default (bf16-mixed or 32-true, by its bf16 instructions).
+OTHER_PRECISION = "bf16-mixed" if device.resolve_precision("16-mixed", "cpu") == "32-true" else "32-true"
+
 # Settings that change what is trained: each must make another run.
 OTHER_RUN = [
-    "optimizer.lr=0.01", "trainer.max_epochs=3", "data.batch_size=8", "trainer.precision=32-true",
+    "optimizer.lr=0.01", "trainer.max_epochs=3", "data.batch_size=8", f"trainer.precision={OTHER_PRECISION}",
     "trainer.devices=2", "trainer.num_nodes=2", "trainer.accumulate_grad_batches=2",
     "trainer.strategy=ddp", "callbacks.early_stopping.patience=3", "data.rotation=30",
     "data.class_weighted_loss=false", "seed=1", "res=48", "model=simple_cnn", "~scheduler",
@@ -64,10 +68,17 @@ def test_effective_batch_counts_devices_nodes_and_accumulation(compose_train):
     assert many.training["trainer"]["effective_batch_size"] == 64
 
 
-def test_on_cpu_16_mixed_is_recorded_as_the_bf16_it_runs(compose_train):
+@pytest.mark.parametrize(("native_bf16", "runs_as"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_on_cpu_16_mixed_is_recorded_as_the_precision_it_runs(compose_train, monkeypatch, native_bf16: bool,
+                                                               runs_as: str):
+    # bf16 where the CPU has bf16 instructions (AVX512-BF16, AMX), else fp32: without them bf16
+    # convolutions are several times slower than fp32 (docs/benchmarks.md).
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native_bf16)
     identity = _identity(compose_train, "trainer.accelerator=cpu", "trainer.precision=16-mixed")
-    assert identity.training["trainer"]["precision"] == "bf16-mixed"
-    assert identity == _identity(compose_train, "trainer.accelerator=cpu", "trainer.precision=bf16-mixed")
+    assert identity.training["trainer"]["precision"] == runs_as
+    assert identity == _identity(compose_train, "trainer.accelerator=cpu", f"trainer.precision={runs_as}")
+    other = "32-true" if runs_as == "bf16-mixed" else "bf16-mixed"
+    assert identity != _identity(compose_train, "trainer.accelerator=cpu", f"trainer.precision={other}")
 
 
 def test_differences_name_the_changed_keys_with_old_and_new_values(compose_train):
