@@ -20,6 +20,7 @@ import html
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -693,7 +694,12 @@ def build_sections(study: Study, strict: bool = False, data_sections: Sequence[D
         (builder.__name__, data, lambda builder=builder, data=data: builder(study, data))
         for data in study.data_sets.values() for builder in data_sections]
     calls += [(builder.__name__, None, lambda builder=builder: builder(study)) for builder in study_sections]
-    for name, data, call in calls:
+    started = time.perf_counter()
+    for index, (name, data, call) in enumerate(calls, 1):
+        # Progress: the train x test matrix alone can take a minute or more.
+        log.info("Report section %d/%d: %s%s (%.0f s so far)", index, len(calls),
+                 name.removesuffix("_section"), f" of {data.name}" if data else "",
+                 time.perf_counter() - started)
         try:
             section = call()
         except Exception as error:

@@ -35,6 +35,18 @@ def test_generation_is_deterministic_and_reused(tmp_path: Path):
         generate(first, n_train=28, n_val=14, n_test=14, width=64, height=48)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_generation_reports_its_progress_by_quarter(tmp_path: Path, caplog, workers: int):
+    with caplog.at_level("INFO", logger="resomap.data.synthetic"):
+        root = generate(tmp_path / "data", n_train=20, n_val=10, n_test=10, width=32, height=32,
+                        workers=workers)
+    total = len(list(root.rglob("*.jpg")))
+    progress = [record.getMessage().split(" in ")[0] for record in caplog.records
+                if record.getMessage().startswith("Generated")]
+    assert progress == [f"Generated {total * quarter // 4}/{total} images ({25 * quarter} %)"
+                        for quarter in (1, 2, 3)]
+
+
 def test_split_counts_add_up_and_keep_rare_classes():
     counts = split_counts(100)
     assert sum(counts.values()) == 100

@@ -171,6 +171,17 @@ def test_one_seed_report_has_every_section_and_plot(sweep: Path):
     assert html.count("<img ") == markdown.count("![")
 
 
+def test_the_report_build_logs_each_section_as_it_starts(sweep: Path, caplog):
+    with caplog.at_level("INFO", logger="resomap.study.report"):
+        markdown = strict_report(sweep)
+    started = [record.getMessage() for record in caplog.records
+               if record.getMessage().startswith("Report section ")]
+    total = int(started[0].split("/")[1].split(":")[0])
+    assert [int(line.split()[2].split("/")[0]) for line in started] == list(range(1, total + 1))
+    assert total >= len(sections_of(markdown))  # a builder may return no section
+    assert any(": confusion of " in line for line in started)
+
+
 def test_the_resolution_effect_shows_in_mel_auroc(sweep: Path):
     study = build(sweep, Settings(n_resamples=1000))
     found = study.data_sets["synthetic"].extremes["simple_cnn"]
