@@ -739,6 +739,9 @@ def gpu_check(cfg: DictConfig, require_cuda: bool = True) -> dict[str, Any]:
 
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="bench")
 def main(cfg: DictConfig) -> None:
+    from resomap.extras import extras
+
+    extras(cfg)  # one line per log record, known warnings filtered, no advertisements
     with user_errors():
         run(cfg)
 
