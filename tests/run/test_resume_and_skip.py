@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,7 +79,7 @@ def test_a_finished_run_is_skipped_with_a_file_read(compose_train, monkeypatch, 
     with caplog.at_level(logging.INFO):
         objective = orchestrate.run(compose_train("ckpt_path=last", "data.num_workers=1"))
     assert "Skipping tiny_cnn_32: finished with the same configuration" in caplog.text
-    assert objective == _record(cfg).test_metrics.balanced_accuracy
+    assert objective == _record(cfg).best_val_metrics["val_balanced_accuracy"]  # what a sweeper optimises
     assert _record(cfg).timestamp == written
 
 
@@ -133,6 +136,19 @@ def test_an_interrupted_run_resumes_from_its_own_checkpoint(compose_train, monke
     record = _record(cfg)
     assert [row["epoch"] for row in record.history] == [0, 1]
     assert record.global_step == 2 * 6  # 42 images in batches of 8: 6 steps per epoch, none repeated
+
+
+def test_ctrl_c_works_after_an_interrupted_run_in_the_process_and_in_those_it_starts(compose_train,
+                                                                                     monkeypatch):
+    # Lightning's Ctrl-C shutdown leaves SIGINT ignored, and an ignored signal stays ignored in
+    # every process started later (a notebook's next sweep, a test session's subprocesses).
+    _interrupted(compose_train("data.batch_size=8", "trainer.max_epochs=2"), monkeypatch)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    sleeper = "import time; print('ready', flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", sleeper], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\n"
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=30) == -signal.SIGINT  # stopped by Ctrl-C, not asleep for a minute
 
 
 def test_a_truncated_last_checkpoint_is_a_clear_error(compose_train, monkeypatch):
