@@ -19,6 +19,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_SPEC = {"n_train": 42, "n_val": 21, "n_test": 21, "width": 96, "height": 72, "seed": 0}
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_as_a_terminal_sends_it() -> None:
+    """Each test starts with SIGINT at Python's default, as in a terminal. A test that trains in
+    this process and stops it with Ctrl-C may leave SIGINT ignored (Lightning ignores it while it
+    shuts down), and an ignored SIGINT is inherited by every process a later test starts: its
+    Ctrl-C test would then see a sweep that never stops. Two Ctrl-C tests failed so in one CI run
+    under pytest-xdist, both on the same worker, the sweep ending as if no Ctrl-C was sent."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session")
 def tiny_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 7-class synthetic set of 84 small images, generated once per test session."""
