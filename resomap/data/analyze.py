@@ -8,7 +8,6 @@ counts, total, image statistics; plus percentages, image modes and duplicate fil
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import random
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 from resomap.data.io import open_image
 from resomap.data.prepare import class_files, find_split_folders
 from resomap.errors import ResoMapError
-from resomap.io import atomic_write_bytes, atomic_write_text, write_json
+from resomap.io import atomic_write_bytes, atomic_write_text, figure_png, write_json
 
 log = logging.getLogger(__name__)
 
@@ -200,12 +199,6 @@ def summary_text(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _png(figure: Any) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    return buffer.getvalue()
-
-
 def plot_figures(report: Mapping[str, Any]) -> dict[str, bytes]:
     """``class_distribution.png`` (counts per class, one panel per split) and
     ``split_comparison.png`` (class shares side by side: are the splits alike?)."""
@@ -226,7 +219,7 @@ def plot_figures(report: Mapping[str, Any]) -> dict[str, bytes]:
         axis.set_ylabel("images")
     figure.suptitle("Class distribution")
     figure.tight_layout()
-    images = {"class_distribution.png": _png(figure)}
+    images = {"class_distribution.png": figure_png(figure, dpi=120, bbox_inches="tight")}
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(classes)), 4))
@@ -239,7 +232,7 @@ def plot_figures(report: Mapping[str, Any]) -> dict[str, bytes]:
     axis.set_title("Class share per split")
     axis.legend()
     figure.tight_layout()
-    images["split_comparison.png"] = _png(figure)
+    images["split_comparison.png"] = figure_png(figure, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return images
 

@@ -14,7 +14,6 @@ sweep, ``mlflow.parentRunId`` names the sweep's run (:mod:`resomap.tracking.swee
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import tempfile
@@ -29,7 +28,6 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
 from resomap.io import atomic_write_bytes, write_json
 from resomap.tracking import sweep_run
@@ -233,8 +231,8 @@ def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: st
             log_artifact_redacted(logger.client, run_id, folder / records.RECORD_FILE, RECORD_ARTIFACTS)
         if (folder / records.PREDICTIONS_FILE).is_file():  # numbers only: nothing to redact
             logger.client.log_artifact(run_id, str(folder / records.PREDICTIONS_FILE), RECORD_ARTIFACTS)
-        png = plot_confusion_matrix(record.test_metrics.confusion_matrix, record.classes)
-        logger.client.log_image(run_id, Image.open(io.BytesIO(png)), "plots/confusion_matrix.png")
+        logger.client.log_figure(run_id, plot_confusion_matrix(record.test_metrics.confusion_matrix,
+                                                               record.classes), "plots/confusion_matrix.png")
         logger.client.set_terminated(run_id, "FINISHED")
 
 
