@@ -101,7 +101,7 @@ def test_gpu_check_steps_run_and_write_their_figures(tmp_path: Path, tiny_data_r
     """The GPU command's code path, on the CPU with tiny sizes (the figures themselves need a GPU)."""
     from hydra import compose, initialize_config_dir
 
-    from resomap.bench import gpu_check
+    from resomap.benchmarks.gpu_check import gpu_check
 
     data = [f"bench.gpu_check.data.{key}={value}" for key, value in TINY_SPEC.items() if key != "seed"]
     overrides = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resomap.bench import overhead_threads, rounds_disagree
+from resomap.benchmarks.overhead import overhead_threads, rounds_disagree
 from resomap.measure.peak import fraction_of_peak, matmul_flops, saturate, tflops, training_tflops
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
