@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from resomap.callbacks.profile import check_seeds, measures_seed
 from resomap.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
 from resomap.errors import ResoMapError
 from resomap.io import atomic_write_bytes
 from resomap.measure import maps as attribution_maps
 from resomap.measure.attribution import randomised_copy
+from resomap.measure.seeds import check_seeds, measures_seed
 
 log = logging.getLogger(__name__)
 

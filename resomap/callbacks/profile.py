@@ -10,7 +10,13 @@ The number of passes suits the measurement's noise (``"auto"``: 5 warm-up passes
 CPU, then timed passes until the mean is known to ``target_rse``, between ``min_timed_runs`` and
 25 passes and within ``max_seconds``) and the section records what was measured, the machine
 (:func:`resomap.device.machine`: CPU model and matrix features, GPU) and the ``seconds`` it took.
-The ``complexity`` section holds FLOPs, parameters and activation memory.
+The ``complexity`` section holds FLOPs, parameters and activation memory. The measuring itself
+(passes, timing, memory) lives in resomap/measure/ (latency.py, memory.py); this module is the
+Lightning callback that runs it at the right moments and shapes the sections.
+
+Lightning's ``ThroughputMonitor`` is not used for the training figures: it logs windowed rates
+under its own metric names, while the record keeps per-epoch images and seconds (the first epoch
+left out of the mean) under the keys below.
 
 Latency, memory and complexity depend on the model, resolution and configuration, not on the
 seed: with ``seeds: [0]`` a run of another seed keeps its training figures and the machine and
@@ -19,15 +25,8 @@ skips the passes (``profiling.measured_on_seeds`` says so); the study averages w
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import logging
-import math
-import resource
-import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -36,16 +35,19 @@ import torch
 
 from resomap.device import machine
 from resomap.measure.complexity import analyse
+from resomap.measure.latency import AutoStop, latency_stats, runs_for, time_forward
+from resomap.measure.memory import MIB, RssIncrease, gpu_baseline, gpu_memory_figures, peak_rss_mb
+from resomap.measure.seeds import check_seeds, measures_seed
 
 log = logging.getLogger(__name__)
 
-MIB = 2**20
-MB = 1e6
-# (warm-up, most timed) forward passes per batch size under "auto": at most the seed's 5 + 25 where
-# a pass takes milliseconds; on a CPU, where a batch of 32 at 512 px takes 1.5-3 s (simple_cnn, 2
-# cores), 1 warm-up. Under "auto" the timed passes stop once the mean is known well enough
-# (AutoStop), so a steady CPU measures 3-5 passes (docs/profiling.md).
-AUTO_RUNS = {"cuda": (5, 25), "cpu": (1, 25)}
+NOTES = ("forward pass only, eval mode, random input; *_time_sec are per inference batch "
+         "(batch_size images); std is the population std; GPU memory in MiB: "
+         "gpu_memory_peak_mb = model weights and buffers + the peak the measured passes "
+         "added over gpu_memory_baseline_mb (data cache and other resident memory "
+         "excluded); CPU memory in decimal MB: cpu_memory_increase_mb = peak resident "
+         "set during the passes minus the resident set before them, peak_cpu_memory_mb "
+         "= the process's peak resident set (baseline included)")
 
 
 def _check_count(name: str, value: int | str | None, minimum: int = 1) -> int | str:
@@ -55,178 +57,6 @@ def _check_count(name: str, value: int | str | None, minimum: int = 1) -> int | 
         raise ValueError(f"callbacks.profile.{name}={value!r} is not valid: it must be an integer "
                          f">= {minimum} or auto (e.g. callbacks.profile.{name}=3).")
     return value
-
-
-def check_seeds(seeds: Any, key: str = "seeds") -> list[int] | None:
-    """``seeds`` as a list of ints (None stays None); anything else is refused, naming ``key``."""
-    if seeds is None:
-        return None
-    values = list(seeds) if isinstance(seeds, (list, tuple)) or type(seeds).__name__ == "ListConfig" else None
-    if values is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{key}={seeds!r} is not valid: a list of integer seeds whose runs pay this "
-                         f"once-per-configuration cost (e.g. {key}=[0]), or null for every seed.")
-    return [int(v) for v in values]
-
-
-def measures_seed(seed: int, seeds: list[int] | None) -> bool:
-    """Whether a run of ``seed`` pays the once-per-configuration costs (``seeds`` None: every run)."""
-    return seeds is None or int(seed) in seeds
-
-
-def runs_for(device: torch.device, warmup_runs: int | str, timed_runs: int | str) -> tuple[int, int]:
-    """Warm-up and timed passes, ``"auto"`` resolved for ``device``'s type."""
-    auto = AUTO_RUNS.get(device.type, AUTO_RUNS["cpu"])
-    return (auto[0] if warmup_runs == "auto" else int(warmup_runs),
-            auto[1] if timed_runs == "auto" else int(timed_runs))
-
-
-def reset_peak_rss() -> None:
-    """Reset the kernel's resident-memory high-water mark (Linux), so a peak belongs to one phase.
-
-    Hydra's basic launcher runs every job of a sweep in one process: without a reset, the
-    peak of an earlier job would be reported again. Where unsupported the peak is process-wide.
-    """
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def current_rss_mb() -> float | None:
-    """Resident memory of this process now (Linux), decimal MB; None where unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024 / MB
-    except OSError:
-        pass
-    return None
-
-
-def release_freed_memory() -> None:
-    """Return memory freed by earlier phases to the OS (glibc's ``malloc_trim``; Linux).
-
-    Without it, what a phase allocates can reuse pages an earlier phase freed but the C
-    library kept resident, and its rise of resident memory would read as nearly zero.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class RssIncrease:
-    """Rise of resident memory over the process's baseline during a phase (Linux).
-
-    Frees what earlier phases left, resets the high-water mark, takes the current resident
-    set as the baseline, and reports ``peak - baseline`` at the end: what the phase added
-    (its tensors' pages), not what the process held before (the Python runtime, libraries,
-    data caches of earlier jobs). None where the mark cannot be reset or read.
-    """
-
-    def __init__(self) -> None:
-        release_freed_memory()
-        reset_peak_rss()
-        self.baseline = current_rss_mb()
-        peak = _vm_hwm_mb()
-        # The reset worked if the high-water mark now equals the resident set (within 1 MB).
-        self.valid = self.baseline is not None and peak is not None and peak <= self.baseline + 1.0
-
-    def mb(self) -> float | None:
-        peak = _vm_hwm_mb()
-        if not self.valid or peak is None or self.baseline is None:
-            return None
-        return max(0.0, peak - self.baseline)
-
-
-def _vm_hwm_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / MB
-    except OSError:
-        pass
-    return None
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process since the last reset, decimal MB (as the seed)."""
-    peak_mb = _vm_hwm_mb()
-    if peak_mb is not None:
-        return peak_mb
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MB if sys.platform == "darwin" else peak * 1024 / MB
-
-
-def relative_standard_error(times: list[float]) -> float:
-    """Standard error of the mean over the mean (inf for fewer than 2 values)."""
-    if len(times) < 2:
-        return math.inf
-    values = np.asarray(times, dtype=np.float64)
-    return float(values.std(ddof=1) / math.sqrt(len(values)) / values.mean())
-
-
-class AutoStop:
-    """Stop timing once the mean is known to ``target_rse`` (relative standard error), after at
-    least ``min_runs`` passes, or once ``max_seconds`` of timed passes are spent.
-
-    Why: a fixed count is either wasted (a steady 1.5 s pass measured 25 times) or too few (a
-    noisy millisecond pass); the standard error says when more passes stop changing the figure.
-    """
-
-    def __init__(self, target_rse: float = 0.02, min_runs: int = 3, max_seconds: float = 10.0) -> None:
-        self.target_rse, self.min_runs, self.max_seconds = target_rse, min_runs, max_seconds
-
-    def __call__(self, times: list[float]) -> bool:
-        if len(times) < self.min_runs:
-            return False
-        return sum(times) >= self.max_seconds or relative_standard_error(times) <= self.target_rse
-
-
-def time_forward(forward: Callable[[], Any], device: torch.device, warmup_runs: int,
-                 timed_runs: int, stop: Callable[[list[float]], bool] | None = None) -> list[float]:
-    """Seconds of each of at most ``timed_runs`` calls of ``forward`` after ``warmup_runs`` untimed
-    ones; ``stop(times)`` ends the timed passes early when it returns True.
-
-    On CUDA each call is timed with CUDA events and synchronised; elsewhere with perf_counter.
-    """
-    for _ in range(warmup_runs):
-        forward()
-    times: list[float] = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    for _ in range(timed_runs):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            forward()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            start = time.perf_counter()
-            forward()
-            times.append(time.perf_counter() - start)
-        if stop is not None and stop(times):
-            break
-    return times
-
-
-def latency_stats(times: list[float], batch_size: int) -> dict[str, float]:
-    """Per-batch and per-image statistics of forward times, and the throughput they imply."""
-    values = np.asarray(times, dtype=np.float64)
-    per_batch = {"mean": values.mean(), "std": values.std(), "min": values.min(), "max": values.max(),
-                 "p50": np.percentile(values, 50), "p95": np.percentile(values, 95)}
-    stats: dict[str, float] = {"batch_size": batch_size}
-    stats.update({f"{key}_sec": float(value) for key, value in per_batch.items()})
-    stats.update({f"per_image_{key}_sec": float(value) / batch_size for key, value in per_batch.items()})
-    stats["runs"] = len(values)
-    rse = relative_standard_error(list(values))
-    stats["relative_standard_error"] = rse if math.isfinite(rse) else None
-    stats["throughput_images_sec"] = batch_size / float(per_batch["mean"])
-    stats["throughput_median_images_sec"] = batch_size / float(per_batch["p50"])
-    return stats
 
 
 def _scalars(prefix: str, section: dict[str, Any], out: dict[str, float]) -> dict[str, float]:
@@ -240,6 +70,19 @@ def _scalars(prefix: str, section: dict[str, Any], out: dict[str, float]) -> dic
     return out
 
 
+def _seed_figures(main: dict[str, Any]) -> dict[str, float]:
+    """The seed study's latency keys, from the inference batch's statistics."""
+    return {
+        "avg_time_sec": main["mean_sec"],
+        "std_time_sec": main["std_sec"],
+        "min_time_sec": main["min_sec"],
+        "max_time_sec": main["max_sec"],
+        "median_time_sec": main["p50_sec"],
+        "p95_time_sec": main["p95_sec"],
+        "throughput_samples_sec": main["throughput_images_sec"],
+    }
+
+
 def _batch_images(batch: Any) -> int:
     images = batch[0] if isinstance(batch, (list, tuple)) else batch
     return len(images)
@@ -250,11 +93,6 @@ def data_cache_bytes(trainer: pl.Trainer) -> int:
     datamodule = getattr(trainer, "datamodule", None)
     measure = getattr(datamodule, "device_cache_bytes", None)
     return int(measure()) if callable(measure) else 0
-
-
-def model_bytes(module: torch.nn.Module) -> int:
-    """Bytes of the module's parameters and buffers."""
-    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
 class ProfileCallback(pl.Callback):
@@ -367,23 +205,46 @@ class ProfileCallback(pl.Callback):
         started = time.perf_counter()
         device = pl_module.device
         if not measures_seed(self.run_seed, self.seeds):
-            return {"profiling": {"training": self.training, "machine": machine(), "device": device.type,
-                                  "precision": str(trainer.precision), "image_size": self.image_size,
-                                  "measured_on_seeds": self.seeds,
-                                  "notes": f"seed {self.run_seed}: latency, memory and complexity are "
-                                           f"measured on the runs of seeds {self.seeds} of the same "
-                                           "configuration",
-                                  "seconds": time.perf_counter() - started}}
+            return {"profiling": self._other_seed_section(trainer, device, started)}
         warmup_runs, timed_runs = runs_for(device, self.warmup_runs, self.timed_runs)
         channels_last = bool(getattr(pl_module, "channels_last", False))
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         was_training = pl_module.training
         pl_module.eval()
         rss = RssIncrease()
+        baseline = gpu_baseline(device)
+        latency, autocast_dtype = self._time_passes(trainer, pl_module, warmup_runs, timed_runs,
+                                                    channels_last)
+        pl_module.train(was_training)
+        profiling: dict[str, Any] = {**_seed_figures(latency["inference_batch"]),
+                                     "peak_cpu_memory_mb": peak_rss_mb(), "cpu_memory_increase_mb": rss.mb()}
         if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            gpu_baseline = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
+            profiling.update(gpu_memory_figures(pl_module, device, baseline, data_cache_bytes(trainer)))
+        profiling.update(self._settings(trainer, device, warmup_runs, timed_runs, channels_last,
+                                        autocast_dtype, latency))
+        profiling.update(latency=latency, training=self.training, machine=machine(), notes=NOTES)
+        sections = {"profiling": profiling}
+        if self.complexity:
+            sections["complexity"] = self._complexity(pl_module)
+        profiling["seconds"] = time.perf_counter() - started
+        return sections
+
+    def _other_seed_section(self, trainer: pl.Trainer, device: torch.device,
+                            started: float) -> dict[str, Any]:
+        """The profiling section of a seed outside ``seeds``: training figures and the machine."""
+        return {"training": self.training, "machine": machine(), "device": device.type,
+                "precision": str(trainer.precision), "image_size": self.image_size,
+                "measured_on_seeds": self.seeds,
+                "notes": f"seed {self.run_seed}: latency, memory and complexity are "
+                         f"measured on the runs of seeds {self.seeds} of the same "
+                         "configuration",
+                "seconds": time.perf_counter() - started}
+
+    def _time_passes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, warmup_runs: int,
+                     timed_runs: int, channels_last: bool) -> tuple[dict[str, Any], torch.dtype | None]:
+        """Latency statistics at batch 1 and the inference batch, in the trainer's precision
+        context, and the autocast dtype that context ran in (None: no autocast)."""
+        device = pl_module.device
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         latency = {}
         with torch.inference_mode(), trainer.precision_plugin.forward_context():
             autocast = torch.is_autocast_enabled(device.type)
@@ -395,34 +256,13 @@ class ProfileCallback(pl.Callback):
                                      timed_runs, stop=self.auto_stop if self.timed_runs == "auto" else None)
                 latency[name] = latency_stats(times, batch_size)
                 del inputs
-        pl_module.train(was_training)
-        main = latency["inference_batch"]
-        profiling: dict[str, Any] = {
-            "avg_time_sec": main["mean_sec"],
-            "std_time_sec": main["std_sec"],
-            "min_time_sec": main["min_sec"],
-            "max_time_sec": main["max_sec"],
-            "median_time_sec": main["p50_sec"],
-            "p95_time_sec": main["p95_sec"],
-            "throughput_samples_sec": main["throughput_images_sec"],
-            "peak_cpu_memory_mb": peak_rss_mb(),
-            "cpu_memory_increase_mb": rss.mb(),
-        }
-        if device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device)
-            weights = model_bytes(pl_module)
-            profiling.update({
-                # The model's own: weights and buffers + what the forward passes added on top
-                # of the memory in use before them (inputs, activations, workspaces).
-                "gpu_memory_peak_mb": (weights + peak - gpu_baseline) / MIB,
-                "gpu_memory_model_weights_mb": weights / MIB,
-                "gpu_memory_baseline_mb": gpu_baseline / MIB,
-                "gpu_memory_peak_process_mb": peak / MIB,
-                "data_cache_gpu_mb": data_cache_bytes(trainer) / MIB,
-                "gpu_memory_allocated_mb": torch.cuda.memory_allocated(device) / MIB,
-                "gpu_memory_reserved_mb": torch.cuda.memory_reserved(device) / MIB,
-            })
-        profiling.update({
+        return latency, autocast_dtype
+
+    def _settings(self, trainer: pl.Trainer, device: torch.device, warmup_runs: int, timed_runs: int,
+                  channels_last: bool, autocast_dtype: torch.dtype | None,
+                  latency: dict[str, Any]) -> dict[str, Any]:
+        """What was measured and how: batch sizes, passes and their rule, precision, timer."""
+        return {
             "batch_size": self.batch_size,
             "batch_sizes": [1, self.batch_size],
             "image_size": self.image_size,
@@ -438,26 +278,15 @@ class ProfileCallback(pl.Callback):
             "channels_last": channels_last,
             "device": device.type,
             "timer": "cuda_event" if device.type == "cuda" else "perf_counter",
-            "latency": latency,
-            "training": self.training,
-            "machine": machine(),
-            "notes": "forward pass only, eval mode, random input; *_time_sec are per inference batch "
-                     "(batch_size images); std is the population std; GPU memory in MiB: "
-                     "gpu_memory_peak_mb = model weights and buffers + the peak the measured passes "
-                     "added over gpu_memory_baseline_mb (data cache and other resident memory "
-                     "excluded); CPU memory in decimal MB: cpu_memory_increase_mb = peak resident "
-                     "set during the passes minus the resident set before them, peak_cpu_memory_mb "
-                     "= the process's peak resident set (baseline included)",
-        })
-        sections = {"profiling": profiling}
-        if self.complexity:
-            net = getattr(pl_module, "net", pl_module)
-            # fvcore traces with torch.jit, which cannot trace a torch.compile'd forward:
-            # measure the same weights through the plain forward.
-            compiled_call, net._compiled_call_impl = getattr(net, "_compiled_call_impl", None), None
-            try:
-                sections["complexity"] = analyse(net, self.image_size, self.in_channels).section()
-            finally:
-                net._compiled_call_impl = compiled_call
-        profiling["seconds"] = time.perf_counter() - started
-        return sections
+        }
+
+    def _complexity(self, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """FLOPs, parameters and activation memory of the module's network (fvcore)."""
+        net = getattr(pl_module, "net", pl_module)
+        # fvcore traces with torch.jit, which cannot trace a torch.compile'd forward:
+        # measure the same weights through the plain forward.
+        compiled_call, net._compiled_call_impl = getattr(net, "_compiled_call_impl", None), None
+        try:
+            return analyse(net, self.image_size, self.in_channels).section()
+        finally:
+            net._compiled_call_impl = compiled_call

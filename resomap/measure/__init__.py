@@ -1,1 +1,2 @@
-"""Measurements taken inside a run: cost (FLOPs, parameters, memory) and attribution methods."""
+"""Measurements taken inside a run: latency (timed passes), memory, cost (FLOPs, parameters),
+the machine's peak, which seeds pay for them, and attribution methods."""

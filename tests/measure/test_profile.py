@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from resomap.callbacks.profile import (
-    AutoStop,
-    ProfileCallback,
-    RssIncrease,
-    peak_rss_mb,
-    relative_standard_error,
-    runs_for,
-    time_forward,
-)
+from resomap.callbacks.profile import ProfileCallback
 from resomap.device import cpu_has_native_bf16
+from resomap.measure.latency import AutoStop, relative_standard_error, runs_for, time_forward
+from resomap.measure.memory import RssIncrease, peak_rss_mb
 
 CHEAP = ("explain=none", "logger=csv", "callbacks.profile.warmup_runs=1",
          "callbacks.profile.timed_runs=3", "callbacks.profile.batch_size=8")
