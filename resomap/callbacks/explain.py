@@ -188,57 +188,23 @@ class Explain(pl.Callback):
         dataset = datamodule.datasets["test"]
         root = Path(datamodule.root)
         classes = list(datamodule.classes)
-        sample = select_sample(dataset.samples, root, self.num_images, self.seed,
-                               self._labels(classes))
-        missing = sorted(set(classes) - {classes[label] for _, label in sample})
-        if missing and self.classes is None:
-            log.info("%s: %d explained images leave out the classes %s (callbacks.explain.num_images=%d "
-                     "for %d classes; callbacks.explain.classes names the ones to explain)", self.run_name,
-                     len(sample), ", ".join(missing), self.num_images, len(classes))
+        sample = self._sample(dataset, root, classes)
         images = torch.stack([dataset.transform(dataset.loader(root / path)) for path, _ in sample])
         labels = torch.tensor([label for _, label in sample])
         size = images.shape[-1]
-        device = next(net.parameters()).device
         out_dir = (Path(self.output_dir) if self.output_dir
                    else attribution_maps.explanation_dir(self.results_dir, self.run_name))
         log.info("Explaining %d test images of %s into %s", len(sample), self.run_name, out_dir)
-
-        was_training = net.training
-        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
-            net.eval()
-            inputs = images.to(device)
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            inputs.requires_grad_(True)
-            with torch.no_grad():
-                predicted = torch.cat([net(inputs[i:i + self.batch_size]).argmax(1).cpu()
-                                       for i in range(0, len(inputs), self.batch_size)])
-            maps, summaries = self._attribute_all(net, inputs, labels, predicted)
-            net.train(was_training)
-
+        predicted, maps, summaries = self._predict_and_attribute(net, images, labels, channels_last)
         masks = [attribution_maps.load_mask(root, path, size) for path, _ in sample]
         arrays: dict[str, np.ndarray] = {
             "images": np.array([path for path, _ in sample]), "labels": labels.numpy(),
             "predicted": predicted.numpy(), "classes": np.array(classes)}
-        for name in self.methods:
-            for target in TARGETS:
-                key = attribution_maps.map_key(name, target)
-                arrays[key], arrays[f"{key}__max"] = _normalised(maps[key])
-            label_maps = maps[attribution_maps.map_key(name, "label")].numpy()
-            fractions = [attribution_maps.mass_fraction(m, mask) if mask is not None else None
-                         for m, mask in zip(label_maps, masks)]
-            summaries[name]["lesion_mass_fraction"] = attribution_maps.nanmean(fractions)
-            summaries[name]["per_image"]["lesion_mass_fraction"] = fractions
-            if f"random__{name}" in maps:
-                random_maps = maps[f"random__{name}"].numpy()
-                summaries[name]["random_lesion_mass_fraction"] = attribution_maps.nanmean(
-                    [attribution_maps.mass_fraction(m, mask) if mask is not None else None
-                     for m, mask in zip(random_maps, masks)])
+        arrays.update(self._maps_and_lesion_mass(maps, summaries, masks))
         atomic_write_bytes(out_dir / attribution_maps.MAPS_FILE, _npz_bytes(arrays))
         overlays = self._write_overlays(out_dir, images, sample, predicted, classes, maps)
         return {
-            "dir": (out_dir.resolve().relative_to(Path(self.results_dir).resolve()).as_posix()
-                    if out_dir.resolve().is_relative_to(Path(self.results_dir).resolve()) else str(out_dir)),
+            "dir": self._relative_dir(out_dir),
             "maps_file": attribution_maps.MAPS_FILE,
             "overlays": overlays,
             "data_root": str(root),
@@ -255,6 +221,63 @@ class Explain(pl.Callback):
             "methods": summaries,
             "seconds": time.perf_counter() - started,
         }
+
+    def _sample(self, dataset: Any, root: Path, classes: list[str]) -> list[tuple[str, int]]:
+        """The explained images (:func:`select_sample`); logs the classes they leave out."""
+        sample = select_sample(dataset.samples, root, self.num_images, self.seed, self._labels(classes))
+        missing = sorted(set(classes) - {classes[label] for _, label in sample})
+        if missing and self.classes is None:
+            log.info("%s: %d explained images leave out the classes %s (callbacks.explain.num_images=%d "
+                     "for %d classes; callbacks.explain.classes names the ones to explain)", self.run_name,
+                     len(sample), ", ".join(missing), self.num_images, len(classes))
+        return sample
+
+    def _predict_and_attribute(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                               channels_last: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                                             dict[str, Any]]:
+        """Predicted classes, maps and per-method summaries, in float32 with gradients on the
+        network's device; the network's training mode is restored afterwards."""
+        device = next(net.parameters()).device
+        was_training = net.training
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            net.eval()
+            inputs = images.to(device)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            inputs.requires_grad_(True)
+            with torch.no_grad():
+                predicted = torch.cat([net(inputs[i:i + self.batch_size]).argmax(1).cpu()
+                                       for i in range(0, len(inputs), self.batch_size)])
+            maps, summaries = self._attribute_all(net, inputs, labels, predicted)
+            net.train(was_training)
+        return predicted, maps, summaries
+
+    def _maps_and_lesion_mass(self, maps: dict[str, torch.Tensor], summaries: dict[str, Any],
+                              masks: list[np.ndarray | None]) -> dict[str, np.ndarray]:
+        """The normalised maps and their scales for maps.npz; adds each method's attribution mass
+        inside the lesion masks (trained and, for sanity methods, randomised) to ``summaries``."""
+        arrays: dict[str, np.ndarray] = {}
+        for name in self.methods:
+            for target in TARGETS:
+                key = attribution_maps.map_key(name, target)
+                arrays[key], arrays[f"{key}__max"] = _normalised(maps[key])
+            label_maps = maps[attribution_maps.map_key(name, "label")].numpy()
+            fractions = [attribution_maps.mass_fraction(m, mask) if mask is not None else None
+                         for m, mask in zip(label_maps, masks)]
+            summaries[name]["lesion_mass_fraction"] = attribution_maps.nanmean(fractions)
+            summaries[name]["per_image"]["lesion_mass_fraction"] = fractions
+            if f"random__{name}" in maps:
+                random_maps = maps[f"random__{name}"].numpy()
+                summaries[name]["random_lesion_mass_fraction"] = attribution_maps.nanmean(
+                    [attribution_maps.mass_fraction(m, mask) if mask is not None else None
+                     for m, mask in zip(random_maps, masks)])
+        return arrays
+
+    def _relative_dir(self, out_dir: Path) -> str:
+        """``out_dir`` relative to ``results_dir`` when inside it, else as given."""
+        results = Path(self.results_dir).resolve()
+        resolved = out_dir.resolve()
+        return resolved.relative_to(results).as_posix() if resolved.is_relative_to(results) else str(out_dir)
 
     def _labels(self, classes: list[str]) -> list[int] | None:
         """Indices of ``self.classes`` in the data set's classes (None: every class)."""
