@@ -9,7 +9,7 @@ below it (FixRes)? So by default each run is tested only at the sweep's ``neighb
 resolutions on either side of its own (1: the two adjacent sizes; ``None``: every size): on the
 demo's five sizes 16 evaluations instead of 40. Cells further away stay empty (NaN in the plot).
 
-Each run's best checkpoint is loaded once (:func:`resomap.run.build.load_trained`, which
+Each run's best checkpoint is loaded once (:func:`resomap.run.trained.load_trained`, which
 rebuilds the network from the project's own configs: a record is data) and evaluated on the
 test split of its data set at every other resolution, in the precision the run trained in.
 The test split of one (data set, resolution) is decoded once and shared by every run. Results
@@ -33,8 +33,8 @@ from tqdm import tqdm
 from resomap.device import resolve_precision, torch_device
 from resomap.io import write_json
 from resomap.names import UnsafeName, contained, safe_name
-from resomap.run.build import UntrustedRecordError, datamodule_for, load_trained
 from resomap.run.record import RunRecord
+from resomap.run.trained import UntrustedRecordError, datamodule_for, load_trained
 
 log = logging.getLogger(__name__)
 
