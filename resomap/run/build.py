@@ -1,14 +1,13 @@
-"""Build what a run trains with, and load what a run trained: the one place of each.
+"""Build what a run trains with: the one place that turns a composed config into objects.
 
-``build_*`` turn a composed config into the data module, the LightningModule and the Trainer.
-:func:`load_trained` turns a run record back into its trained model for every later reader
-(report, cross-resolution matrix, explain, bench). A record is data: the network is rebuilt
-from the project's own ``conf/model/<name>.yaml`` (a name Hydra lists, never a path), never from a
-``_target_`` found in a file, and every path built from a record is checked to stay in its root.
+:func:`build` gives one attempt of a run everything it fits and tests with (:class:`Built`); the
+``build_*`` parts serve it and the benchmarks. Loading what a run trained, for later readers,
+is :mod:`resomap.run.trained`'s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -120,3 +119,33 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[A
     plugins = [*overrides.pop("plugins", []), AtomicCheckpointIO()]
     return instantiate(cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers or False,
                        plugins=plugins, **overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """One attempt of a run, built from its config: fit ``module`` on ``datamodule`` with
+    ``trainer``; ``tester(**overrides)`` builds the test trainer with the same callbacks and loggers
+    (one device, for a multi-process fit); ``exporter`` turns the test into the run's record."""
+
+    module: LitClassifier
+    datamodule: ImageFolderDataModule
+    exporter: ResultExport
+    callbacks: list[pl.Callback]
+    loggers: list[Any]
+    trainer: pl.Trainer
+    cfg: DictConfig = dataclasses.field(repr=False)
+
+    def tester(self, **overrides: Any) -> pl.Trainer:
+        return build_trainer(self.cfg, self.callbacks, self.loggers, **overrides)
+
+
+def build(cfg: DictConfig, identity: RunIdentity, datamodule: ImageFolderDataModule, checkpoint_dir: Path,
+          output_dir: Path, loggers: list[Any], accumulate_grad_batches: int) -> Built:
+    """Everything one attempt of the run ``identity`` fits and tests with, fresh, from ``cfg`` and
+    its set-up ``datamodule`` (batch sizes already chosen): the module, the exporter, the callbacks
+    (checkpoints into ``checkpoint_dir``, files into ``output_dir``) and the trainer."""
+    module = build_module(cfg, datamodule, identity)
+    exporter = build_exporter(identity, datamodule)
+    callbacks = build_callbacks(cfg, checkpoint_dir, exporter, output_dir)
+    trainer = build_trainer(cfg, callbacks, loggers, accumulate_grad_batches=accumulate_grad_batches)
+    return Built(module, datamodule, exporter, callbacks, loggers, trainer, cfg)
