@@ -26,14 +26,15 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from resomap.logs import approx, clock
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +43,6 @@ JOB_FILE = "job_progress.json"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # A training step: forward, and a backward pass costing about two forwards.
 TRAIN_PASSES = 3
-T = TypeVar("T")
-
-
-def clock(seconds: float) -> str:
-    """``4:12`` or ``1:02:03``."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def approx(seconds: float) -> str:
-    """``~40 s``, ``~11 min``, ``~2 h 05 min``."""
-    if seconds < 60:
-        return f"~{max(1, round(seconds))} s"
-    minutes = round(seconds / 60)
-    return f"~{minutes} min" if minutes < 90 else f"~{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _split_images(cfg: DictConfig) -> tuple[int, int, int] | None:
@@ -193,17 +178,15 @@ def _parallel(config: DictConfig) -> int:
 
 
 def _status(output_dir: Path, job_return: JobReturn, started: float) -> str:
-    """finished, skipped or failed: from the job's job.json (resomap.sweep.read_job) when the
+    """finished, skipped or failed: from the job's job.json (resomap.run.job.read_job) when the
     sweep writes one, else from its failure file."""
     if job_return.status == JobStatus.FAILED:
         return "failed"
     failure = output_dir / "failure.json"
     if failure.is_file() and failure.stat().st_mtime >= started:
         return "failed"
-    try:
-        from resomap.sweep import read_job
-    except ImportError:
-        return "finished"
+    from resomap.run.job import read_job
+
     job = read_job(output_dir)
     return str(job["status"]) if job and job.get("status") else "finished"
 
@@ -302,30 +285,3 @@ class SweepProgress(Callback):
                   for status in ("finished", "skipped", "failed")}
         log.info("Sweep's jobs done in %s (%d trained, %d skipped, %d failed); building the report",
                  clock(time.time() - started), counts["finished"], counts["skipped"], counts["failed"])
-
-
-def log_progress(items: Iterable[T], total: int, what: str, every: float = 0.1,
-                 logger: logging.Logger = log) -> Iterator[T]:
-    """Yield ``items``, logging ``what: 120/371 (32%), ~20 s left`` at each ``every`` of them.
-
-    For long steps whose tqdm bar would only flood a log file (data generation, decoding): one
-    line per tenth by default, in the job's log file too.
-    """
-    started = time.perf_counter()
-    step = max(1, int(total * every))
-    for index, item in enumerate(items, start=1):
-        yield item
-        if index % step == 0 or index == total:
-            elapsed = time.perf_counter() - started
-            left = elapsed / index * (total - index)
-            tail = f", {approx(left)} left" if index < total else f", done in {clock(elapsed)}"
-            logger.info("%s: %d/%d (%d%%)%s", what, index, total, 100 * index // max(total, 1), tail)
-
-
-@contextmanager
-def stage(what: str, logger: logging.Logger = log) -> Iterator[None]:
-    """``Building the report...`` then ``Building the report: done in 0:42``."""
-    started = time.perf_counter()
-    logger.info("%s...", what)
-    yield
-    logger.info("%s: done in %s", what, clock(time.perf_counter() - started))

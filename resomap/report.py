@@ -23,7 +23,7 @@ def main(cfg: DictConfig) -> None:
     from omegaconf import OmegaConf
 
     from resomap.extras import extras
-    from resomap.progress import stage
+    from resomap.logs import stage
     from resomap.run import record as results
     from resomap.study.aggregate import write_aggregates
     from resomap.study.report import ReportIncomplete

@@ -16,7 +16,6 @@ import datetime as dt
 import errno
 import logging
 import os
-import pickle
 import shlex
 import tempfile
 from pathlib import Path
@@ -30,12 +29,10 @@ from resomap.errors import ResoMapError
 from resomap.io import write_json
 from resomap.models.classifier import CheckpointMismatchError
 from resomap.run.identity import IDENTITY_FILE, RunIdentity
-from resomap.run.oom import UntrustedCheckpointError
+from resomap.run.trained import BEST, LAST, read_checkpoint
 
 log = logging.getLogger(__name__)
 
-LAST = "last.ckpt"
-BEST = "best.ckpt"
 ASIDE_PREFIX = "interrupted-"
 # The files of one attempt, kept aside and restored together.
 ATTEMPT_FILES = (LAST, BEST)
@@ -62,10 +59,6 @@ def disk_full(error: BaseException) -> bool:
 def disk_full_message(path: str | os.PathLike, key: str, resume: str) -> str:
     return (f"Cannot write {path}: its disk is full (or over quota). Nothing already written was lost. "
             f"Free space there, or point {key} at another disk, then {resume}.")
-
-
-class CorruptCheckpointError(ResoMapError):
-    """A checkpoint file cannot be read (truncated or not a checkpoint)."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -132,25 +125,6 @@ class FitState(pl.Callback):
             log.info("The resumed run had stopped early at epoch %d; testing it without training on",
                      trainer.current_epoch - 1)
             trainer.should_stop = True
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint on the CPU with ``weights_only=True``; a clear error when unreadable."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except pickle.UnpicklingError as error:
-        raise UntrustedCheckpointError(
-            f"Refusing to load checkpoint {path}: it holds objects other than tensors and plain "
-            "containers, and ResoMap loads checkpoints with weights_only=True so that a checkpoint "
-            "cannot run code. Use a checkpoint written by ResoMap, or ckpt_path=null to train from "
-            f"scratch. ({str(error).splitlines()[0]})") from error
-    except Exception as error:
-        raise CorruptCheckpointError(
-            f"Checkpoint {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}): "
-            "it is truncated or not a ResoMap checkpoint. Move it away and train this run from scratch "
-            "with ckpt_path=null, or pass ckpt_path=<another checkpoint>.") from error
 
 
 def stored_identity(checkpoint: dict[str, Any]) -> RunIdentity | None:

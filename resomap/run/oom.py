@@ -21,6 +21,7 @@ from resomap.data import cache
 from resomap.device import free_accelerator_memory
 from resomap.errors import ResoMapError
 from resomap.run import signals
+from resomap.run.trained import untrusted_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,6 @@ T = TypeVar("T")
 
 class OutOfMemoryAtFloorError(ResoMapError):
     """The run ran out of memory even at the smallest allowed batch size."""
-
-
-class UntrustedCheckpointError(ResoMapError):
-    """A checkpoint holds objects that loading with ``weights_only=True`` refuses."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,12 +106,7 @@ def call_trainer(trainer: pl.Trainer, method: str, **kwargs: Any) -> Any:
             raise KeyboardInterrupt(f"trainer.{method} interrupted") from stop
         raise
     except pickle.UnpicklingError as error:
-        raise UntrustedCheckpointError(
-            f"Refusing to load checkpoint {kwargs.get('ckpt_path')}: it holds objects other than "
-            "tensors and plain containers, and ResoMap loads checkpoints with weights_only=True so "
-            "that a checkpoint cannot run code. Use a checkpoint written by ResoMap, or "
-            f"ckpt_path=null to train from scratch. ({str(error).splitlines()[0]})"
-        ) from error
+        raise untrusted_checkpoint(kwargs.get("ckpt_path"), error) from error
     if signals.ctrl_c_noted():  # Ctrl-C after the last training step: the fit ended, the sweep stops
         raise KeyboardInterrupt(f"trainer.{method} interrupted")
     return result

@@ -9,7 +9,7 @@ below it (FixRes)? So by default each run is tested only at the sweep's ``neighb
 resolutions on either side of its own (1: the two adjacent sizes; ``None``: every size): on the
 demo's five sizes 16 evaluations instead of 40. Cells further away stay empty (NaN in the plot).
 
-Each run's best checkpoint is loaded once (:func:`resomap.run.build.load_trained`, which
+Each run's best checkpoint is loaded once (:func:`resomap.run.trained.load_trained`, which
 rebuilds the network from the project's own configs: a record is data) and evaluated on the
 test split of its data set at every other resolution, in the precision the run trained in.
 The test split of one (data set, resolution) is decoded once and shared by every run. Results
@@ -33,8 +33,8 @@ from tqdm import tqdm
 from resomap.device import resolve_precision, torch_device
 from resomap.io import write_json
 from resomap.names import UnsafeName, contained, safe_name
-from resomap.run.build import UntrustedRecordError, datamodule_for, load_trained
 from resomap.run.record import RunRecord
+from resomap.run.trained import UntrustedRecordError, datamodule_for, load_trained
 
 log = logging.getLogger(__name__)
 
@@ -164,24 +164,16 @@ def _why_not(record: RunRecord, test_res: int, checkpoints_root: Path) -> str | 
     return None
 
 
-def build(runs: Sequence[RunRecord | dict], results_dir: str | Path, resolutions: Sequence[int],
-          evaluate_missing: bool = True, checkpoints_root: str | Path | None = None,
-          evaluate: bool | None = None, neighbours: int | None = 1) -> CrossRes:
-    """Every run at its ``neighbours`` nearest resolutions of the sweep on either side
-    (:func:`test_resolutions`; ``None``: all); cached results are reused (any cached cell of the
-    sweep is shown), missing ones computed when ``evaluate_missing`` is true (the run's own
-    resolution comes from its record).
+Cells = dict[str, dict[str, dict[str, float]]]  # run name -> test resolution -> metric -> value
 
-    ``checkpoints_root`` defaults to ``checkpoints/`` beside the results folder.
-    """
-    if evaluate is not None:  # the earlier keyword
-        evaluate_missing = evaluate
-    results_dir = Path(results_dir)
-    checkpoints_root = Path(checkpoints_root) if checkpoints_root else results_dir.parent / "checkpoints"
-    records = [run if isinstance(run, RunRecord) else RunRecord.from_dict(run) for run in runs]
-    found = CrossRes()
+
+def _plan(records: Sequence[RunRecord], results_dir: Path, resolutions: Sequence[int], evaluate_missing: bool,
+          checkpoints_root: Path, neighbours: int | None,
+          found: CrossRes) -> tuple[Cells, list[tuple[RunRecord, int]]]:
+    """Each run's own cell and cached cells, and the (run, test resolution) pairs still to evaluate;
+    a pair that cannot be evaluated is noted in ``found`` with why."""
     todo: list[tuple[RunRecord, int]] = []
-    cache: dict[str, dict[str, dict[str, float]]] = {}
+    cache: Cells = {}
     for record in records:
         own = {metric: getattr(record.test_metrics, metric) for metric in METRICS}
         found.entries.append((record.model, record.resolution, record.seed, record.resolution, own))
@@ -193,9 +185,7 @@ def build(runs: Sequence[RunRecord | dict], results_dir: str | Path, resolutions
             continue
         skipped: dict[str, list[int]] = defaultdict(list)
         for test_res in test_resolutions(record.resolution, resolutions, neighbours):
-            if str(test_res) in cache[record.run_name]:
-                continue
-            if not evaluate_missing:
+            if str(test_res) in cache[record.run_name] or not evaluate_missing:
                 continue
             reason = _why_not(record, test_res, checkpoints_root)
             if reason:
@@ -204,10 +194,14 @@ def build(runs: Sequence[RunRecord | dict], results_dir: str | Path, resolutions
             todo.append((record, test_res))
         found.notes += [f"{record.run_name} not tested at {', '.join(map(str, where))} px: {reason}."
                         for reason, where in skipped.items()]
+    return cache, todo
 
-    splits, models = TestSplits(), {}
-    changed = set()
-    # Resolution by resolution, so each test split is decoded once and held alone.
+
+def _evaluate(todo: Sequence[tuple[RunRecord, int]], cache: Cells, checkpoints_root: Path,
+              found: CrossRes) -> set[str]:
+    """Evaluate the missing cells into ``cache``, resolution by resolution so each test split is
+    decoded once and held alone; the names of the runs that gained a cell."""
+    splits, models, changed = TestSplits(), {}, set()
     for record, test_res in tqdm(sorted(todo, key=lambda item: (item[1], item[0].run_name)),
                                  desc="train x test resolution", disable=not todo, leave=False):
         try:
@@ -220,6 +214,26 @@ def build(runs: Sequence[RunRecord | dict], results_dir: str | Path, resolutions
             changed.add(record.run_name)
         except (UntrustedRecordError, FileNotFoundError) as error:
             found.notes.append(f"{record.run_name} not tested at {test_res} px: {error}.")
+    return changed
+
+
+def build(runs: Sequence[RunRecord | dict], results_dir: str | Path, resolutions: Sequence[int],
+          evaluate_missing: bool = True, checkpoints_root: str | Path | None = None,
+          neighbours: int | None = 1) -> CrossRes:
+    """Every run at its ``neighbours`` nearest resolutions of the sweep on either side
+    (:func:`test_resolutions`; ``None``: all); cached results are reused (any cached cell of the
+    sweep is shown), missing ones computed when ``evaluate_missing`` is true (the run's own
+    resolution comes from its record).
+
+    ``checkpoints_root`` defaults to ``checkpoints/`` beside the results folder.
+    """
+    results_dir = Path(results_dir)
+    checkpoints_root = Path(checkpoints_root) if checkpoints_root else results_dir.parent / "checkpoints"
+    records = [run if isinstance(run, RunRecord) else RunRecord.from_dict(run) for run in runs]
+    found = CrossRes()
+    cache, todo = _plan(records, results_dir, resolutions, evaluate_missing, checkpoints_root, neighbours,
+                        found)
+    changed = _evaluate(todo, cache, checkpoints_root, found)
     for record in records:
         for test_res, metrics in sorted(cache[record.run_name].items(), key=lambda item: int(item[0])):
             if int(test_res) in resolutions:

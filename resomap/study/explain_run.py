@@ -1,7 +1,7 @@
 """Explanations of a finished run, without retraining: ``resomap explain model=... res=...``.
 
 The run is found by its record (``results/test_results/{run_name}.json``), its model loaded by
-:func:`resomap.run.build.load_trained` (which checks every name and path the record gives) and
+:func:`resomap.run.trained.load_trained` (which checks every name and path the record gives) and
 its test split rebuilt from the record's data set.
 The explain section is written into the record and the cross-resolution agreement refreshed.
 """
@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from resomap.device import torch_device
 from resomap.errors import ResoMapError
 from resomap.run import record as records
-from resomap.run.build import UntrustedRecordError, datamodule_for, load_trained
+from resomap.run.trained import UntrustedRecordError, datamodule_for, load_trained
 from resomap.study.agreement import write_agreement
 
 log = logging.getLogger(__name__)

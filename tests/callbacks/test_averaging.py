@@ -7,8 +7,7 @@ import torch
 
 from resomap.run import orchestrate
 from resomap.run import record as records
-from resomap.run.build import load_trained
-from resomap.run.checkpoint import read_checkpoint
+from resomap.run.trained import load_trained, read_checkpoint
 from resomap.study import cross_res
 
 pytestmark = pytest.mark.slow

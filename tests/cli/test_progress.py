@@ -12,9 +12,10 @@ import pytest
 import torch
 from conftest import TINY_SPEC
 
+from resomap.logs import approx
 from resomap.measure.complexity import fvcore_flops
 from resomap.models.simple import TinyCNN
-from resomap.progress import JOB_FILE, PLAN_FILE, approx
+from resomap.progress import JOB_FILE, PLAN_FILE
 
 RESOLUTIONS = (32, 40, 48)
 LINE = re.compile(r"\[(\d+)/(\d+)\] (\S+) done in (\d+:\d\d)"
@@ -69,9 +70,9 @@ def test_long_steps_log_a_line_per_tenth(caplog: pytest.LogCaptureFixture):
     """The hook for steps whose tqdm bar would flood a log file (data generation)."""
     import logging
 
-    from resomap.progress import log_progress
+    from resomap.logs import log_progress
 
-    with caplog.at_level(logging.INFO, logger="resomap.progress"):
+    with caplog.at_level(logging.INFO, logger="resomap.logs"):
         assert list(log_progress(range(20), 20, "Generating synthetic images", every=0.25)) == list(range(20))
     lines = [record.getMessage() for record in caplog.records]
     assert [line.split(" (")[0] for line in lines] == [

@@ -21,7 +21,8 @@ from resomap.data.synthetic import generate
 from resomap.models.classifier import CheckpointMismatchError
 from resomap.run import orchestrate
 from resomap.run import record as records
-from resomap.run.checkpoint import AtomicCheckpointIO, CorruptCheckpointError
+from resomap.run.checkpoint import AtomicCheckpointIO
+from resomap.run.trained import CorruptCheckpointError
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 
 from resomap.run import orchestrate
 from resomap.run import record as records
-from resomap.run.build import UntrustedRecordError, datamodule_for, load_trained
+from resomap.run.trained import UntrustedRecordError, datamodule_for, load_trained
 from resomap.study import cross_res
 
 pytestmark = pytest.mark.slow

@@ -21,9 +21,9 @@ from conftest import run_module
 
 from resomap.config import PRIMARY_DATA
 from resomap.io import write_json
-from resomap.run.build import UntrustedRecordError, load_trained
 from resomap.run.identity import RunIdentity
 from resomap.run.record import DataInfo, RunRecord, TestMetrics
+from resomap.run.trained import UntrustedRecordError, load_trained
 
 CLASSES = ["a", "b"]
 
