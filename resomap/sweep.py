@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from resomap.errors import ResoMapError, user_error
 from resomap.io import write_json
@@ -30,6 +30,7 @@ from resomap.run.job import JOB_FILE, JOB_STATUSES, read_job  # noqa: F401  (the
 from resomap.tracking import mlflow as tracking
 from resomap.tracking import sweep_run
 from resomap.tracking.redact import redact_config
+from resomap.tracking.settings import TrackingSettings
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,31 @@ def write_job(output_dir: str | Path, cfg: DictConfig, status: str, identity: st
     return job
 
 
+def job_settings(cfg: DictConfig) -> distributed.JobSettings:
+    """What placing this job needs of its config (:func:`resomap.run.distributed.place`)."""
+    trainer = {key: cfg.trainer[key] for key in ("strategy", "devices", "accelerator", "num_nodes",
+                                                 "sync_batchnorm") if key in cfg.trainer}
+    trainer = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+               for key, value in trainer.items()}
+    return distributed.JobSettings(trainer=trainer, run_name=str(cfg.run_name), ckpt_path=cfg.ckpt_path,
+                                   results_dir=Path(cfg.paths.results_dir), objective=str(cfg.objective),
+                                   gpu_per_job=bool(cfg.get("gpu_per_job", False)))
+
+
+def with_changes(cfg: DictConfig, changes: dict[str, Any]) -> DictConfig:
+    """A new config: ``cfg`` with ``changes`` (dotted keys). The composed config is never changed."""
+    if not changes:
+        return cfg
+    nested: dict[str, Any] = {}
+    for key, value in changes.items():
+        *parents, name = key.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[name] = value
+    return OmegaConf.merge(cfg, nested)
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """Run one job. Bad input ends a single run with one paragraph (exit 2); in a multirun a
     failure is recorded and the other jobs go on; Ctrl-C (exit 130) or SIGTERM (exit 143) stop
@@ -100,16 +126,19 @@ def run_job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
+    settings = job_settings(cfg)
     try:
-        run = distributed.job_runner(cfg, experiment.run_outcome)
+        placement = distributed.place(settings)
     except distributed.DistributedConfigError as error:  # stops a sweep at its first job
         print(f"error: {error}", file=sys.stderr)
         sys.exit(USAGE_EXIT)
+    cfg = with_changes(cfg, placement.changes)
     output_dir = Path(hydra_cfg.runtime.output_dir)
     failure_file = output_dir / FAILURE_FILE
     with signals.sigterm_interrupts():
         try:
-            outcome = run(cfg)
+            outcome = (experiment.run_outcome(cfg) if placement.in_place else
+                       distributed.run_in_child(settings, placement))
             # A reused sweep folder may hold this job's failure from an earlier sweep: it is resolved.
             failure_file.unlink(missing_ok=True)
             if isinstance(outcome, experiment.Outcome):
@@ -187,6 +216,17 @@ def varying_settings(results_dir: str | Path, digests: set[str]) -> dict[str, di
     return varying
 
 
+def sweep_tracking(config: DictConfig) -> TrackingSettings:
+    """The sweep's tracking settings; without stores, with a warning, when their nodes cannot be
+    read: each job then stops with that store's own error and what to do."""
+    try:
+        return experiment.tracking_settings(config)
+    except Exception as error:  # reported by every job; the sweep's run is a convenience
+        log.warning("This sweep has no MLflow run: its store cannot be used (%s)", error)
+        return TrackingSettings(stores=(), checkpoint_dir=Path(config.paths.checkpoint_dir),
+                                results_dir=Path(config.paths.results_dir))
+
+
 class SweepSummary(Callback):
     """Around a multirun: the sweep's MLflow run (parent of its jobs' runs) at the start; at the
     end, aggregate the results, log the report into that run, and list failed runs."""
@@ -194,10 +234,11 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Failure files older than this sweep are an earlier sweep's, in a reused sweep folder.
         self.started = time.time()
+        settings = sweep_tracking(config)
         # Parallel jobs creating one SQLite store at once race on its schema.
-        tracking.prepare_stores(config)
+        tracking.prepare_stores(settings.stores)
         # The sweep's MLflow run, parent of its jobs' runs (single runs have none).
-        sweep_run.start_sweep_runs(config)
+        sweep_run.start_sweep_runs(settings, Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from resomap.study.aggregate import write_aggregates
@@ -206,8 +247,6 @@ class SweepSummary(Callback):
         started = getattr(self, "started", 0.0)
         failures = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{FAILURE_FILE}"))
                     if path.stat().st_mtime >= started]
-        from omegaconf import OmegaConf
-
         from resomap.study.report import ReportIncomplete
 
         rebuild = f"python -m resomap.report results_dir={config.paths.results_dir}"
@@ -242,7 +281,7 @@ class SweepSummary(Callback):
             log.exception("Sweep finished, but its report could not be built; rebuild it with %s", rebuild)
             failures.append({"run_name": "report", "error": "the report could not be built",
                              "resume": rebuild})
-        sweep_run.finish_sweep_runs(config, written, jobs, failed=bool(failures))
+        sweep_run.finish_sweep_runs(sweep_tracking(config), sweep_dir, written, jobs, failed=bool(failures))
         if failures:
             lines = [f"{len(failures)} run(s) failed; resume each with:"]
             lines += [f"  {failure['run_name']}: {failure['error']}\n    {failure['resume']}"

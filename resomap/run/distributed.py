@@ -7,17 +7,23 @@ joblib/submitit worker (whose command line is not ours). So a multirun job that 
 several processes runs as a single run in a child process, where ``ddp`` works as in any
 single run. On SLURM (and torchrun) the scheduler starts one process per rank and the
 job runs in place.
+
+A job is placed from :class:`JobSettings` (built by :mod:`resomap.sweep` from the composed
+config); what the run must use instead of the composed values (``ckpt_path=last`` for a requeued
+SLURM job, ``trainer.sync_batchnorm=false`` for DDP on CPU) comes back as :attr:`Placement.changes`,
+never written into the config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -30,7 +36,6 @@ from lightning.fabric.plugins.environments import (
     TorchElasticEnvironment,
 )
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
 
 from resomap.device import device_count as devices_per_node
 from resomap.device import uses_cuda
@@ -40,7 +45,6 @@ from resomap.tracking.redact import SecretOverrideError, overrides_without_secre
 
 log = logging.getLogger(__name__)
 
-Runner = Callable[[DictConfig], "float | None"]
 # Strategies whose workers are started by multiprocessing: what they compute in the
 # LightningModule and callbacks (history, fit time, profiles) stays in the workers.
 SPAWN_WORDS = ("spawn", "fork", "notebook")
@@ -54,7 +58,36 @@ class ChildRunError(ResoMapError):
     """A sweep job run in its own process failed; its error was printed by that process."""
 
 
-def _strategy_name(trainer_cfg: DictConfig) -> str:
+@dataclasses.dataclass(frozen=True)
+class JobSettings:
+    """What placing a job needs of its config. ``trainer``: the trainer's ``strategy``,
+    ``devices``, ``accelerator``, ``num_nodes`` and ``sync_batchnorm`` (those set), plain values."""
+
+    trainer: Mapping[str, Any]
+    run_name: str
+    ckpt_path: str | None
+    results_dir: Path
+    objective: str
+    gpu_per_job: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a job runs: in this process (no ``command``) or as a single run in a child process
+    (``command``, on ``gpus``, from ``cwd``). ``changes``: dotted config keys and the values the
+    run uses instead of the composed ones."""
+
+    changes: dict[str, Any]
+    command: ChildCommand | None = None
+    gpus: str | None = None
+    cwd: str = ""
+
+    @property
+    def in_place(self) -> bool:
+        return self.command is None
+
+
+def _strategy_name(trainer_cfg: Mapping[str, Any]) -> str:
     strategy = trainer_cfg.get("strategy", "auto")
     if isinstance(strategy, str):
         return strategy
@@ -62,16 +95,16 @@ def _strategy_name(trainer_cfg: DictConfig) -> str:
     return f"{target}(start_method={strategy.get('start_method', 'popen')})"
 
 
-def device_count(trainer_cfg: DictConfig) -> int:
+def device_count(trainer_cfg: Mapping[str, Any]) -> int:
     """Processes per node Lightning will start for ``trainer_cfg``."""
     return devices_per_node(trainer_cfg.get("devices", "auto"), trainer_cfg.get("accelerator", "auto"))
 
 
-def world_size(trainer_cfg: DictConfig) -> int:
+def world_size(trainer_cfg: Mapping[str, Any]) -> int:
     return device_count(trainer_cfg) * int(trainer_cfg.get("num_nodes", 1))
 
 
-def is_multi_process(trainer_cfg: DictConfig) -> bool:
+def is_multi_process(trainer_cfg: Mapping[str, Any]) -> bool:
     return world_size(trainer_cfg) > 1 and _strategy_name(trainer_cfg) != "single_device"
 
 
@@ -80,9 +113,8 @@ def scheduler_starts_ranks() -> bool:
     return SLURMEnvironment.detect() or TorchElasticEnvironment.detect()
 
 
-def check(cfg: DictConfig, multirun: bool) -> None:
+def check(trainer_cfg: Mapping[str, Any], multirun: bool) -> None:
     """Refuse what would silently lose results or duplicate work."""
-    trainer_cfg = cfg.trainer
     strategy = _strategy_name(trainer_cfg)
     if is_multi_process(trainer_cfg) and any(word in strategy for word in SPAWN_WORDS):
         raise DistributedConfigError(
@@ -101,37 +133,39 @@ def check(cfg: DictConfig, multirun: bool) -> None:
 
 
 
-def cpu_sync_batchnorm_off(cfg: DictConfig) -> None:
-    """Turn ``trainer.sync_batchnorm`` off for DDP on CPU, where torch's SyncBatchNorm cannot run."""
-    if cfg.trainer.get("sync_batchnorm") and not uses_cuda(cfg.trainer.get("accelerator", "auto")):
+def cpu_sync_batchnorm_off(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``trainer.sync_batchnorm`` off for DDP on CPU, where torch's SyncBatchNorm cannot run."""
+    if trainer_cfg.get("sync_batchnorm") and not uses_cuda(trainer_cfg.get("accelerator", "auto")):
         log.info("trainer.sync_batchnorm=true needs CUDA; DDP on CPU keeps per-process BatchNorm")
-        cfg.trainer.sync_batchnorm = False
+        return {"trainer.sync_batchnorm": False}
+    return {}
 
 
-def resume_if_requeued(cfg: DictConfig) -> None:
-    """A SLURM job requeued after preemption or timeout resumes from its last checkpoint.
+def resume_if_requeued(settings: JobSettings) -> dict[str, Any]:
+    """``ckpt_path=last`` for a SLURM job requeued after preemption or timeout: it resumes from its
+    last checkpoint.
 
     Submitit resubmits the job with the same overrides; ``SLURM_RESTART_COUNT`` is how
     the job knows it ran before.
     """
-    if cfg.ckpt_path is None and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+    if settings.ckpt_path is None and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
         log.info("SLURM requeued this job (restart %s): resuming %s with ckpt_path=last",
-                 os.environ["SLURM_RESTART_COUNT"], cfg.run_name)
-        cfg.ckpt_path = "last"
+                 os.environ["SLURM_RESTART_COUNT"], settings.run_name)
+        return {"ckpt_path": "last"}
+    return {}
 
 
-def assigned_gpus(cfg: DictConfig, job_num: int) -> str | None:
+def assigned_gpus(gpu_per_job: bool, devices: Any, job_num: int) -> str | None:
     """``CUDA_VISIBLE_DEVICES`` for job ``job_num`` when ``gpu_per_job`` is on: the
-    ``trainer.devices`` GPUs of slot ``job_num % (GPUs // devices)``. None with fewer than
-    two GPUs (nothing to share, so a no-op on CPU) or when off."""
-    if not cfg.get("gpu_per_job", False):
+    ``devices`` (``trainer.devices``) GPUs of slot ``job_num % (GPUs // devices)``. None with
+    fewer than two GPUs (nothing to share, so a no-op on CPU) or when off."""
+    if not gpu_per_job:
         return None
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     gpus = [item for item in visible.split(",") if item] if visible is not None else [
         str(index) for index in range(torch.cuda.device_count())]
     if len(gpus) < 2:
         return None
-    devices = cfg.trainer.get("devices")
     if not isinstance(devices, int) or not 0 < devices <= len(gpus):
         raise DistributedConfigError(
             f"gpu_per_job=true gives each job trainer.devices GPUs out of the {len(gpus)} visible "
@@ -175,8 +209,9 @@ def child_command(hydra_cfg: Any) -> ChildCommand:
 CHILD_STOP_SECONDS = 300
 
 
-def run_in_child(cfg: DictConfig, command: list[str], gpus: str | None, cwd: str) -> float | None:
-    """Run ``command`` and return the objective of the run it did (None if skipped elsewhere).
+def run_in_child(settings: JobSettings, placement: Placement) -> float | None:
+    """Run ``placement``'s command and return the objective of the run it did (None if skipped
+    elsewhere).
 
     The values a :class:`ChildCommand` moved out of its argv reach the child in its environment.
     On Ctrl-C (which the terminal sends to the child too) or SIGTERM (forwarded) this waits for
@@ -186,11 +221,12 @@ def run_in_child(cfg: DictConfig, command: list[str], gpus: str | None, cwd: str
 
     from resomap.run.job import read_job
 
+    command = placement.command
     env = {**os.environ, **getattr(command, "env", {})}
-    if gpus is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpus
+    if placement.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = placement.gpus
     output_dir = HydraConfig.get().runtime.output_dir
-    child = subprocess.Popen(list(command), env=env, cwd=cwd)
+    child = subprocess.Popen(list(command), env=env, cwd=placement.cwd)
     try:
         returncode = child.wait()
     except BaseException as stop:
@@ -199,7 +235,7 @@ def run_in_child(cfg: DictConfig, command: list[str], gpus: str | None, cwd: str
         try:
             child.wait(timeout=CHILD_STOP_SECONDS)
         except subprocess.TimeoutExpired:
-            log.error("Run %s did not stop within %d s; killing it", cfg.run_name, CHILD_STOP_SECONDS)
+            log.error("Run %s did not stop within %d s; killing it", settings.run_name, CHILD_STOP_SECONDS)
             child.kill()
             child.wait()
         raise
@@ -207,38 +243,38 @@ def run_in_child(cfg: DictConfig, command: list[str], gpus: str | None, cwd: str
         raise SIGTERMException() if returncode in (143, -15) else KeyboardInterrupt()
     if returncode != 0:
         raise ChildRunError(
-            f"Run {cfg.run_name} failed in its own process (exit status {returncode}); its "
+            f"Run {settings.run_name} failed in its own process (exit status {returncode}); its "
             f"error is printed above and logged in {output_dir}.")
     job = read_job(output_dir)
     if job is None or not job["identity"]:
         return None
-    path = results.record_path(cfg.paths.results_dir, job["identity"])
+    path = results.record_path(settings.results_dir, job["identity"])
     if not path.is_file():
         return None
-    return results.read_record(path).objective(cfg.objective)
+    return results.read_record(path).objective(settings.objective)
 
 
-def job_runner(cfg: DictConfig, run: Runner) -> Runner:
-    """How this Hydra job runs ``run``: in this process, or as a single run in a child process.
+def place(settings: JobSettings) -> Placement:
+    """How this Hydra job runs: in this process, or as a single run in a child process.
 
     Raises :class:`DistributedConfigError` for combinations that cannot run correctly, before
     anything starts, so a sweep stops at its first job instead of failing every job.
     """
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    check(cfg, multirun)
-    resume_if_requeued(cfg)
+    check(settings.trainer, multirun)
+    changes = resume_if_requeued(settings)
     in_place = not multirun or scheduler_starts_ranks()
-    gpus = None if in_place else assigned_gpus(cfg, int(hydra_cfg.job.num))
-    if in_place or (gpus is None and not is_multi_process(cfg.trainer)):
-        cpu_sync_batchnorm_off(cfg)
-        return run
+    gpus = None if in_place else assigned_gpus(settings.gpu_per_job, settings.trainer.get("devices"),
+                                               int(hydra_cfg.job.num))
+    if in_place or (gpus is None and not is_multi_process(settings.trainer)):
+        return Placement({**changes, **cpu_sync_batchnorm_off(settings.trainer)})
     command = child_command(hydra_cfg)
     launcher = hydra_cfg.runtime.choices.get("hydra/launcher", "basic")
-    log.info("Job %s (%s launcher, %d processes%s) runs in its own process: %s", cfg.run_name, launcher,
-             world_size(cfg.trainer), f", CUDA_VISIBLE_DEVICES={gpus}" if gpus else "",
+    log.info("Job %s (%s launcher, %d processes%s) runs in its own process: %s", settings.run_name, launcher,
+             world_size(settings.trainer), f", CUDA_VISIBLE_DEVICES={gpus}" if gpus else "",
              shlex.join(command))
-    return partial(run_in_child, command=command, gpus=gpus, cwd=hydra_cfg.runtime.cwd)
+    return Placement(changes, command, gpus, hydra_cfg.runtime.cwd)
 
 
 def section(trainer: pl.Trainer) -> dict[str, Any]:

@@ -6,6 +6,9 @@ built. Everything the run writes is named by its identity digest (``results/runs
 ``checkpoints/{run_name}/{digest}/``, the MLflow tag ``identity``). The record is written last,
 atomically, so a run with a record is finished; tracking mirrors it afterwards, and a re-run
 reconciles a store that a kill left behind.
+
+The composed config is read here (and by the builders and checks this calls), never below: the
+tracking mirror gets :class:`TrackingSettings`, built once per run by :func:`tracking_settings`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from resomap.run.lock import run_lock
 from resomap.run.oom import BatchPlan, call_trainer, run_with_oom_retries
 from resomap.run.validation import validate_config
 from resomap.tracking import mirror as tracking
+from resomap.tracking.mlflow import loggable
+from resomap.tracking.settings import TrackingSettings, is_store_node
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +67,43 @@ def run_command(cfg: DictConfig) -> list[str]:
     return [Path(sys.executable).name, "-m", "resomap.train", *kept]
 
 
-def _skip(cfg: DictConfig, identity: RunIdentity) -> float | None | bool:
+def params_and_tags(cfg: DictConfig, identity: RunIdentity) -> tuple[dict[str, str], dict[str, str]]:
+    """A few searchable MLflow params and the identity tags.
+
+    Params are write-once (what decides the trained model, equal in every resumption), named as
+    the seed study's runs named them so old and new runs compare side by side. The tags are the
+    identity's: ``tags.identity`` is how a finished run is found again. Every other setting is
+    in the run's config artifact (:func:`config_document`), not in hundreds of tags.
+    """
+    optimizer = str(OmegaConf.select(cfg, "optimizer._target_", default=""))
+    params = loggable({"model": identity.model, "resolution": identity.resolution, "seed": identity.seed,
+                       "data": identity.data_name, "epochs": cfg.trainer.max_epochs,
+                       "batch_size": OmegaConf.select(cfg, "data.batch_size"),
+                       "learning_rate": OmegaConf.select(cfg, "optimizer.lr"),
+                       "optimizer": optimizer.rsplit(".", 1)[-1]})
+    return params, dict(identity.tags())
+
+
+def config_document(cfg: DictConfig) -> dict:
+    """The run's resolved config, secrets redacted: its MLflow run's config artifact."""
+    return build.run_config(cfg)
+
+
+def tracking_settings(cfg: DictConfig, identity: RunIdentity | None = None) -> TrackingSettings:
+    """What tracking needs of this run (``identity``) or sweep (no identity): its stores (the MLflow
+    and DagsHub logger nodes, resolved), folders, and a run's params and redacted config."""
+    stores = tuple(OmegaConf.to_container(node, resolve=True) for node in (cfg.get("logger") or {}).values()
+                   if is_store_node(node))
+    params: dict[str, str] = {}
+    document: dict = {}
+    if identity is not None and stores:  # the config is resolved only when a store will hold it
+        params = params_and_tags(cfg, identity)[0]
+        document = config_document(cfg)
+    return TrackingSettings(stores=stores, checkpoint_dir=Path(cfg.paths.checkpoint_dir),
+                            results_dir=Path(cfg.paths.results_dir), params=params, config=document)
+
+
+def _skip(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings) -> float | None | bool:
     """The objective of an equivalent finished run (False when there is none). A local record
     is mirrored to a tracking store that does not have it as FINISHED yet; a run finished
     elsewhere brings its record back from the store into this identity's run folder."""
@@ -77,11 +118,11 @@ def _skip(cfg: DictConfig, identity: RunIdentity) -> float | None | bool:
     if done is not None:
         log.info("Skipping %s: finished with the same configuration (%s)", identity.run_name,
                  records.record_path(cfg.paths.results_dir, identity))
-        tracking.reconcile(cfg, identity, done)
+        tracking.reconcile(settings, identity, done)
         return done.objective(cfg.objective)
-    found = tracking.find_finished(cfg, identity)
+    found = tracking.find_finished(settings, identity)
     if found is not None:
-        fetched = tracking.fetch_record(cfg, found, records.run_dir(cfg.paths.results_dir, identity))
+        fetched = tracking.fetch_record(settings, found, records.run_dir(cfg.paths.results_dir, identity))
         where = (f"its record is now in {fetched}" if fetched else
                  "its record is not in the store, so this results folder's report leaves it out")
         log.info("Skipping %s: finished with the same configuration (MLflow run %s); %s", identity.run_name,
@@ -109,6 +150,7 @@ def run_outcome(cfg: DictConfig) -> Outcome:
     started = time.perf_counter()
     validate_config(cfg)
     identity = build.identify(cfg)
+    settings = tracking_settings(cfg, identity)
     folder = identity.checkpoint_dir(cfg.paths.checkpoint_dir)
     # The processes that DDP starts for ranks above 0 re-run this command: they join the run
     # that rank 0 holds the lock of, and leave skip checks and checkpoint files to it.
@@ -116,13 +158,13 @@ def run_outcome(cfg: DictConfig) -> Outcome:
     with run_lock(folder.parent, identity.run_name) if leader else contextlib.nullcontext():
         if leader:
             _remove_temporary_files(cfg, identity, folder)
-        if leader and cfg.skip_completed and (objective := _skip(cfg, identity)) is not False:
+        if leader and cfg.skip_completed and (objective := _skip(cfg, identity, settings)) is not False:
             return Outcome(identity, "skipped", objective)
         ckpt_path = checkpoint.resolve_resume(cfg.ckpt_path, folder, identity, run_command(cfg),
                                               keep_aside_allowed=leader)
         if leader:
             checkpoint.write_identity(folder, identity)
-        return Outcome(identity, "finished", _train(cfg, identity, folder, ckpt_path, started))
+        return Outcome(identity, "finished", _train(cfg, identity, settings, folder, ckpt_path, started))
 
 
 def _remove_temporary_files(cfg: DictConfig, identity: RunIdentity, folder: Path) -> None:
@@ -134,8 +176,8 @@ def _remove_temporary_files(cfg: DictConfig, identity: RunIdentity, folder: Path
                                    prefixes=(f"{identity.run_name}.json.", f"{identity.run_name}.npz."))
 
 
-def _train(cfg: DictConfig, identity: RunIdentity, folder: Path, ckpt_path: str | None,
-           started: float) -> float | None:
+def _train(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings, folder: Path,
+           ckpt_path: str | None, started: float) -> float | None:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build.build_datamodule(cfg)
     datamodule.prepare_data()
@@ -152,11 +194,11 @@ def _train(cfg: DictConfig, identity: RunIdentity, folder: Path, ckpt_path: str 
         exporter.add_section("batch", plan.section())
         exporter.add_section("skipped_images", datamodule.skipped_images)
         callbacks = build.build_callbacks(cfg, folder, exporter, output_dir)
-        loggers = tracking.build_loggers(cfg)
+        loggers = tracking.build_loggers((cfg.get("logger") or {}).values())
         trainer = build.build_trainer(cfg, callbacks, loggers,
                                       accumulate_grad_batches=plan.accumulate_grad_batches)
         try:
-            with tracking.tracked_run(cfg, identity, loggers, ckpt_path) as mirror:
+            with tracking.tracked_run(settings, identity, loggers, ckpt_path) as mirror:
                 clock = time.perf_counter()
                 call_trainer(trainer, "fit", model=module, datamodule=datamodule, ckpt_path=ckpt_path,
                              weights_only=True)

@@ -7,7 +7,8 @@ and ends the run FINISHED. A kill between the record and the end leaves a
 RUNNING run: :func:`reconcile`, called when the finished run is skipped, completes it. The run
 id is kept in the identity's checkpoint folder (``mlflow_run.json``), per store.
 
-What a run holds: a few params (:func:`params_and_tags`), the identity tags, the config as one
+What a run holds: a few params and the redacted config (both in :class:`TrackingSettings`, built
+by the orchestrator: tracking never sees the composed config), the identity tags, the config as one
 YAML artifact, per-epoch and test metrics, the record and predictions, a confusion matrix; in a
 sweep, ``mlflow.parentRunId`` names the sweep's run (:mod:`resomap.tracking.sweep_run`).
 """
@@ -27,14 +28,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
 
 from resomap.io import atomic_write_bytes, write_json
 from resomap.tracking import sweep_run
 from resomap.tracking.mlflow import (
     BATCH_SIZE,
     MLFlowLogger,
-    _loggable,
     _store_errors,
     build_loggers,
     configure_http,
@@ -42,7 +41,7 @@ from resomap.tracking.mlflow import (
     plot_confusion_matrix,
     redact_uri,
 )
-from resomap.tracking.redact import redact_config
+from resomap.tracking.settings import TrackingSettings, is_store_node
 
 # Tracking mirrors the run's identity and record without importing the run package (which
 # imports tracking): both are passed in and read by attribute.
@@ -65,20 +64,20 @@ def _trackers(loggers: Iterable[Logger]) -> list[MLFlowLogger]:
     return [logger for logger in loggers if isinstance(logger, MLFlowLogger)]
 
 
-def store_loggers(cfg: DictConfig) -> list[MLFlowLogger]:
+def store_loggers(settings: TrackingSettings) -> list[MLFlowLogger]:
     """An MLflow logger per configured store, for look-ups (no run is started by building them)."""
     configure_http()
     found = []
-    for node in (cfg.get("logger") or {}).values():
-        if "mlflow" in str(node.get("_target_", "")).lower() or "dagshub" in str(node.get("_target_", "")):
+    for node in settings.stores:
+        if is_store_node(node):
             logger = instantiate(node)
             if isinstance(logger, MLFlowLogger):
                 found.append(logger)
     return found
 
 
-def _run_id_file(cfg: DictConfig, identity: RunIdentity) -> Path:
-    return identity.checkpoint_dir(cfg.paths.checkpoint_dir) / RUN_ID_FILE
+def _run_id_file(settings: TrackingSettings, identity: RunIdentity) -> Path:
+    return identity.checkpoint_dir(settings.checkpoint_dir) / RUN_ID_FILE
 
 
 def _read_run_ids(path: Path) -> dict[str, str]:
@@ -101,7 +100,7 @@ def _search(logger: MLFlowLogger, identity: RunIdentity, status: str | None) -> 
     return found[0] if found else None
 
 
-def find_finished(cfg: DictConfig, identity: RunIdentity) -> Any | None:
+def find_finished(settings: TrackingSettings, identity: RunIdentity) -> Any | None:
     """A FINISHED MLflow run of this identity in any configured store (another machine's run).
 
     An unreachable store is warned about once and treated as holding nothing.
@@ -110,7 +109,7 @@ def find_finished(cfg: DictConfig, identity: RunIdentity) -> Any | None:
 
     if rank_zero_only.rank != 0:
         return None
-    for logger in store_loggers(cfg):
+    for logger in store_loggers(settings):
         try:
             found = _search(logger, identity, "FINISHED")
         except (MlflowException, OSError) as error:
@@ -123,28 +122,6 @@ def find_finished(cfg: DictConfig, identity: RunIdentity) -> Any | None:
         if found is not None:
             return found
     return None
-
-
-def params_and_tags(cfg: DictConfig, identity: RunIdentity) -> tuple[dict[str, str], dict[str, str]]:
-    """A few searchable params and the identity tags.
-
-    Params are write-once (what decides the trained model, equal in every resumption), named as
-    the seed study's runs named them so old and new runs compare side by side. The tags are the
-    identity's: ``tags.identity`` is how a finished run is found again. Every other setting is
-    in the run's config artifact (:data:`CONFIG_ARTIFACT`), not in hundreds of tags.
-    """
-    optimizer = str(OmegaConf.select(cfg, "optimizer._target_", default=""))
-    params = _loggable({"model": identity.model, "resolution": identity.resolution, "seed": identity.seed,
-                        "data": identity.data_name, "epochs": cfg.trainer.max_epochs,
-                        "batch_size": OmegaConf.select(cfg, "data.batch_size"),
-                        "learning_rate": OmegaConf.select(cfg, "optimizer.lr"),
-                        "optimizer": optimizer.rsplit(".", 1)[-1]})
-    return params, dict(identity.tags())
-
-
-def config_document(cfg: DictConfig) -> dict[str, Any]:
-    """The run's resolved config, secrets redacted: the YAML artifact :data:`CONFIG_ARTIFACT`."""
-    return redact_config(OmegaConf.to_container(cfg, resolve=True))
 
 
 def _log_record(logger: MLFlowLogger, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
@@ -177,9 +154,10 @@ def _sweep_parent(logger: MLFlowLogger) -> str | None:
     return parent.info.run_id if parent is not None and sweep_run.SWEEP_TAG in parent.data.tags else None
 
 
-def _start(logger: MLFlowLogger, cfg: DictConfig, identity: RunIdentity, resuming: bool) -> str:
-    """Continue this identity's unfinished MLflow run when resuming, else start one."""
-    run_file = _run_id_file(cfg, identity)
+def _start(logger: MLFlowLogger, settings: TrackingSettings, identity: RunIdentity, resuming: bool) -> str:
+    """Continue this identity's unfinished MLflow run when resuming, else start one. Its params are
+    write-once (equal in every resumption); ``tags.identity`` is how a finished run is found again."""
+    run_file = _run_id_file(settings, identity)
     store = redact_uri(logger.tracking_uri)
     run_ids = _read_run_ids(run_file)
     with _store_errors(logger.tracking_uri):
@@ -195,18 +173,18 @@ def _start(logger: MLFlowLogger, cfg: DictConfig, identity: RunIdentity, resumin
             logger.client.set_terminated(previous.info.run_id, "KILLED")
         run_id = logger.run_id
         write_json(run_file, {**run_ids, store: run_id})
-        params, tags = params_and_tags(cfg, identity)
+        params, tags = dict(settings.params), dict(identity.tags())
         # A continued run keeps the parent it was started under (none if it started alone): its
         # first epochs belong to that sweep, and re-tagging would empty the earlier sweep's tree.
         # A resuming sweep's report still covers it (its run's sweep/jobs.json lists it).
         if not continued and (parent := _sweep_parent(logger)) is not None:
             tags[sweep_run.PARENT_TAG] = parent
         _log_record(logger, run_id, params, tags)
-        logger.client.log_dict(run_id, config_document(cfg), CONFIG_ARTIFACT)
+        logger.client.log_dict(run_id, settings.config, CONFIG_ARTIFACT)
     return run_id
 
 
-def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: str) -> None:
+def _mirror(logger: MLFlowLogger, settings: TrackingSettings, record: RunRecord, run_id: str) -> None:
     """The record's final metrics, the record itself and a confusion matrix (the config was
     logged when the run started)."""
     from mlflow.entities import Metric
@@ -226,7 +204,7 @@ def _mirror(logger: MLFlowLogger, cfg: DictConfig, record: RunRecord, run_id: st
                                                  for key, value in metrics.items() if key not in logged])
         from resomap.run import record as records
 
-        folder = records.run_dir(cfg.paths.results_dir, record)
+        folder = records.run_dir(settings.results_dir, record)
         if (folder / records.RECORD_FILE).is_file():
             log_artifact_redacted(logger.client, run_id, folder / records.RECORD_FILE, RECORD_ARTIFACTS)
         if (folder / records.PREDICTIONS_FILE).is_file():  # numbers only: nothing to redact
@@ -260,18 +238,18 @@ def _end(trackers: Iterable[MLFlowLogger], status: str, attempts: int = 3) -> No
 
 
 @contextmanager
-def tracked_run(cfg: DictConfig, identity: RunIdentity, loggers: Iterable[Logger],
+def tracked_run(settings: TrackingSettings, identity: RunIdentity, loggers: Iterable[Logger],
                 ckpt_path: str | None) -> Iterator[Callable[[RunRecord], None]]:
     """Around fit and test: start or continue the identity's MLflow run(s). Yields ``mirror``,
     to call with the written record; the run then ends FINISHED. An exception ends it FAILED,
     SIGTERM or Ctrl-C KILLED."""
     trackers = _trackers(loggers) if rank_zero_only.rank == 0 else []
     for logger in trackers:
-        _start(logger, cfg, identity, resuming=ckpt_path is not None)
+        _start(logger, settings, identity, resuming=ckpt_path is not None)
 
     def mirror(record: RunRecord) -> None:
         for logger in trackers:
-            _mirror(logger, cfg, record, logger.run_id)
+            _mirror(logger, settings, record, logger.run_id)
 
     from resomap.run import signals
 
@@ -286,7 +264,7 @@ def tracked_run(cfg: DictConfig, identity: RunIdentity, loggers: Iterable[Logger
         raise
 
 
-def fetch_record(cfg: DictConfig, run: Any, destination: Path) -> Path | None:
+def fetch_record(settings: TrackingSettings, run: Any, destination: Path) -> Path | None:
     """Bring the record (and predictions) of the FINISHED MLflow run ``run`` into ``destination``,
     this identity's run folder, so a run skipped through the store is reported from its own
     record, never from another configuration's local file. None when the store lacks them or
@@ -298,7 +276,7 @@ def fetch_record(cfg: DictConfig, run: Any, destination: Path) -> Path | None:
     digest = run.data.tags.get("identity", "")
     if destination.name != digest:
         return None
-    for logger in store_loggers(cfg):
+    for logger in store_loggers(settings):
         try:
             with tempfile.TemporaryDirectory() as temporary:
                 names = {Path(item.path).name for item in
@@ -324,26 +302,36 @@ def fetch_record(cfg: DictConfig, run: Any, destination: Path) -> Path | None:
     return None
 
 
-def reconcile(cfg: DictConfig, identity: RunIdentity, record: RunRecord) -> None:
+def reconcile(settings: TrackingSettings, identity: RunIdentity, record: RunRecord) -> None:
     """Make each store hold this finished run as FINISHED (a kill may have come between the
     record and the end of the MLflow run, or the store may be new)."""
     from mlflow.exceptions import MlflowException
 
     if rank_zero_only.rank != 0:
         return
-    for logger in store_loggers(cfg):
+    for logger in store_loggers(settings):
         try:
             if _search(logger, identity, "FINISHED") is not None:
                 continue
             store = redact_uri(logger.tracking_uri)
-            previous = _existing_run(logger, _read_run_ids(_run_id_file(cfg, identity)).get(store))
+            previous = _existing_run(logger, _read_run_ids(_run_id_file(settings, identity)).get(store))
             if previous is not None and previous.data.tags.get("identity") == identity.digest:
                 run_id = previous.info.run_id
             else:
-                run_id = _start(logger, cfg, identity, resuming=False)
+                run_id = _start(logger, settings, identity, resuming=False)
             log.info("Mirroring the finished run %s into MLflow run %s (%s)", identity.run_name, run_id,
                      store)
-            _mirror(logger, cfg, record, run_id)
+            _mirror(logger, settings, record, run_id)
         except (MlflowException, OSError) as error:
             log.warning("Could not mirror %s into MLflow store %s: %s", identity.run_name,
                         redact_uri(logger.tracking_uri), error)
+
+
+def __getattr__(name: str) -> Any:
+    """``params_and_tags`` and ``config_document`` moved to the orchestrator, which alone reads the
+    config; kept importable from here for tests/tracking/test_redact.py."""
+    if name in ("params_and_tags", "config_document"):
+        from resomap.run import orchestrate
+
+        return getattr(orchestrate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
-from omegaconf import DictConfig
 
 from resomap.errors import ResoMapError
 from resomap.io import atomic_write_text, write_json
@@ -222,16 +221,16 @@ def set_dagshub_credentials(username: str) -> None:
     os.environ["MLFLOW_TRACKING_PASSWORD"] = token
 
 
-def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """The loggers of ``cfg.logger``; MLflow's network calls are bounded first."""
+def build_loggers(nodes: Iterable[Mapping[str, Any]]) -> list[Logger]:
+    """The loggers of the logger nodes (Hydra targets); MLflow's network calls are bounded first."""
     configure_http()
-    return [instantiate(node) for node in (cfg.get("logger") or {}).values()]
+    return [instantiate(node) for node in nodes]
 
 
-def prepare_stores(cfg: DictConfig) -> None:
+def prepare_stores(stores: Iterable[Mapping[str, Any]]) -> None:
     """Create each SQLite store and its experiment once, before parallel jobs race on the schema."""
     configure_http()
-    for node in (cfg.get("logger") or {}).values():
+    for node in stores:
         if str(node.get("tracking_uri", "")).startswith("sqlite:"):
             instantiate(node).ensure_experiment()
 
@@ -254,7 +253,7 @@ def _store_errors(uri: str) -> Iterator[None]:
 
 
 
-def _loggable(flat: Mapping[str, Any]) -> dict[str, str]:
+def loggable(flat: Mapping[str, Any]) -> dict[str, str]:
     """String values with secrets redacted (:func:`redact_config`), lengths bounded."""
     return {key: str(value)[:MAX_VALUE_LENGTH] for key, value in redact_config(dict(flat)).items()}
 

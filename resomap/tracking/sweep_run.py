@@ -21,11 +21,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from resomap.io import write_json
 from resomap.tracking.mlflow import TrackingError, log_artifact_redacted, redact_uri
 from resomap.tracking.redact import redact_text
+from resomap.tracking.settings import TrackingSettings
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +76,13 @@ def parent_run_id(tracking_uri: str) -> str | None:
         return None
 
 
-def _store_loggers(config: DictConfig) -> list[Any]:
+def _store_loggers(settings: TrackingSettings) -> list[Any]:
     """The configured MLflow loggers; none, with a warning, when one cannot be built (a missing
     DagsHub token): each job then stops with that store's own error and what to do."""
     from resomap.tracking.mirror import store_loggers
 
     try:
-        return store_loggers(config)
+        return store_loggers(settings)
     except Exception as error:  # reported by every job; the sweep's run is a convenience
         log.warning("This sweep has no MLflow run: its store cannot be used (%s)", error)
         return []
@@ -94,16 +93,17 @@ def _run_name(sweep_dir: Path) -> str:
     return "sweep_" + "_".join(sweep_dir.parts[-2:])
 
 
-def start_sweep_runs(config: DictConfig) -> dict[str, str]:
-    """Start the sweep's run in each configured store; their ids by (redacted) store URI.
+def start_sweep_runs(settings: TrackingSettings, sweep_dir: Path) -> dict[str, str]:
+    """Start the sweep's run (the sweep folder ``sweep_dir``) in each configured store; their ids by
+    (redacted) store URI.
 
     A store that fails here is warned about: each job then reports it with what to do.
     """
     from mlflow.exceptions import MlflowException
 
-    sweep_dir = Path(config.hydra.sweep.dir)
+    sweep_dir = Path(sweep_dir)
     runs: dict[str, str] = {}
-    loggers = _store_loggers(config)
+    loggers = _store_loggers(settings)
     for logger in loggers:
         try:
             run = logger.client.create_run(logger.ensure_experiment(),
@@ -171,16 +171,17 @@ def _with_run_ids(client: Any, experiment_id: str, jobs: list[dict]) -> list[dic
     return listed
 
 
-def finish_sweep_runs(config: DictConfig, files: Iterable[Path], jobs: list[dict], failed: bool) -> None:
+def finish_sweep_runs(settings: TrackingSettings, sweep_dir: Path, files: Iterable[Path], jobs: list[dict],
+                      failed: bool) -> None:
     """Log the sweep's report files and jobs into its run(s), and end them FINISHED (FAILED when a
     job or the report failed)."""
     from mlflow.exceptions import MlflowException
 
-    sweep_dir = Path(config.hydra.sweep.dir)
+    sweep_dir = Path(sweep_dir)
     runs = _read_file(sweep_dir / SWEEP_FILE)
     os.environ.pop(SWEEP_ENV, None)
     files = list(files)
-    for logger in _store_loggers(config):
+    for logger in _store_loggers(settings):
         run_id = runs.get(redact_uri(logger.tracking_uri))
         if run_id is None:
             continue
@@ -190,7 +191,7 @@ def finish_sweep_runs(config: DictConfig, files: Iterable[Path], jobs: list[dict
                 log.warning("MLflow run %s named in %s is not a sweep's run; left as it is", run_id,
                             sweep_dir / SWEEP_FILE)
                 continue
-            _log_report(logger.client, run_id, Path(config.paths.results_dir), files)
+            _log_report(logger.client, run_id, settings.results_dir, files)
             experiment_id = run.info.experiment_id
             logger.client.log_dict(run_id, {"jobs": _with_run_ids(logger.client, experiment_id, jobs)},
                                    "sweep/jobs.json")

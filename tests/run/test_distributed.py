@@ -100,23 +100,38 @@ def test_spawn_strategy_stops_the_sweep_with_a_clear_message(train_cli, tmp_path
 
 def test_gpu_per_job_gives_each_job_its_own_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
-    one = OmegaConf.create({"gpu_per_job": True, "trainer": {"devices": 1}})
-    two = OmegaConf.create({"gpu_per_job": True, "trainer": {"devices": 2}})
-    assert [distributed.assigned_gpus(one, job) for job in range(5)] == ["4", "5", "6", "7", "4"]
-    assert [distributed.assigned_gpus(two, job) for job in range(3)] == ["4,5", "6,7", "4,5"]
-    assert distributed.assigned_gpus(OmegaConf.create({"gpu_per_job": False, "trainer": {}}), 1) is None
+    assert [distributed.assigned_gpus(True, 1, job) for job in range(5)] == ["4", "5", "6", "7", "4"]
+    assert [distributed.assigned_gpus(True, 2, job) for job in range(3)] == ["4,5", "6,7", "4,5"]
+    assert distributed.assigned_gpus(False, None, 1) is None
     with pytest.raises(distributed.DistributedConfigError, match="trainer.devices must be a number"):
-        distributed.assigned_gpus(OmegaConf.create({"gpu_per_job": True, "trainer": {"devices": "auto"}}), 0)
+        distributed.assigned_gpus(True, "auto", 0)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert distributed.assigned_gpus(one, 3) is None
+    assert distributed.assigned_gpus(True, 1, 3) is None
 
 
 def test_multi_node_sweep_without_a_scheduler_is_refused():
-    cfg = OmegaConf.create({"trainer": {"devices": 2, "num_nodes": 2, "strategy": "ddp",
-                                        "accelerator": "cpu"}})
+    trainer = {"devices": 2, "num_nodes": 2, "strategy": "ddp", "accelerator": "cpu"}
     with pytest.raises(distributed.DistributedConfigError, match="hydra/launcher=slurm"):
-        distributed.check(cfg, multirun=True)
-    distributed.check(cfg, multirun=False)
+        distributed.check(trainer, multirun=True)
+    distributed.check(trainer, multirun=False)
+
+
+def test_ddp_on_cpu_runs_without_sync_batchnorm_and_the_config_is_left_as_composed():
+    """The change comes back as a value; the composed config is never written to."""
+    from omegaconf import OmegaConf
+
+    from resomap.sweep import with_changes
+
+    trainer = {"sync_batchnorm": True, "accelerator": "cpu"}
+    changes = distributed.cpu_sync_batchnorm_off(trainer)
+    assert changes == {"trainer.sync_batchnorm": False}
+    assert distributed.cpu_sync_batchnorm_off({"sync_batchnorm": True, "accelerator": "gpu"}) == {}
+    cfg = OmegaConf.create({"ckpt_path": None, "trainer": {"sync_batchnorm": True, "max_epochs": 1}})
+    derived = with_changes(cfg, {**changes, "ckpt_path": "last"})
+    assert derived.trainer.sync_batchnorm is False and derived.ckpt_path == "last"
+    assert derived.trainer.max_epochs == 1
+    assert cfg.trainer.sync_batchnorm is True and cfg.ckpt_path is None
+    assert with_changes(cfg, {}) is cfg
 
 
 @pytest.mark.slow

@@ -112,24 +112,26 @@ def test_a_stopped_sweep_s_run_ends_killed(tmp_path: Path):
 
 def test_the_end_of_a_sweep_ends_only_a_sweep_s_run(tmp_path: Path):
     """``mlflow_sweep.json`` is data: a run id in it that is not a sweep's run is left alone."""
-    from omegaconf import OmegaConf
+    from resomap.tracking.settings import TrackingSettings
 
     uri = tracking.absolute_store_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    config = OmegaConf.create({
-        "hydra": {"sweep": {"dir": str(tmp_path / "multirun")}},
-        "paths": {"results_dir": str(tmp_path / "results")},
-        "logger": {"mlflow": {"_target_": "resomap.tracking.mlflow.MLFlowLogger", "tracking_uri": uri,
-                              "experiment_name": "ResoMap"}}})
+    sweep_dir = tmp_path / "multirun"
+    settings = TrackingSettings(
+        stores=({"_target_": "resomap.tracking.mlflow.MLFlowLogger", "tracking_uri": uri,
+                 "experiment_name": "ResoMap"},),
+        checkpoint_dir=tmp_path / "checkpoints", results_dir=tmp_path / "results")
     (tmp_path / "multirun").mkdir()
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "all_results.csv").write_text("model,res\ntiny_cnn,32\n")
     client = MlflowClient(uri)
     job = client.create_run(client.create_experiment("ResoMap"), tags={"identity": "abcd1234"})
     (tmp_path / "multirun" / sweep_run.SWEEP_FILE).write_text(json.dumps({uri: job.info.run_id}))
-    sweep_run.finish_sweep_runs(config, [tmp_path / "results" / "all_results.csv"], [], failed=False)
+    sweep_run.finish_sweep_runs(settings, sweep_dir, [tmp_path / "results" / "all_results.csv"], [],
+                                failed=False)
     assert client.get_run(job.info.run_id).info.status == "RUNNING"
 
-    (started,) = sweep_run.start_sweep_runs(config).values()
-    sweep_run.finish_sweep_runs(config, [tmp_path / "results" / "all_results.csv"], [], failed=False)
+    (started,) = sweep_run.start_sweep_runs(settings, sweep_dir).values()
+    sweep_run.finish_sweep_runs(settings, sweep_dir, [tmp_path / "results" / "all_results.csv"], [],
+                                failed=False)
     assert client.get_run(started).info.status == "FINISHED"
     assert [item.path for item in client.list_artifacts(started, "report")] == ["report/all_results.csv"]
