@@ -189,30 +189,29 @@ def _train(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings, f
     def attempt(plan: BatchPlan) -> records.RunRecord | None:
         """One fit and test with ``plan``'s batch sizes; every attempt starts from fresh objects."""
         datamodule.batch_size, datamodule.eval_batch_size = plan.batch_size, plan.eval_batch_size
-        module = build.build_module(cfg, datamodule, identity)
-        exporter = build.build_exporter(identity, datamodule)
-        exporter.add_section("batch", plan.section())
-        exporter.add_section("skipped_images", datamodule.skipped_images)
-        callbacks = build.build_callbacks(cfg, folder, exporter, output_dir)
         loggers = tracking.build_loggers((cfg.get("logger") or {}).values())
-        trainer = build.build_trainer(cfg, callbacks, loggers,
-                                      accumulate_grad_batches=plan.accumulate_grad_batches)
+        built = build.build(cfg, identity, datamodule, folder, output_dir, loggers,
+                            plan.accumulate_grad_batches)
+        built.exporter.add_section("batch", plan.section())
+        built.exporter.add_section("skipped_images", datamodule.skipped_images)
         try:
             with tracking.tracked_run(settings, identity, loggers, ckpt_path) as mirror:
                 clock = time.perf_counter()
-                call_trainer(trainer, "fit", model=module, datamodule=datamodule, ckpt_path=ckpt_path,
-                             weights_only=True)
+                call_trainer(built.trainer, "fit", model=built.module, datamodule=datamodule,
+                             ckpt_path=ckpt_path, weights_only=True)
                 timing["fit_sec"] = time.perf_counter() - clock
                 try:
-                    return _test_and_commit(cfg, identity, folder, trainer, module, datamodule, callbacks,
-                                            loggers, exporter, timing, started, mirror)
+                    record = _test_and_commit(cfg, built, timing, started)
+                    if record is not None:
+                        mirror(record)
+                    return record
                 except (KeyboardInterrupt, SIGTERMException):
                     raise
                 except Exception as error:
                     raise _after_training(cfg, identity, folder, error) from error
         finally:
             # Hydra's basic launcher runs every job of a sweep in this process.
-            del trainer, module
+            del built
             free_accelerator_memory()
 
     plan = BatchPlan(cfg.data.batch_size, cfg.data.eval_batch_size, cfg.trainer.accumulate_grad_batches)
@@ -220,23 +219,23 @@ def _train(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings, f
     return None if record is None else record.objective(cfg.objective)
 
 
-def _test_and_commit(cfg, identity, folder, trainer, module, datamodule, callbacks, loggers, exporter,
-                     timing, started, mirror) -> records.RunRecord | None:
+def _test_and_commit(cfg: DictConfig, built: build.Built, timing: dict[str, float],
+                     started: float) -> records.RunRecord | None:
+    """Test the best checkpoint and write the record (None on the ranks of a multi-process fit
+    that do not test)."""
+    trainer, module, exporter = built.trainer, built.module, built.exporter
     exporter.add_section("compile", module.compile_report())
     if trainer.world_size > 1:
         exporter.add_section("distributed", distributed.section(trainer))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    tester = distributed.trainer_for_test(
-        trainer, lambda **kw: build.build_trainer(cfg, callbacks, loggers, **kw))
+    tester = distributed.trainer_for_test(trainer, built.tester)
     if tester is None:  # another rank of a multi-process fit: global rank 0 tests alone
         return None
     clock = time.perf_counter()
-    call_trainer(tester, "test", model=module, datamodule=datamodule, ckpt_path=best or None,
+    call_trainer(tester, "test", model=module, datamodule=built.datamodule, ckpt_path=best or None,
                  weights_only=True)
     timing["test_sec"] = time.perf_counter() - clock  # profiling and explanations included
-    record = _commit(cfg, exporter, timing, started)
-    mirror(record)
-    return record
+    return _commit(cfg, exporter, timing, started)
 
 
 def _after_training(cfg: DictConfig, identity: RunIdentity, folder: Path, error: Exception) -> Exception:
