@@ -316,7 +316,7 @@ def start(hydra_main: Callable[[], Any], command: str | None = None) -> None:
     line, error or traceback of any command shows a secret.
     """
     from resomap.extras import load_env, quiet_bars, quiet_warnings
-    from resomap.tracking.redact import install_stream_redaction
+    from resomap.redact_logs import install_stream_redaction
 
     load_env()
     install_stream_redaction()

@@ -23,11 +23,11 @@ from resomap.device import resolve_precision
 from resomap.errors import ResoMapError
 from resomap.models.classifier import LitClassifier
 from resomap.names import UnsafeName, contained, safe_name
+from resomap.redact import redact_config
 from resomap.run.checkpoint import BEST, AtomicCheckpointIO, FitState, read_checkpoint
 from resomap.run.export import ResultExport
 from resomap.run.identity import RunIdentity
 from resomap.run.record import EXPLANATIONS, DataInfo, RunRecord
-from resomap.tracking.redact import redact_config
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from resomap.io import atomic_write_bytes, write_json
+from resomap.redact import redact_config
 from resomap.tracking import sweep_run
 from resomap.tracking.mlflow import (
     BATCH_SIZE,
@@ -42,7 +43,6 @@ from resomap.tracking.mlflow import (
     plot_confusion_matrix,
     redact_uri,
 )
-from resomap.tracking.redact import redact_config
 
 # Tracking mirrors the run's identity and record without importing the run package (which
 # imports tracking): both are passed in and read by attribute.

@@ -25,7 +25,8 @@ from omegaconf import DictConfig
 
 from resomap.errors import ResoMapError
 from resomap.io import atomic_write_text, write_json
-from resomap.tracking.redact import redact_config, redact_text, redact_uri, redact_yaml_file
+from resomap.redact import redact_config, redact_text, redact_uri
+from resomap.tracking.hydra_redact import redact_yaml_file
 from resomap.tracking.store_home import default_artifact_root, relocate_artifacts
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from resomap.io import write_json
+from resomap.redact import redact_text
 from resomap.tracking.mlflow import TrackingError, log_artifact_redacted, redact_uri
-from resomap.tracking.redact import redact_text
 
 log = logging.getLogger(__name__)
 
