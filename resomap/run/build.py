@@ -27,7 +27,7 @@ from resomap.redact import redact_config
 from resomap.run.checkpoint import BEST, AtomicCheckpointIO, FitState, read_checkpoint
 from resomap.run.export import ResultExport
 from resomap.run.identity import RunIdentity
-from resomap.run.record import EXPLANATIONS, DataInfo, RunRecord
+from resomap.run.record_schema import EXPLANATIONS, DataInfo, RunRecord
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from resomap.device import resolve_precision, torch_device
 from resomap.io import write_json
 from resomap.names import UnsafeName, contained, safe_name
 from resomap.run.build import UntrustedRecordError, datamodule_for, load_trained
-from resomap.run.record import RunRecord
+from resomap.run.record_schema import RunRecord
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from resomap.config import PRIMARY_DATA
 from resomap.io import write_json
 from resomap.run.build import UntrustedRecordError, load_trained
 from resomap.run.identity import RunIdentity
-from resomap.run.record import DataInfo, RunRecord, TestMetrics
+from resomap.run.record_schema import DataInfo, RunRecord, TestMetrics
 
 CLASSES = ["a", "b"]
 
