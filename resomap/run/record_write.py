@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resomap.io import atomic_write_bytes, write_json
+from resomap.io import atomic_symlink, atomic_write_bytes, write_json
 from resomap.run.identity import RunIdentity
 from resomap.run.record_files import load_npz, predictions_path, record_path, result_path, run_dir
 from resomap.run.record_schema import PREDICTIONS_FILE, RECORD_FILE, InvalidResult, RunRecord, read_record
@@ -34,15 +34,6 @@ def write_predictions(path: str | os.PathLike, labels: np.ndarray, probabilities
                         probabilities=probabilities.astype(np.float32), **extra)
     atomic_write_bytes(path, buffer.getvalue())
 
-
-
-def _link(target: Path, view: Path) -> None:
-    """Point ``view`` at ``target`` (relative link, swapped in atomically)."""
-    view.parent.mkdir(parents=True, exist_ok=True)
-    temporary = view.with_name(f".{view.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    os.symlink(os.path.relpath(target, view.parent), temporary)
-    os.replace(temporary, view)
 
 
 def _adopt_legacy(results_dir: Path, view: Path, npz_view: Path, record: RunRecord) -> None:
@@ -84,9 +75,9 @@ def write_record(results_dir: str | os.PathLike, record: RunRecord) -> Path:
     _adopt_legacy(results_dir, view, npz_view, record)
     write_json(path, record.to_dict())
     try:
-        _link(path, view)
+        atomic_symlink(path, view)
         if (path.parent / PREDICTIONS_FILE).is_file():
-            _link(path.parent / PREDICTIONS_FILE, npz_view)
+            atomic_symlink(path.parent / PREDICTIONS_FILE, npz_view)
     except OSError as error:  # a file system without symbolic links: the record itself is written
         log.warning("Could not update the view %s of %s: %s", view, path, error)
     return path
