@@ -35,7 +35,6 @@ def write_predictions(path: str | os.PathLike, labels: np.ndarray, probabilities
     atomic_write_bytes(path, buffer.getvalue())
 
 
-
 def _adopt_legacy(results_dir: Path, view: Path, npz_view: Path, record: RunRecord) -> None:
     """Before a view replaces a file of the earlier layout, move that file into its own run
     folder (nothing written is lost). A plain ``.npz`` at the view's place written just before
@@ -81,7 +80,6 @@ def write_record(results_dir: str | os.PathLike, record: RunRecord) -> Path:
     except OSError as error:  # a file system without symbolic links: the record itself is written
         log.warning("Could not update the view %s of %s: %s", view, path, error)
     return path
-
 
 
 def remove_temporary_files(*folders: str | os.PathLike, prefixes: tuple[str, ...] = ("",)) -> list[Path]:
