@@ -17,7 +17,6 @@ before torch is imported, with one paragraph and exit status 2.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import re
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from resomap.errors import ResoMapError, exit_with
+from resomap.preflight_checks import check_plugins, compose_first_job, overrides_to_check, sweep_problems
 
 # conf/ stays at the top of the repository (the design card) and ships inside the package as
 # resomap.conf: pyproject.toml maps the package resomap.conf to the folder conf/. A wheel holds
@@ -95,14 +95,6 @@ NO_PREFLIGHT_FLAGS = (*HELP_FLAGS, "--hydra-help", "-i", "--info", "-sc", "--she
                       "-cp", "--config-path", "-cn", "--config-name", "--experimental-rerun")
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
-# hydra/launcher=<option> -> (the plugin's module, its distribution, the resomap extra that installs it).
-LAUNCHER_EXTRAS: dict[str, tuple[str, str, str]] = {
-    "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher", "joblib"),
-    "slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "slurm"),
-    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "slurm"),
-    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "slurm"),
-}
-
 USAGE = f"""usage: resomap <command> [-m] [key=value ...]
 
 commands:
@@ -117,30 +109,6 @@ resomap <command> --help       examples, the config groups it uses, its keys
 resomap <command> --cfg job    the composed config, without running
 --config-dir DIR               your own configs beside the shipped ones (DIR/model/my_net.yaml)
 eval "$(resomap --shell-completion install=bash)"    tab completion in bash"""
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # the namespace package hydra_plugins itself is absent
-        return False
-
-
-def check_plugins(args: Sequence[str]) -> None:
-    """Refuse a Hydra launcher whose optional extra is not installed, naming the extra.
-
-    Hydra alone answers "Could not find 'hydra/launcher/joblib'", which does not say that a
-    package is missing or which one.
-    """
-    for arg in args:
-        key, equals, value = arg.lstrip("+").partition("=")
-        if equals and key == "hydra/launcher" and value in LAUNCHER_EXTRAS:
-            module, distribution, extra = LAUNCHER_EXTRAS[value]
-            if not _installed(module):
-                raise ResoMapError(
-                    f"hydra/launcher={value} needs the {distribution} plugin, which is not installed. "
-                    f"Install it with: pip install 'resomap[{extra}]' (or pip install {distribution}); "
-                    "without it, leave hydra/launcher out to run the jobs one after another.")
 
 
 def _command_of(hydra_main: Callable[[], Any]) -> str | None:
@@ -190,51 +158,6 @@ def help_section(section: str) -> str:
 OmegaConf.register_new_resolver("resomap.help", help_section, replace=True)
 
 
-def _first_values(overrides: list[Any]) -> list[str] | None:
-    """The overrides of a sweep's first job (each swept key at its first value); None when a
-    sweep is not a list of values (an interval for an optimising sweeper)."""
-    first = []
-    for override in overrides:
-        if not override.is_sweep_override():
-            first.append(override.input_line)
-        elif override.is_discrete_sweep():
-            first.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
-        else:
-            return None
-    return first
-
-
-def _missing_config(error: Any) -> str:
-    """One paragraph for Hydra's "Could not find 'model/x'"."""
-    group, _, value = (error.missing_cfg_file or "").rpartition("/")
-    options = ", ".join(error.options or [])
-    if not group:
-        return f"{error.missing_cfg_file!r} is not a config of this command."
-    return (f"{group}={value} is not a {group} config; valid: {options} (the files of conf/{group}/; "
-            f"your own: --config-dir DIR holding {group}/{value}.yaml).")
-
-
-def _hydra_problem(error: Exception) -> str:
-    """Hydra's message as one paragraph (its search-path listing left out)."""
-    text = str(error).split("\nConfig search path:", 1)[0]
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def _value_problems(command: str, cfg: Any) -> list[str]:
-    """The values the command would refuse, checked without importing torch (the run checks
-    them again: what this early check cannot judge is left to it)."""
-    if command not in ("train", "explain"):
-        return []
-    from resomap.run.validation import config_problems
-
-    try:
-        return config_problems(cfg, check_precision=False)
-    except ResoMapError:
-        raise
-    except Exception:
-        return []
-
-
 def preflight(command: str, args: Sequence[str]) -> None:
     """Compose the command's config as Hydra will, and check every swept value, before torch
     is imported: a mistyped ``model=``, ``data=`` or ``res=`` fails in seconds.
@@ -244,64 +167,20 @@ def preflight(command: str, args: Sequence[str]) -> None:
     """
     if command not in HELP or any(arg in NO_PREFLIGHT_FLAGS for arg in args):
         return
-    from hydra import compose, initialize_config_module
-    from hydra._internal.utils import get_args_parser
+    from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-    from omegaconf import open_dict
-    from omegaconf.errors import OmegaConfBaseException
 
-    try:
-        parsed = get_args_parser().parse_args(list(args))
-        overrides = OverridesParser.create().parse_overrides(parsed.overrides)
-    except (SystemExit, OverrideParseException):
-        return  # Hydra reports its own usage errors
-    first = _first_values(overrides) if parsed.multirun else [item.input_line for item in overrides]
-    if first is None:
-        return
-    if parsed.config_dir or any(item.get_key_element() == "hydra.searchpath" for item in overrides):
-        # The user's own config folder: the groups it adds are listed only by the loader of the
-        # running app (a compose here would not see them), so the app checks these runs itself.
-        return
-    config_name = HELP[command].config_name
-    if GlobalHydra.instance().is_initialized():
-        return  # inside a running Hydra app (tests): the app composes and checks itself
+    checked = overrides_to_check(args)
+    if checked is None or GlobalHydra.instance().is_initialized():
+        return  # Hydra, or the running Hydra app (tests), checks this line itself
+    sweeps, first = checked
     with initialize_config_module(config_module="resomap.conf", version_base=VERSION_BASE):
-        try:
-            cfg = compose(config_name, overrides=first, return_hydra_config=True)
-        except MissingConfigException as error:
-            raise ResoMapError(_missing_config(error)) from None
-        except (ConfigCompositionException, OmegaConfBaseException) as error:
-            raise ResoMapError(f"{_hydra_problem(error)} (resomap {command} --help lists the groups "
-                               "and keys).") from None
-        loader = GlobalHydra.instance().config_loader()
+        cfg = compose_first_job(command, HELP[command].config_name, first)
         cfg.hydra.runtime.output_dir = str(Path.cwd())
         HydraConfig.instance().set_config(cfg)
         try:
-            job = cfg.copy()
-            with open_dict(job):
-                del job["hydra"]
-            problems = _value_problems(command, job)
-            for override in overrides if parsed.multirun else []:
-                if not override.is_sweep_override():
-                    continue
-                key = override.get_key_element().lstrip("+~")
-                if key.startswith("hydra."):
-                    continue  # Hydra's own settings: Hydra checks them
-                options = loader.get_group_options(key)
-                for value in list(override.sweep_iterator())[1:]:
-                    if options:
-                        if value is not None and str(value) not in options:
-                            problems.append(_missing_config(MissingConfigException(
-                                "", f"{key}/{value}", options)))
-                        continue
-                    other = job.copy()
-                    with open_dict(other):
-                        OmegaConf.update(other, key, value, force_add=True)
-                    problems += [problem for problem in _value_problems(command, other)
-                                 if problem not in problems]
+            problems = sweep_problems(command, cfg, sweeps)
         finally:
             HydraConfig.instance().cfg = None
     if problems:
@@ -316,7 +195,7 @@ def start(hydra_main: Callable[[], Any], command: str | None = None) -> None:
     line, error or traceback of any command shows a secret.
     """
     from resomap.extras import load_env, quiet_bars, quiet_warnings
-    from resomap.tracking.redact import install_stream_redaction
+    from resomap.redact_logs import install_stream_redaction
 
     load_env()
     install_stream_redaction()

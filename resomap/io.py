@@ -6,13 +6,14 @@ kill at any moment leaves each file either as it was or complete.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,10 @@ def to_strict_json(value: Any) -> Any:
     return value
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never half.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A new temporary file beside ``path`` to write (or memory-map) into; swapped in as ``path``
+    when the block ends, removed if it raises: readers see the old file or the new one, never half.
 
     The temporary file lives in the target's own folder, so the final ``os.replace`` is a
     rename on one file system (the system temp dir may be another mount, where a move is a copy).
@@ -61,16 +64,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(descriptor)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(temporary)
         os.chmod(temporary, file_mode())  # mkstemp makes 0600; give the usual file mode
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_path`), synced to disk first."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -152,3 +161,14 @@ def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 100, palette: i
     png = figure_png(figure, dpi=dpi, **savefig)
     atomic_write_bytes(path, palette_png(png, palette) if palette else png)
     return Path(path)
+
+
+def atomic_symlink(target: str | os.PathLike, link: str | os.PathLike) -> None:
+    """Point ``link`` at ``target`` (a relative link), swapped in atomically: readers see the old
+    link (or file) or the new link, never none."""
+    link = Path(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    temporary = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(target, link.parent), temporary)
+    os.replace(temporary, link)

@@ -24,12 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 from resomap.errors import ResoMapError, user_error
 from resomap.io import write_json
 from resomap.names import UnsafeName
+from resomap.redact import redact_config
 from resomap.run import distributed, signals
 from resomap.run import orchestrate as experiment
 from resomap.run.job import JOB_FILE, JOB_STATUSES, read_job  # noqa: F401  (the sweep's job files)
 from resomap.tracking import mlflow as tracking
 from resomap.tracking import sweep_run
-from resomap.tracking.redact import redact_config
 from resomap.tracking.settings import TrackingSettings
 
 log = logging.getLogger(__name__)

@@ -88,7 +88,7 @@ def _guarded(task: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]
 
 
 def main() -> None:
-    from resomap.tracking.redact import install_log_redaction
+    from resomap.redact_logs import install_log_redaction
 
     install_log_redaction()
     args = sys.argv[1:]

@@ -10,17 +10,17 @@ every size.
 Within one process (Hydra's basic launcher runs a whole sweep in one), a split copied to an
 accelerator stays there for the next job at the same resolution (:func:`resident`): the
 registry holds one data set at one resolution per device and frees it when a job asks for
-another. :class:`DeviceBatches` then serves batches from it with indices drawn on the device.
+another. :class:`resomap.data.device_batches.DeviceBatches` then serves batches from it with
+indices drawn on the device.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
+import io
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +31,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from resomap.data.io import load_rgb
+from resomap.io import atomic_path, atomic_write_bytes
 
 try:
     import fcntl
@@ -99,11 +100,6 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _temporary(final: Path) -> Path:
-    """A unique name beside ``final`` to build into (same file system, so ``os.replace`` is atomic)."""
-    return final.with_name(f".building-{os.getpid()}-{uuid.uuid4().hex[:8]}-{final.name}")
-
-
 def _decode_into(paths: dict[int, Path], samples: Sequence[Sample], workers: int | None,
                  description: str) -> None:
     """Fill a new ``.npy`` file per size (``paths``: size -> file) with the decoded, resized
@@ -137,23 +133,16 @@ def build_many(samples: Sequence[Sample], targets: dict[int, tuple[Path, Path]],
                description: str = "") -> None:
     """Decode ``samples`` once into every ``size -> (images file, labels file)`` of ``targets``;
     each pair appears (atomically) only when complete."""
-    temporary = {size: (_temporary(images), _temporary(labels)) for size, (images, labels) in targets.items()}
-    try:
-        for images, _ in targets.values():
-            images.parent.mkdir(parents=True, exist_ok=True)
-        sizes = ", ".join(f"{size}" for size in sorted(targets))
-        _decode_into({size: pair[0] for size, pair in temporary.items()}, samples, workers,
-                     description or f"Caching {sizes} px")
-        labels = np.asarray([label for _, label in samples], dtype=np.int64)
-        for size, (images, labels_path) in targets.items():
-            np.save(temporary[size][1], labels)
-            # Labels first: a reader takes the image file's presence as "complete".
-            os.replace(temporary[size][1], labels_path)
-            os.replace(temporary[size][0], images)
-    finally:
-        for pair in temporary.values():
-            for path in pair:
-                path.unlink(missing_ok=True)
+    sizes = ", ".join(f"{size}" for size in sorted(targets))
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray([label for _, label in samples], dtype=np.int64))
+    with contextlib.ExitStack() as stack:
+        temporary = {size: stack.enter_context(atomic_path(images)) for size, (images, _) in targets.items()}
+        _decode_into(temporary, samples, workers, description or f"Caching {sizes} px")
+        # Labels first, image files as the block ends: a reader takes the image file's presence
+        # as "complete".
+        for _, labels_path in targets.values():
+            atomic_write_bytes(labels_path, buffer.getvalue())
 
 
 def load_or_build(samples: Sequence[Sample], image_size: int, cache_dir: str | os.PathLike, name: str,
@@ -282,55 +271,6 @@ def passthrough(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor,
     return batch
 
 
-class DeviceBatches:
-    """Batches of a split held in one device's memory, indexed there: the order is a
-    ``randperm`` drawn on the device each epoch, so no index crosses from the host and nothing
-    waits for the device (a DataLoader would copy every batch's indices from the CPU).
-
-    With ``world_size`` > 1 each rank takes every ``world_size``-th index of the same
-    permutation, padded by wrapping round to equal length (as ``DistributedSampler``), so all
-    ranks run the same number of steps. Unshuffled single-process batches are plain slices.
-    """
-
-    def __init__(self, split: CachedSplit, batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
-        self.split, self.batch_size, self.shuffle = split, int(batch_size), shuffle
-        self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
-        self.epoch = 0
-
-    def _per_rank(self) -> int:
-        return -(-len(self.split) // self.world_size)
-
-    def __len__(self) -> int:
-        return -(-self._per_rank() // self.batch_size)
-
-    def _order(self) -> torch.Tensor | None:
-        n, device = len(self.split), self.split.device
-        if self.shuffle:
-            generator = torch.Generator(device=device).manual_seed(self.seed + self.epoch)
-            order = torch.randperm(n, generator=generator, device=device)
-        elif self.world_size == 1:
-            return None
-        else:
-            order = torch.arange(n, device=device)
-        if self.world_size > 1:
-            total = self._per_rank() * self.world_size
-            order = torch.cat([order, order[: total - n]])[self.rank::self.world_size]
-        return order
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self._order()
-        self.epoch += 1
-        images, labels = self.split.images, self.split.labels
-        count = len(self.split) if order is None else len(order)
-        for start in range(0, count, self.batch_size):
-            if order is None:
-                yield images[start:start + self.batch_size], labels[start:start + self.batch_size]
-            else:
-                index = order[start:start + self.batch_size]
-                yield images[index], labels[index]
-
-
 # source file, device -> the split on that device; one data set at one resolution per device.
 _RESIDENT: dict[tuple[str, str], CachedSplit] = {}
 
@@ -380,31 +320,3 @@ def release(device: torch.device | str | None = None) -> None:
         del _RESIDENT[key]
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def keep_freed_memory() -> None:
-    """Make glibc keep freed memory for reuse instead of returning it to the OS (Linux).
-
-    Every image-sized tensor the augmentation allocates is larger than glibc's default mmap
-    threshold, so each one is a fresh mapping whose pages fault in one by one: at 512 px that
-    doubled the per-image cost of augmenting. Called in DataLoader worker processes only
-    (they end with the loader), it has no effect elsewhere or on other C libraries.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 1 << 30)
-    libc.mallopt(m_trim_threshold, 1 << 31)
-
-
-def worker_init(rank: int, worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: :func:`keep_freed_memory`, then Lightning's worker seeding
-    when ``seed_everything(workers=True)`` asked for it (a loader with its own init function
-    does not get Lightning's)."""
-    keep_freed_memory()
-    if int(os.environ.get("PL_SEED_WORKERS", 0)):
-        from lightning.fabric.utilities.seed import pl_worker_init_function
-
-        pl_worker_init_function(worker_id, rank=rank)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from resomap.data import cache
+from resomap.data import cache, device_batches, loader_workers
 from resomap.data.batch_augment import BatchAugment, normalize
 from resomap.data.io import (
     IMAGE_EXTENSIONS,
@@ -184,7 +184,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     - on an accelerator, on the device in ``on_after_batch_transfer``; ``device_cache`` keeps
       the whole split in its memory (auto: when it fits), shared with later jobs of the same
-      process at the same resolution, and batches are indexed there (``cache.DeviceBatches``);
+      process at the same resolution, and batches are indexed there (``device_batches.DeviceBatches``);
     - on the CPU, training batches are augmented and normalised in the DataLoader's workers,
       written straight into shared memory; evaluation batches need no worker and are
       normalised in ``on_after_batch_transfer``. ``device_cache=true`` on the CPU holds the
@@ -320,10 +320,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         what a memory figure of the model must leave out."""
         return cache.resident_bytes(self._training_device())
 
-    def _cached_loader(self, split: str, shuffle: bool) -> DataLoader | cache.DeviceBatches:
+    def _cached_loader(self, split: str, shuffle: bool) -> DataLoader | device_batches.DeviceBatches:
         """Batches of uint8 images straight from the cache (no per-image Python work).
 
-        A split resident on the training device is served by ``cache.DeviceBatches``. Otherwise
+        A split resident on the training device is served by ``device_batches.DeviceBatches``. Otherwise
         a DataLoader reads the memory-mapped file: for an accelerator the batches stay uint8 (a
         quarter of the bytes to copy, from pinned memory) and are augmented on it in
         ``on_after_batch_transfer``; training on the CPU, the workers augment and normalise
@@ -334,7 +334,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if on_device is not None:
             trainer = self.trainer
             seed = int(torch.randint(0, 2**31 - 1, ()))  # seed_everything makes it equal on every rank
-            return cache.DeviceBatches(on_device, batch_size, shuffle, seed,
+            return device_batches.DeviceBatches(on_device, batch_size, shuffle, seed,
                                        rank=trainer.global_rank if trainer is not None else 0,
                                        world_size=trainer.world_size if trainer is not None else 1)
         cpu = self._training_device().type == "cpu"
@@ -353,7 +353,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             # Pinned host batches let Lightning's non_blocking copy overlap with compute.
             pin_memory=self.pin_memory and not cpu,
             persistent_workers=workers > 0,
-            worker_init_fn=partial(cache.worker_init, rank) if workers > 0 else None,
+            worker_init_fn=partial(loader_workers.worker_init, rank) if workers > 0 else None,
             multiprocessing_context=multiprocessing.get_context("fork") if workers > 0 else None,
         )
 

@@ -19,11 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from resomap.data.datamodule import ImageFolderDataModule, dataset_fingerprint
 from resomap.device import resolve_precision
 from resomap.models.classifier import LitClassifier
+from resomap.redact import redact_config
 from resomap.run.checkpoint import AtomicCheckpointIO, FitState
 from resomap.run.export import ResultExport
 from resomap.run.identity import RunIdentity
-from resomap.run.record import EXPLANATIONS, DataInfo
-from resomap.tracking.redact import redact_config
+from resomap.run.record_schema import EXPLANATIONS, DataInfo
 
 log = logging.getLogger(__name__)
 

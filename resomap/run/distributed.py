@@ -41,7 +41,7 @@ from resomap.device import device_count as devices_per_node
 from resomap.device import uses_cuda
 from resomap.errors import ResoMapError
 from resomap.run import record as results
-from resomap.tracking.redact import SecretOverrideError, overrides_without_secrets
+from resomap.secret_overrides import SecretOverrideError, overrides_without_secrets
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from resomap.device import device_name
 from resomap.run.identity import RunIdentity
-from resomap.run.record import DataInfo, RunRecord, TestMetrics
+from resomap.run.record_schema import DataInfo, RunRecord, TestMetrics
 
 LIBRARIES = ("torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "mlflow", "fvcore",
              "captum", "resomap")

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resomap.config import flatten, run_name
 from resomap.device import device_count, resolve_precision
-from resomap.tracking.redact import redact_config
+from resomap.redact import redact_config
 
 IDENTITY_FILE = "identity.json"
 

@@ -36,7 +36,7 @@ from resomap.measure.maps import (
 )
 from resomap.names import UnsafeName, contained, safe_name
 from resomap.run import record as records
-from resomap.run.record import RunRecord
+from resomap.run.record_schema import RunRecord
 from resomap.study.plots import short
 
 log = logging.getLogger(__name__)

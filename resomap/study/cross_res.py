@@ -33,7 +33,7 @@ from tqdm import tqdm
 from resomap.device import resolve_precision, torch_device
 from resomap.io import write_json
 from resomap.names import UnsafeName, contained, safe_name
-from resomap.run.record import RunRecord
+from resomap.run.record_schema import RunRecord
 from resomap.run.trained import UntrustedRecordError, datamodule_for, load_trained
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from resomap.run.record import RunRecord
+from resomap.run.record_schema import RunRecord
 from resomap.study import agreement, plots
 from resomap.study.blocks import Md, Section, esc, figure, fmt, plots_dir, table, titled
 from resomap.study.study import DataStudy, RunData, Study

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from resomap.run import record as records
-from resomap.run.record import RunRecord
+from resomap.run.record_schema import RunRecord
 from resomap.study import cross_res, degenerate, stats
 from resomap.study.decide import Decision, Settings, check_settings, decide  # noqa: F401 (re-exported)
 from resomap.study.groups import Configurations, configurations

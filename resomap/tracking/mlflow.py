@@ -2,7 +2,7 @@
 
 The life of a run's MLflow run (start, continue, mirror the record, end) is in
 :mod:`resomap.tracking.mirror`. Everything sent to MLflow (params, tags, artifacts) goes
-through :mod:`resomap.tracking.redact`; credentials in a tracking URI are moved into MLflow's
+through :mod:`resomap.redact`; credentials in a tracking URI are moved into MLflow's
 own environment variables.
 """
 
@@ -24,7 +24,8 @@ from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 
 from resomap.errors import ResoMapError
 from resomap.io import atomic_write_text, write_json
-from resomap.tracking.redact import redact_config, redact_text, redact_uri, redact_yaml_file
+from resomap.redact import redact_config, redact_text, redact_uri
+from resomap.tracking.hydra_redact import redact_yaml_file
 from resomap.tracking.store_home import default_artifact_root, relocate_artifacts
 
 log = logging.getLogger(__name__)

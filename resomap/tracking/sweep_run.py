@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from resomap.io import write_json
+from resomap.redact import redact_text
 from resomap.tracking.mlflow import TrackingError, log_artifact_redacted, redact_uri
-from resomap.tracking.redact import redact_text
 from resomap.tracking.settings import TrackingSettings
 
 log = logging.getLogger(__name__)

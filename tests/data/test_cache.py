@@ -15,6 +15,7 @@ from PIL import Image
 from resomap.data import cache
 from resomap.data.batch_augment import normalize
 from resomap.data.datamodule import ImageFolderDataModule, eval_transform
+from resomap.data.device_batches import DeviceBatches
 from resomap.data.io import load_rgb
 
 SIZE = 40
@@ -106,7 +107,7 @@ def test_concurrent_builders_share_one_build(data_root: Path, tmp_path: Path, de
     assert len(decodes) == len(samples)
     for images, labels in outcomes:
         assert np.array_equal(images, outcomes[0][0]) and np.array_equal(labels, outcomes[0][1])
-    assert not list((tmp_path / "cache").rglob(".building-*"))
+    assert not list((tmp_path / "cache").rglob(".*.tmp"))  # no temporary file left behind
 
 
 def test_cached_loader_gives_uint8_batches_normalised_after_transfer(data_root: Path, tmp_path: Path):
@@ -159,16 +160,16 @@ def test_a_memory_map_moves_to_a_device_in_chunks_without_change(data_root: Path
 
 def test_device_batches_cover_each_image_once_per_epoch_in_a_new_order():
     split = cache.CachedSplit(torch.zeros(23, 3, 4, 4, dtype=torch.uint8), torch.arange(23))
-    batches = cache.DeviceBatches(split, batch_size=5, shuffle=True, seed=1)
+    batches = DeviceBatches(split, batch_size=5, shuffle=True, seed=1)
     assert len(batches) == 5
     epochs = [torch.cat([labels for _, labels in batches]) for _ in range(2)]
     for seen in epochs:
         assert sorted(seen.tolist()) == list(range(23))
     assert not torch.equal(epochs[0], epochs[1])
-    in_order = torch.cat([labels for _, labels in cache.DeviceBatches(split, 5, shuffle=False)])
+    in_order = torch.cat([labels for _, labels in DeviceBatches(split, 5, shuffle=False)])
     assert torch.equal(in_order, torch.arange(23))
 
-    ranks = [cache.DeviceBatches(split, 5, shuffle=True, seed=1, rank=rank, world_size=2) for rank in (0, 1)]
+    ranks = [DeviceBatches(split, 5, shuffle=True, seed=1, rank=rank, world_size=2) for rank in (0, 1)]
     shards = [torch.cat([labels for _, labels in batches]) for batches in ranks]
     assert len(ranks[0]) == len(ranks[1]) == 3 and len(shards[0]) == len(shards[1]) == 12
     assert set(torch.cat(shards).tolist()) == set(range(23))  # one image repeated to even the ranks
@@ -176,13 +177,13 @@ def test_device_batches_cover_each_image_once_per_epoch_in_a_new_order():
 
 def test_resident_splits_are_reused_and_freed_on_a_new_resolution(data_root: Path, tmp_path: Path,
                                                                  no_resident):
-    def loader(size: int) -> cache.DeviceBatches:
+    def loader(size: int) -> DeviceBatches:
         datamodule = ImageFolderDataModule(str(data_root), image_size=size, batch_size=8, num_workers=0,
                                            pipeline="cached", cache_dir=str(tmp_path / "cache"),
                                            device_cache="true")
         datamodule.setup("fit")
         found = datamodule.train_dataloader()
-        assert isinstance(found, cache.DeviceBatches)
+        assert isinstance(found, DeviceBatches)
         return found
 
     first, second = loader(SIZE), loader(SIZE)
@@ -235,6 +236,6 @@ def test_fit_trains_from_resident_batches(data_root: Path, tmp_path: Path, no_re
     trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
     trainer.fit(module, datamodule=datamodule)
-    assert isinstance(trainer.train_dataloader, cache.DeviceBatches)
+    assert isinstance(trainer.train_dataloader, DeviceBatches)
     assert trainer.num_training_batches == -(-len(datamodule.cached["train"]) // 8)
     assert trainer.global_step == 2 * trainer.num_training_batches

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import run_module, tiny_overrides
 
-from resomap.run.record import read_record
+from resomap.run.record_schema import read_record
 
 pytestmark = pytest.mark.slow
 

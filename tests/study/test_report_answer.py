@@ -15,7 +15,7 @@ import test_report_cases
 from markdown_it import MarkdownIt
 from test_report_cases import CLASSES, COUNTS, NV, build, labels_of, make_record, strict_report
 
-from resomap.run.record import write_record
+from resomap.run.record_write import write_record
 from resomap.study.aggregate import write_aggregates
 from resomap.study.decide import ONE_RUN
 from resomap.study.report import anchors, esc

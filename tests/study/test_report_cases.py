@@ -21,7 +21,9 @@ from sklearn.preprocessing import label_binarize
 from resomap.errors import ResoMapError
 from resomap.run import record as records
 from resomap.run.identity import RunIdentity
-from resomap.run.record import DataInfo, RunRecord, predictions_path, write_predictions, write_record
+from resomap.run.record_files import predictions_path
+from resomap.run.record_schema import DataInfo, RunRecord
+from resomap.run.record_write import write_predictions, write_record
 from resomap.study import report as report_module
 from resomap.study.aggregate import write_aggregates
 from resomap.study.report import FAILED_TITLE, ReportIncomplete, write_report

@@ -22,7 +22,7 @@ from conftest import run_module
 from resomap.config import PRIMARY_DATA
 from resomap.io import write_json
 from resomap.run.identity import RunIdentity
-from resomap.run.record import DataInfo, RunRecord, TestMetrics
+from resomap.run.record_schema import DataInfo, RunRecord, TestMetrics
 from resomap.run.trained import UntrustedRecordError, load_trained
 
 CLASSES = ["a", "b"]

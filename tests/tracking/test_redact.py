@@ -16,21 +16,15 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import resomap  # noqa: F401  (registers the config resolvers)
+from resomap.redact import redact_config, redact_text, redact_uri
+from resomap.redact_logs import install_log_redaction
 from resomap.run import distributed
 from resomap.run.identity import RunIdentity
+from resomap.secret_names import MASK, is_secret_env_name, is_secret_key
+from resomap.secret_overrides import overrides_without_secrets
+from resomap.tracking.hydra_redact import redact_yaml_file
 from resomap.tracking.mirror import config_document, params_and_tags
 from resomap.tracking.mlflow import use_env_credentials
-from resomap.tracking.redact import (
-    MASK,
-    install_log_redaction,
-    is_secret_env_name,
-    is_secret_key,
-    overrides_without_secrets,
-    redact_config,
-    redact_text,
-    redact_uri,
-    redact_yaml_file,
-)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "PASSWORD1234"
@@ -301,7 +295,7 @@ def test_console_streams_are_redacted_from_the_entry_point_on(tmp_path: Path, cl
     output = completed.stdout + completed.stderr
     assert completed.returncode != 0 and "not_a_key_password" in output, output
     assert _leaks(output) == [] and "tk-Hd7q" not in output, output
-    script = ("from resomap.tracking.redact import install_stream_redaction\n"
+    script = ("from resomap.redact_logs import install_stream_redaction\n"
               "install_stream_redaction()\n"
               f"print('uri', {('http://alice:' + HARD + '@h/x')!r})\n"
               f"raise RuntimeError('failed with password=' + {HARD!r})\n")
