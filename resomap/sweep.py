@@ -30,7 +30,7 @@ from resomap.run import orchestrate as experiment
 from resomap.run.job import JOB_FILE, JOB_STATUSES, read_job  # noqa: F401  (the sweep's job files)
 from resomap.tracking import mlflow as tracking
 from resomap.tracking import sweep_run
-from resomap.tracking.settings import TrackingSettings
+from resomap.tracking.settings import TrackingSettings, is_store_node
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +219,15 @@ def varying_settings(results_dir: str | Path, digests: set[str]) -> dict[str, di
 def sweep_tracking(config: DictConfig) -> TrackingSettings:
     """The sweep's tracking settings; without stores, with a warning, when their nodes cannot be
     read: each job then stops with that store's own error and what to do."""
+    checkpoint_dir = OmegaConf.select(config, "paths.checkpoint_dir", default="checkpoints")
+    folders = {"checkpoint_dir": Path(checkpoint_dir), "results_dir": Path(config.paths.results_dir)}
+    if not any(is_store_node(node) for node in (config.get("logger") or {}).values()):
+        return TrackingSettings(stores=(), **folders)
     try:
         return experiment.tracking_settings(config)
     except Exception as error:  # reported by every job; the sweep's run is a convenience
         log.warning("This sweep has no MLflow run: its store cannot be used (%s)", error)
-        return TrackingSettings(stores=(), checkpoint_dir=Path(config.paths.checkpoint_dir),
-                                results_dir=Path(config.paths.results_dir))
+        return TrackingSettings(stores=(), **folders)
 
 
 class SweepSummary(Callback):
