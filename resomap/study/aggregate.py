@@ -16,7 +16,9 @@ import numpy as np
 
 from resomap.io import atomic_write_text, write_csv, write_json
 from resomap.study import spent, stats
-from resomap.study.study import DataStudy, RunData, Settings, Study, build_study
+from resomap.study.decide import Settings, check_settings
+from resomap.study.runs import RunData
+from resomap.study.study import DataStudy, Study, build_study
 
 # The seed study's columns, in its order; new columns follow them.
 SEED_COLUMNS = (
@@ -343,11 +345,11 @@ def write_aggregates(results_dir: str | Path, evaluate_cross_res: bool = True, d
 
     A report section that cannot be built does not cost the others: every file is written,
     the report ends with the sections that failed, and then
-    :class:`resomap.study.report.ReportIncomplete` is raised (the caller exits non-zero).
+    :class:`resomap.study.failures.ReportIncomplete` is raised (the caller exits non-zero).
     ``strict=True`` (tests) raises the section's own error at once instead.
     """
-    from resomap.study.report import ReportIncomplete, write_report
-    from resomap.study.study import check_settings
+    from resomap.study.failures import ReportIncomplete
+    from resomap.study.report import write_report
 
     chosen = check_settings(metric, margin, **settings)
     results_dir = Path(results_dir)

@@ -18,7 +18,7 @@ import pytest
 from conftest import run_module, tiny_overrides
 
 from resomap.study.aggregate import SEED_COLUMNS
-from resomap.study.report import esc
+from resomap.study.blocks import esc
 
 pytestmark = pytest.mark.slow
 
