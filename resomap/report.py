@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
     from resomap.logs import stage
     from resomap.run import record as results
     from resomap.study.aggregate import write_aggregates
-    from resomap.study.report import ReportIncomplete
+    from resomap.study.failures import ReportIncomplete
 
     extras(cfg)
     with user_errors():

@@ -1,5 +1,5 @@
 """The report's building blocks, shared by its section modules: a section, escaped Markdown,
-tables, numbers, and where a section's figures go.
+tables, numbers (intervals and p-values as cells), and where a section's figures go.
 
 Kept apart from :mod:`resomap.study.report` so section modules (``grid_sections``) can use them
 without importing the report that lists them.
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from resomap.names import contained
+from resomap.study import degenerate, stats
 from resomap.study.study import DataStudy, Study
 
 PLOTS_DIR = "plots"
@@ -86,3 +87,32 @@ def figure(study: Study, data: DataStudy | None, name: str) -> Path:
 def titled(study: Study, data: DataStudy, title: str) -> str:
     return f"{title} ({data.name})" if len(study.data_sets) > 1 else title
 
+
+def with_ci(interval: stats.Interval | None) -> str:
+    """``estimate [low, high]``; the interval's ends as computed, even when they exclude the estimate.
+    A degenerate interval (zero width, an estimate at 0 or 1) is marked, never shown as certainty."""
+    if interval is None or not math.isfinite(interval.mean):
+        return "n/a"
+    if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        return fmt(interval.mean)
+    text = f"{fmt(interval.mean)} [{fmt(interval.low)}, {fmt(interval.high)}]"
+    flag = degenerate.interval_flag(interval.low, interval.high, interval.mean)
+    return Md(f"{text} (degenerate: {flag})" if flag else text)  # numbers only: nothing to escape
+
+
+def signed_ci(difference: stats.PairedDifference, positives: int | None = None,
+              estimates: Sequence[float] = ()) -> str:
+    """``difference [low, high]``, marked when degenerate: zero width, few test images of the
+    class (``positives``), or a compared estimate at its bound (``estimates``)."""
+    text = f"{difference.difference:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]"
+    reasons = [degenerate.interval_flag(difference.low, difference.high, bounded=False, positives=positives)]
+    reasons += [f"an estimate at the bound {value:g}" for value in estimates
+                if math.isfinite(value) and (value <= 0 or value >= 1)]
+    found = ", ".join(reason for reason in reasons if reason)
+    return Md(f"{text} (degenerate: {found})" if found else text)  # numbers only: nothing to escape
+
+
+def pvalue(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"

@@ -16,7 +16,8 @@ import numpy as np
 from resomap.run.record_schema import RunRecord
 from resomap.study import agreement, plots
 from resomap.study.blocks import Md, Section, esc, figure, fmt, plots_dir, table, titled
-from resomap.study.study import DataStudy, RunData, Study
+from resomap.study.runs import RunData
+from resomap.study.study import DataStudy, Study
 
 # Classes shown when the report chooses them: the two whose AUROC changes most (one image each).
 SHOWN_CLASSES = 2

@@ -33,7 +33,7 @@ class Spent:
 
 
 def spent(model: str, groups: list) -> Spent:
-    """The cost of ``groups`` (one model's :class:`resomap.study.study.Group` list)."""
+    """The cost of ``groups`` (one model's :class:`resomap.study.resolution_group.Group` list)."""
     runs = [run for group in groups for run in group.runs]
     seeds = {group.resolution: len(group.runs) for group in groups}
     k = max(seeds.values(), default=0)

@@ -13,7 +13,7 @@ from resomap.measure.maps import explanation_dir, mass_fraction, rank_correlatio
 from resomap.run import record as records
 from resomap.run.identity import RunIdentity
 from resomap.study.agreement import agreement_table, write_agreement
-from resomap.study.report import explanations_section
+from resomap.study.grid_sections import explanations_section
 from resomap.study.study import build_study
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import run_module, tiny_overrides
 
-from resomap.study.aggregate import SEED_COLUMNS
-from resomap.study.report import esc
+from resomap.study.blocks import esc
+from resomap.study.results_table import SEED_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -115,6 +115,9 @@ def test_detailed_report_keeps_the_seed_layout(sweep: Path):
     positions = [text.index(heading) for heading in headings]
     assert positions == sorted(positions)
     assert "Ranked by: test balanced accuracy" in text
+    # Every model's and resolution's block names the metric (not the model of a recommendation).
+    blocks = text.split("RESULTS BY MODEL", 1)[1].split("DETAILED RESULTS TABLE", 1)[0]
+    assert blocks.count("  Average balanced accuracy: ") == blocks.count("  Experiments: ") > 1
 
 
 def test_report_answers_per_model_and_names_data_and_machine(sweep: Path):

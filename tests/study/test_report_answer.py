@@ -17,9 +17,9 @@ from test_report_cases import CLASSES, COUNTS, NV, build, labels_of, make_record
 
 from resomap.run.record_write import write_record
 from resomap.study.aggregate import write_aggregates
-from resomap.study.decide import ONE_RUN
-from resomap.study.report import anchors, esc
-from resomap.study.study import Settings
+from resomap.study.blocks import esc
+from resomap.study.decide import ONE_RUN, Settings
+from resomap.study.render import anchors
 
 
 def test_one_seed_states_no_decision_and_what_more_seeds_cost(tmp_path: Path):

@@ -26,8 +26,10 @@ from resomap.run.record_schema import DataInfo, RunRecord
 from resomap.run.record_write import write_predictions, write_record
 from resomap.study import report as report_module
 from resomap.study.aggregate import write_aggregates
-from resomap.study.report import FAILED_TITLE, ReportIncomplete, write_report
-from resomap.study.study import Settings, build_study, check_settings
+from resomap.study.decide import Settings, check_settings
+from resomap.study.failures import FAILED_TITLE, ReportIncomplete
+from resomap.study.report import write_report
+from resomap.study.study import build_study
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 MEL, NV = CLASSES.index("mel"), CLASSES.index("nv")

@@ -10,7 +10,7 @@ from scipy import stats as scipy_stats
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from resomap.study import stats
-from resomap.study.study import pareto_optimal
+from resomap.study.recommend import pareto_optimal
 
 
 def _run(labels: np.ndarray, probabilities: np.ndarray) -> stats.Predictions:

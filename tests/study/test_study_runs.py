@@ -15,7 +15,8 @@ from resomap.data.synthetic import generate
 from resomap.run import record as records
 from resomap.study import degenerate
 from resomap.study.aggregate import write_aggregates
-from resomap.study.study import Settings, build_study
+from resomap.study.decide import Settings
+from resomap.study.study import build_study
 
 pytestmark = pytest.mark.slow
 FAST = ["logger=csv", "explain=none", "callbacks.profile.warmup_runs=1", "callbacks.profile.timed_runs=2"]
