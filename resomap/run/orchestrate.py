@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resomap.device import free_accelerator_memory
 from resomap.errors import ResoMapError
-from resomap.run import build, checkpoint, distributed
+from resomap.run import build, checkpoint, distributed, record_write
 from resomap.run import record as records
 from resomap.run.identity import RunIdentity
 from resomap.run.lock import run_lock
@@ -130,7 +130,7 @@ def _skip(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings) ->
         if fetched:
             try:
                 record = records.read_record(fetched)
-                records.write_record(cfg.paths.results_dir, record)  # the view
+                record_write.write_record(cfg.paths.results_dir, record)  # the view
                 return record.objective(cfg.objective)
             except records.InvalidResult as error:
                 log.warning("The record fetched from MLflow run %s is not usable: %s", found.info.run_id,
@@ -171,8 +171,8 @@ def _remove_temporary_files(cfg: DictConfig, identity: RunIdentity, folder: Path
     """What a kill mid-write left in this run's folders: this run is their only writer, and it
     holds the lock."""
     results_dir = Path(cfg.paths.results_dir)
-    records.remove_temporary_files(folder, records.run_dir(results_dir, identity))
-    records.remove_temporary_files(results_dir / records.TEST_RESULTS,
+    record_write.remove_temporary_files(folder, records.run_dir(results_dir, identity))
+    record_write.remove_temporary_files(results_dir / records.TEST_RESULTS,
                                    prefixes=(f"{identity.run_name}.json.", f"{identity.run_name}.npz."))
 
 
@@ -262,9 +262,9 @@ def _commit(cfg: DictConfig, exporter, timing: dict[str, float], started: float)
     labels, probabilities = exporter.predictions
     folder = records.run_dir(cfg.paths.results_dir, record)
     try:
-        records.write_predictions(folder / records.PREDICTIONS_FILE, labels, probabilities,
+        record_write.write_predictions(folder / records.PREDICTIONS_FILE, labels, probabilities,
                                   identity=record.identity)
-        path = records.write_record(cfg.paths.results_dir, record)
+        path = record_write.write_record(cfg.paths.results_dir, record)
     except OSError as error:
         if checkpoint.disk_full(error):
             raise checkpoint.DiskFullError(checkpoint.disk_full_message(

@@ -10,6 +10,9 @@ writer in :mod:`resomap.run.record_write`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ import numpy as np
 from resomap.run.identity import RunIdentity
 from resomap.run.record_files import load_npz, predictions_path, record_path, result_path, run_dir
 from resomap.run.record_schema import (
+    EXPLAIN_FILE,
     PREDICTIONS_FILE,
     RECORD_FILE,
     RUNS,
@@ -27,6 +31,8 @@ from resomap.run.record_schema import (
     RunRecord,
     read_record,
 )
+
+log = logging.getLogger(__name__)
 
 
 def read_predictions(results_dir: str | os.PathLike, record: RunRecord) -> dict[str, np.ndarray] | None:
@@ -61,6 +67,28 @@ def _is_legacy_file(path: Path, record: RunRecord) -> bool:
         return False
 
 
+def with_explanations(results_dir: str | os.PathLike, record: RunRecord) -> RunRecord:
+    """``record`` with the explain section that ``resomap explain`` wrote later beside it
+    (``explain.json`` in its run folder), when that file is of this run; else as written, with a
+    warning naming the file when it is not usable (the run's other results stay in the report)."""
+    path = run_dir(results_dir, record) / EXPLAIN_FILE
+    if not path.is_file():
+        return record
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        log.warning("%s is not readable JSON (%s); the run's own explanations are used", path, error)
+        return record
+    if not isinstance(saved, dict) or saved.get("identity") != record.identity.digest:
+        log.warning("%s is not the explanations of run %s; the run's own are used", path,
+                    record.identity.digest)
+        return record
+    if not isinstance(saved.get("explain"), dict):
+        log.warning("%s: field explain is not a mapping; the run's own explanations are used", path)
+        return record
+    return dataclasses.replace(record, explain=saved["explain"])
+
+
 def iter_records(results_dir: str | os.PathLike) -> Iterator[tuple[Path, RunRecord | InvalidResult]]:
     """Every record under ``results_dir``, read, or the reason it is not valid: each run folder's
     ``record.json``, then the earlier layout's files in ``test_results/`` (views skipped, and any
@@ -78,7 +106,7 @@ def iter_records(results_dir: str | os.PathLike) -> Iterator[tuple[Path, RunReco
                                       f"({path.parent.name}); left out")
             continue
         seen.add(record.identity.digest)
-        yield path, record
+        yield path, with_explanations(results_dir, record)
     for path in sorted((Path(results_dir) / TEST_RESULTS).glob("*.json")):
         if path.is_symlink():
             continue
@@ -89,7 +117,7 @@ def iter_records(results_dir: str | os.PathLike) -> Iterator[tuple[Path, RunReco
             continue
         if record.identity.digest not in seen:
             seen.add(record.identity.digest)
-            yield path, record
+            yield path, with_explanations(results_dir, record)
 
 
 def find_finished(results_dir: str | os.PathLike, identity: RunIdentity) -> RunRecord | None:
@@ -107,9 +135,3 @@ def find_finished(results_dir: str | os.PathLike, identity: RunIdentity) -> RunR
             return None
         return record if record.identity == identity else None
     return None
-
-
-# Names other modules still reach as ``records.<name>`` (``from resomap.run import record as
-# records``); their owners are record_schema and record_write.
-from resomap.run.record_schema import EXPLANATIONS, DataInfo, TestMetrics  # noqa: E402,F401
-from resomap.run.record_write import remove_temporary_files, write_predictions, write_record  # noqa: E402,F401

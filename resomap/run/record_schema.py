@@ -37,6 +37,8 @@ RUNS = "runs"
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.npz"
 EXPLANATIONS = "explanations"
+# The explain section that ``resomap explain`` wrote after the run, beside its record (written once).
+EXPLAIN_FILE = "explain.json"
 
 
 class ResultContributor(Protocol):

@@ -18,7 +18,14 @@ import numpy as np
 from resomap.io import atomic_symlink, atomic_write_bytes, write_json
 from resomap.run.identity import RunIdentity
 from resomap.run.record_files import load_npz, predictions_path, record_path, result_path, run_dir
-from resomap.run.record_schema import PREDICTIONS_FILE, RECORD_FILE, InvalidResult, RunRecord, read_record
+from resomap.run.record_schema import (
+    EXPLAIN_FILE,
+    PREDICTIONS_FILE,
+    RECORD_FILE,
+    InvalidResult,
+    RunRecord,
+    read_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +104,12 @@ def remove_temporary_files(*folders: str | os.PathLike, prefixes: tuple[str, ...
         log.info("Removed %d temporary file(s) left by an interrupted writer: %s", len(removed),
                  ", ".join(str(path) for path in removed))
     return removed
+
+
+def write_explanations(results_dir: str | os.PathLike, record: RunRecord, section: dict) -> Path:
+    """``explain.json`` in the run's folder: explanations made after the run (``resomap explain``),
+    beside its record, which stays as the run wrote it; readers see them through
+    :func:`resomap.run.record.iter_records`."""
+    path = run_dir(results_dir, record) / EXPLAIN_FILE
+    write_json(path, {"identity": record.identity.digest, "explain": section})
+    return path

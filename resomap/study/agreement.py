@@ -59,7 +59,7 @@ def _maps_path(results_dir: Path, record: RunRecord, source: Path | None = None)
     maps_file = safe_name(section.get("maps_file") or MAPS_FILE, "explain.maps_file", source)
     # The run's own folder (named by its identity digest); records of the earlier layout kept
     # their maps under explanations/{run_name}/.
-    own = records.run_dir(results_dir, record) / records.EXPLANATIONS / maps_file
+    own = records.run_dir(results_dir, record) / EXPLANATIONS / maps_file
     if own.is_file():
         return own
     return contained(results_dir, explanation_dir(Path("."), run) / maps_file)

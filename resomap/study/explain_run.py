@@ -3,12 +3,12 @@
 The run is found by its record (``results/test_results/{run_name}.json``), its model loaded by
 :func:`resomap.run.trained.load_trained` (which checks every name and path the record gives) and
 its test split rebuilt from the record's data set.
-The explain section is written into the record and the cross-resolution agreement refreshed.
+The explain section is written beside the record (``explain.json`` in its run folder: a record is
+written once, by its run) and the cross-resolution agreement refreshed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -18,6 +18,8 @@ from omegaconf import DictConfig
 from resomap.device import torch_device
 from resomap.errors import ResoMapError
 from resomap.run import record as records
+from resomap.run.record_schema import EXPLANATIONS
+from resomap.run.record_write import write_explanations
 from resomap.run.trained import UntrustedRecordError, datamodule_for, load_trained
 from resomap.study.agreement import write_agreement
 
@@ -54,10 +56,10 @@ def explain_checkpoint(cfg: DictConfig) -> dict[str, Any]:
             "trained on.")
     module.to(torch_device(cfg.trainer.get("accelerator", "auto")))
     # From the project's configs, never from the record; the maps go to the run's own folder.
-    maps_dir = records.run_dir(cfg.paths.results_dir, record) / records.EXPLANATIONS
+    maps_dir = records.run_dir(cfg.paths.results_dir, record) / EXPLANATIONS
     explainer = instantiate(explainer_cfg, output_dir=str(maps_dir))
     section = explainer.explain(module.net, datamodule, channels_last=module.channels_last)
-    records.write_record(cfg.paths.results_dir, dataclasses.replace(record, explain=section))
-    log.info("Explained %s; section written to %s", record.run_name, path)
+    written = write_explanations(cfg.paths.results_dir, record, section)
+    log.info("Explained %s; section written to %s, beside its record", record.run_name, written)
     write_agreement(cfg.paths.results_dir)
     return {"explain": section}

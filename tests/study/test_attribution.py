@@ -12,6 +12,8 @@ import pytest
 from resomap.measure.maps import explanation_dir, mass_fraction, rank_correlation, resample, top_iou
 from resomap.run import record as records
 from resomap.run.identity import RunIdentity
+from resomap.run.record_schema import DataInfo, TestMetrics
+from resomap.run.record_write import write_record
 from resomap.study.agreement import agreement_table, write_agreement
 from resomap.study.grid_sections import explanations_section
 from resomap.study.study import build_study
@@ -67,14 +69,14 @@ def _explained_run(results_dir: Path, data_root: Path, resolution: int, images: 
     np.savez(folder / "maps.npz", **arrays)
     record = records.RunRecord(
         identity=RunIdentity("tiny_cnn", resolution, 0, "synthetic", "fp", "hash"), timestamp="t",
-        classes=["a", "b"], data=records.DataInfo("synthetic", str(data_root), "fp"),
-        test_metrics=records.TestMetrics(None, None, None, None, None, None, {}, [], 0),
+        classes=["a", "b"], data=DataInfo("synthetic", str(data_root), "fp"),
+        test_metrics=TestMetrics(None, None, None, None, None, None, {}, [], 0),
         explain={"maps_file": "maps.npz", "data_root": str(data_root), "methods": {"grad_cam": {
             "sanity_spearman": float(np.mean(sanity)),
             "sanity_abs_spearman": float(np.mean(np.abs(sanity))),
             **({"completeness_error": completeness_error, "completeness_large": completeness_error > 0.05}
                if completeness_error is not None else {})}}})
-    records.write_record(results_dir, record)
+    write_record(results_dir, record)
 
 
 def _masked_pair(tmp_path: Path, completeness_error: float | None = None) -> Path:

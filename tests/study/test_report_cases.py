@@ -19,10 +19,9 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.preprocessing import label_binarize
 
 from resomap.errors import ResoMapError
-from resomap.run import record as records
 from resomap.run.identity import RunIdentity
 from resomap.run.record_files import predictions_path
-from resomap.run.record_schema import DataInfo, RunRecord
+from resomap.run.record_schema import DataInfo, RunRecord, TestMetrics
 from resomap.run.record_write import write_predictions, write_record
 from resomap.study import report as report_module
 from resomap.study.aggregate import write_aggregates
@@ -90,7 +89,7 @@ def make_record(results_dir: Path, model: str, resolution: int, seed: int = 0, d
     flops = 1e9 * (resolution / 224) ** 2
     record = RunRecord(
         identity=identity, timestamp=f"2025-01-01T00:00:{resolution % 60:02d}", classes=CLASSES,
-        test_metrics=records.TestMetrics(per_class_recall=recall, confusion_matrix=confusion.tolist(),
+        test_metrics=TestMetrics(per_class_recall=recall, confusion_matrix=confusion.tolist(),
                                  num_images=int(labels.size), **values),
         data=DataInfo(data_name, f"/data/{data_name}", f"fp-{data_name}",
                       {"train": [c * 2 for c in COUNTS], "test": COUNTS}),

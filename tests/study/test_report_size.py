@@ -20,6 +20,7 @@ from resomap.callbacks.explain import select_sample
 from resomap.data.synthetic import generate
 from resomap.measure.maps import explanation_dir, map_key, resample
 from resomap.run import record as records
+from resomap.run.record_write import write_record
 from resomap.study.agreement import explained_runs
 from resomap.study.grid_sections import auroc_ranges, choose_classes
 from resomap.study.report import write_report
@@ -69,7 +70,7 @@ def explain_run(results_dir: Path, record: records.RunRecord, data_root: Path, n
                           for path, label in sample],
                "methods": {method: {"sanity_spearman": 0.1, "sanity_abs_spearman": 0.3}
                            for method in METHODS}}
-    records.write_record(results_dir, dataclasses.replace(record, explain=section))
+    write_record(results_dir, dataclasses.replace(record, explain=section))
 
 
 def demo_sweep(results_dir: Path, data_root: Path, classes: list[str] | None = None) -> Path:
