@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from resomap.callbacks.explain import Explain, completeness, select_sample
 from resomap.data.datamodule import ImageFolderDataModule
 from resomap.errors import ResoMapError
+from resomap.run import record as records
 from resomap.measure.attribution import (
     GradCam,
     IntegratedGradientsMethod,
@@ -193,12 +194,19 @@ def test_callback_and_command_explain_a_trained_model(train_cli, tmp_path: Path,
         assert summary["lesion_mass_fraction"] > summary["random_lesion_mass_fraction"], (method, summary)
         assert summary["lesion_mass_fraction"] > section["lesion_area_fraction"], (method, summary)
 
+    # The command explains the finished run again without retraining: its section goes into
+    # explain.json beside the record, which stays as the run wrote it, and readers see it there.
+    written = result_file.read_bytes()
     explained = run_module("resomap.explain",
                            [*tiny_overrides(tmp_path, tiny_data_root), *EXPLAIN_OVERRIDES], cwd=tmp_path)
     assert explained.returncode == 0, explained.stderr[-3000:]
-    again = json.loads(result_file.read_text())["explain"]
-    _assert_close(_without_timings(section), _without_timings(again))
-    assert math.isfinite(again["seconds"])
+    assert result_file.read_bytes() == written
+    (record_path, record), = records.iter_records(tmp_path / "results")
+    again = json.loads((record_path.parent / "explain.json").read_text())
+    assert again["identity"] == record.identity.digest
+    assert record.explain == again["explain"] and record.explain["seconds"] != section["seconds"]
+    _assert_close(_without_timings(section), _without_timings(again["explain"]))
+    assert math.isfinite(again["explain"]["seconds"])
     assert (tmp_path / "results" / "explanations" / "agreement.csv").is_file()
 
 
