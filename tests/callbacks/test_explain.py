@@ -16,7 +16,6 @@ from hydra.utils import instantiate
 from resomap.callbacks.explain import Explain, completeness, select_sample
 from resomap.data.datamodule import ImageFolderDataModule
 from resomap.errors import ResoMapError
-from resomap.run import record as records
 from resomap.measure.attribution import (
     GradCam,
     IntegratedGradientsMethod,
@@ -25,6 +24,7 @@ from resomap.measure.attribution import (
     black_baseline,
     find_gradcam_layer,
 )
+from resomap.run import record as records
 
 CONF_DIR = REPO_ROOT / "conf"
 LAST_STAGE = {"simple_cnn": "features", "tiny_cnn": "features", "vgg11": "features",
