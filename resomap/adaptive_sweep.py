@@ -294,9 +294,9 @@ def _index(records: Any, results_dir: str) -> dict[str, tuple[Path, Any]]:
 
 
 def _job_file(output_dir: str) -> dict[str, Any] | None:
-    """The job's ``job.json`` (resomap.sweep.read_job), where the sweep writes one."""
+    """The job's ``job.json`` (resomap.run.job.read_job), where the sweep writes one."""
     try:
-        from resomap.sweep import read_job
+        from resomap.run.job import read_job
     except ImportError:
         return None
     return read_job(output_dir) if output_dir else None

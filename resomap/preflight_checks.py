@@ -83,7 +83,7 @@ def _value_problems(command: str, cfg: Any) -> list[str]:
     them again: what this early check cannot judge is left to it)."""
     if command not in ("train", "explain"):
         return []
-    from resomap.run.validation import config_problems
+    from resomap.config_validation import config_problems
 
     try:
         return config_problems(cfg, check_precision=False)

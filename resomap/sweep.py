@@ -21,21 +21,20 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from resomap.errors import ResoMapError, user_error
+from resomap import orchestrate
+from resomap.errors import ResoMapError, exit_with, user_error
 from resomap.io import write_json
 from resomap.names import UnsafeName
 from resomap.redact import redact_config
 from resomap.run import distributed, signals
-from resomap.run import orchestrate as experiment
-from resomap.run.job import JOB_FILE, JOB_STATUSES, read_job  # noqa: F401  (the sweep's job files)
-from resomap.tracking import mlflow as tracking
+from resomap.run.job import JOB_FILE, read_job
+from resomap.tracking import mlflow as mlflow_store
 from resomap.tracking import sweep_run
 from resomap.tracking.settings import TrackingSettings, is_store_node
 
 log = logging.getLogger(__name__)
 
 FAILURE_FILE = "failure.json"
-USAGE_EXIT = 2
 INTERRUPTED_EXIT = 130
 TERMINATED_EXIT = 128 + signal.SIGTERM
 # Errors the user can fix from the message alone: shown without a traceback.
@@ -130,24 +129,23 @@ def run_job(cfg: DictConfig) -> float | None:
     try:
         placement = distributed.place(settings)
     except distributed.DistributedConfigError as error:  # stops a sweep at its first job
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(USAGE_EXIT)
+        exit_with(error)
     cfg = with_changes(cfg, placement.changes)
     output_dir = Path(hydra_cfg.runtime.output_dir)
     failure_file = output_dir / FAILURE_FILE
     with signals.sigterm_interrupts():
         try:
-            outcome = (experiment.run_outcome(cfg) if placement.in_place else
+            outcome = (orchestrate.run_outcome(cfg) if placement.in_place else
                        distributed.run_in_child(settings, placement))
             # A reused sweep folder may hold this job's failure from an earlier sweep: it is resolved.
             failure_file.unlink(missing_ok=True)
-            if isinstance(outcome, experiment.Outcome):
+            if isinstance(outcome, orchestrate.Outcome):
                 write_job(output_dir, cfg, outcome.status, outcome.identity.digest)
             if signals.received():  # noted by Lightning as the run ended: the sweep stops here
                 log.error("SIGTERM received; %s is complete, the sweep stops here", cfg.run_name)
                 sys.exit(TERMINATED_EXIT)
             # Else a child process ran the job and wrote its job.json.
-            return outcome.objective if isinstance(outcome, experiment.Outcome) else outcome
+            return outcome.objective if isinstance(outcome, orchestrate.Outcome) else outcome
         except (KeyboardInterrupt, SIGTERMException) as stop:
             _interrupted(cfg, output_dir, overrides, multirun, isinstance(stop, SIGTERMException))
         except Exception as error:
@@ -158,9 +156,7 @@ def run_job(cfg: DictConfig) -> float | None:
             if not multirun:
                 if found is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
-                # Like argparse: the message alone on stderr, exit status 2.
-                print(f"error: {found}", file=sys.stderr)
-                sys.exit(USAGE_EXIT)
+                exit_with(found)  # the one user-error policy: the message alone, exit status 2
             record = {"run_name": cfg.run_name, "overrides": overrides,
                       "error": str(found) if found else repr(error),
                       "traceback": "" if found else traceback.format_exc(),
@@ -224,7 +220,7 @@ def sweep_tracking(config: DictConfig) -> TrackingSettings:
     if not any(is_store_node(node) for node in (config.get("logger") or {}).values()):
         return TrackingSettings(stores=(), **folders)
     try:
-        return experiment.tracking_settings(config)
+        return orchestrate.tracking_settings(config)
     except Exception as error:  # reported by every job; the sweep's run is a convenience
         log.warning("This sweep has no MLflow run: its store cannot be used (%s)", error)
         return TrackingSettings(stores=(), **folders)
@@ -239,7 +235,7 @@ class SweepSummary(Callback):
         self.started = time.time()
         settings = sweep_tracking(config)
         # Parallel jobs creating one SQLite store at once race on its schema.
-        tracking.prepare_stores(settings.stores)
+        mlflow_store.prepare_stores(settings.stores)
         # The sweep's MLflow run, parent of its jobs' runs (single runs have none).
         sweep_run.start_sweep_runs(settings, Path(config.hydra.sweep.dir))
 

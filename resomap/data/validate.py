@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from resomap.config_validation import ON_BAD_IMAGE
 from resomap.data.io import image_files as list_images
 from resomap.data.io import load_rgb
 from resomap.errors import ResoMapError
@@ -24,7 +25,6 @@ from resomap.io import write_json
 
 log = logging.getLogger(__name__)
 
-ON_BAD_IMAGE = ("error", "skip")
 MAX_LISTED = 20
 CACHE_VERSION = 1
 

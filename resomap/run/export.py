@@ -1,7 +1,7 @@
 """The callback that builds a tested run's record: metrics, per-epoch history, every section.
 
 The callback only assembles the :class:`~resomap.run.record.RunRecord` after testing; the run
-(``resomap.run.orchestrate``) writes it, once, as its commit point.
+(``resomap.orchestrate``) writes it, once, as its commit point.
 """
 
 from __future__ import annotations

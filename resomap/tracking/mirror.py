@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -36,12 +35,12 @@ from resomap.tracking.mlflow import (
     MLFlowLogger,
     _store_errors,
     build_loggers,
-    configure_http,
     log_artifact_redacted,
     plot_confusion_matrix,
     redact_uri,
+    store_loggers,
 )
-from resomap.tracking.settings import TrackingSettings, is_store_node
+from resomap.tracking.settings import TrackingSettings
 
 # Tracking mirrors the run's identity and record without importing the run package (which
 # imports tracking): both are passed in and read by attribute.
@@ -62,18 +61,6 @@ _warned_uris: set[str] = set()
 
 def _trackers(loggers: Iterable[Logger]) -> list[MLFlowLogger]:
     return [logger for logger in loggers if isinstance(logger, MLFlowLogger)]
-
-
-def store_loggers(settings: TrackingSettings) -> list[MLFlowLogger]:
-    """An MLflow logger per configured store, for look-ups (no run is started by building them)."""
-    configure_http()
-    found = []
-    for node in settings.stores:
-        if is_store_node(node):
-            logger = instantiate(node)
-            if isinstance(logger, MLFlowLogger):
-                found.append(logger)
-    return found
 
 
 def _run_id_file(settings: TrackingSettings, identity: RunIdentity) -> Path:
@@ -325,13 +312,3 @@ def reconcile(settings: TrackingSettings, identity: RunIdentity, record: RunReco
         except (MlflowException, OSError) as error:
             log.warning("Could not mirror %s into MLflow store %s: %s", identity.run_name,
                         redact_uri(logger.tracking_uri), error)
-
-
-def __getattr__(name: str) -> Any:
-    """``params_and_tags`` and ``config_document`` moved to the orchestrator, which alone reads the
-    config; kept importable from here for tests/tracking/test_redact.py."""
-    if name in ("params_and_tags", "config_document"):
-        from resomap.run import orchestrate
-
-        return getattr(orchestrate, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

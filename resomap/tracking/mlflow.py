@@ -26,6 +26,7 @@ from resomap.errors import ResoMapError
 from resomap.io import atomic_write_text, write_json
 from resomap.redact import redact_config, redact_text, redact_uri
 from resomap.tracking.hydra_redact import redact_yaml_file
+from resomap.tracking.settings import TrackingSettings, is_store_node
 from resomap.tracking.store_home import default_artifact_root, relocate_artifacts
 
 log = logging.getLogger(__name__)
@@ -298,3 +299,15 @@ def log_artifact_redacted(client: Any, run_id: str, path: str | os.PathLike, art
     """``client.log_artifact`` of a redacted copy of the text file ``path`` (a result, a config)."""
     with tempfile.TemporaryDirectory() as temporary:
         client.log_artifact(run_id, str(_redacted_copy(Path(path), Path(temporary))), artifact_path)
+
+
+def store_loggers(settings: TrackingSettings) -> list[MLFlowLogger]:
+    """An MLflow logger per configured store, for look-ups (no run is started by building them)."""
+    configure_http()
+    found = []
+    for node in settings.stores:
+        if is_store_node(node):
+            logger = instantiate(node)
+            if isinstance(logger, MLFlowLogger):
+                found.append(logger)
+    return found

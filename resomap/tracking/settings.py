@@ -1,6 +1,6 @@
 """What tracking needs to know of a run or a sweep, as plain frozen values.
 
-The orchestrator (:mod:`resomap.run.orchestrate`) and the sweep callback (:mod:`resomap.sweep`)
+The orchestrator (:mod:`resomap.orchestrate`) and the sweep callback (:mod:`resomap.sweep`)
 build one :class:`TrackingSettings` from the composed config; tracking never sees the config.
 """
 

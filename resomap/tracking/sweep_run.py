@@ -23,7 +23,7 @@ from typing import Any
 
 from resomap.io import write_json
 from resomap.redact import redact_text
-from resomap.tracking.mlflow import TrackingError, log_artifact_redacted, redact_uri
+from resomap.tracking.mlflow import TrackingError, log_artifact_redacted, redact_uri, store_loggers
 from resomap.tracking.settings import TrackingSettings
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,6 @@ def parent_run_id(tracking_uri: str) -> str | None:
 def _store_loggers(settings: TrackingSettings) -> list[Any]:
     """The configured MLflow loggers; none, with a warning, when one cannot be built (a missing
     DagsHub token): each job then stops with that store's own error and what to do."""
-    from resomap.tracking.mirror import store_loggers
-
     try:
         return store_loggers(settings)
     except Exception as error:  # reported by every job; the sweep's run is a convenience

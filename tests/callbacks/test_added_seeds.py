@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resomap.run import orchestrate
+from resomap import orchestrate
 from resomap.run import record as records
 
 pytestmark = pytest.mark.slow

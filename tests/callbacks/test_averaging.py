@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resomap.run import orchestrate
+from resomap import orchestrate
 from resomap.run import record as records
 from resomap.run.trained import load_trained, read_checkpoint
 from resomap.study import cross_res

@@ -15,10 +15,10 @@ from conftest import REPO_ROOT, run_module, tiny_overrides
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from resomap.config_validation import ConfigError, validate_config
 from resomap.data.datamodule import DatasetLayoutError, ImageFolderDataModule, dataset_fingerprint
 from resomap.data.io import load_rgb
 from resomap.data.validate import BadImagesError, validate_images
-from resomap.run.validation import ConfigError, validate_config
 
 SPLITS = ("train", "val", "test")
 BAD_FILES = {"train/nv/empty.jpg": "empty file", "train/mel/truncated.jpg": "truncated",

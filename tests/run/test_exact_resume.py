@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import checkpoint_folders
 
+from resomap import orchestrate
 from resomap.models.classifier import LitClassifier
-from resomap.run import orchestrate
 from resomap.run import record as records
 from resomap.run.checkpoint import DiskFullError
 

@@ -13,9 +13,11 @@ import pytest
 from conftest import checkpoint_folders
 from mlflow.tracking import MlflowClient
 
-from resomap.run import build, orchestrate
+from resomap import orchestrate
+from resomap.run import build
 from resomap.run import record as records
-from resomap.sweep import SweepSummary, read_job, sweep_jobs
+from resomap.run.job import read_job
+from resomap.sweep import SweepSummary, sweep_jobs
 
 pytestmark = pytest.mark.slow
 

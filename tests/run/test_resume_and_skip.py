@@ -17,9 +17,9 @@ from conftest import checkpoint_folders, interrupt_run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from resomap import orchestrate
 from resomap.data.synthetic import generate
 from resomap.models.classifier import CheckpointMismatchError
-from resomap.run import orchestrate
 from resomap.run import record as records
 from resomap.run.checkpoint import AtomicCheckpointIO
 from resomap.run.trained import CorruptCheckpointError

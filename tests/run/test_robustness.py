@@ -17,8 +17,8 @@ import torch
 from conftest import checkpoint_folders, fail_training_step, interrupt_run, tiny_overrides
 from omegaconf import DictConfig
 
+from resomap import orchestrate as experiment
 from resomap.errors import ResoMapError
-from resomap.run import orchestrate as experiment
 from resomap.run import record as results
 from resomap.run.oom import OutOfMemoryAtFloorError
 

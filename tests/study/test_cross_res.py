@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from resomap.run import orchestrate
+from resomap import orchestrate
 from resomap.run import record as records
 from resomap.run.trained import UntrustedRecordError, datamodule_for, load_trained
 from resomap.study import cross_res

@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import resomap  # noqa: F401  (registers the config resolvers)
+from resomap.orchestrate import config_document, params_and_tags
 from resomap.redact import redact_config, redact_text, redact_uri
 from resomap.redact_logs import install_log_redaction
 from resomap.run import distributed
@@ -23,7 +24,6 @@ from resomap.run.identity import RunIdentity
 from resomap.secret_names import MASK, is_secret_env_name, is_secret_key
 from resomap.secret_overrides import overrides_without_secrets
 from resomap.tracking.hydra_redact import redact_yaml_file
-from resomap.tracking.mirror import config_document, params_and_tags
 from resomap.tracking.mlflow import use_env_credentials
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from resomap.data.validate import ON_BAD_IMAGE
 from resomap.errors import ResoMapError
+
+# What ``data.on_bad_image`` may say: stop at the first unreadable image, or leave it out and list it.
+ON_BAD_IMAGE = ("error", "skip")
 
 
 class ConfigError(ResoMapError):

@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from resomap.config_validation import validate_config
 from resomap.device import free_accelerator_memory
 from resomap.errors import ResoMapError
 from resomap.run import build, checkpoint, distributed, record_write
@@ -33,8 +34,7 @@ from resomap.run import record as records
 from resomap.run.identity import RunIdentity
 from resomap.run.lock import run_lock
 from resomap.run.oom import BatchPlan, call_trainer, run_with_oom_retries
-from resomap.run.validation import validate_config
-from resomap.tracking import mirror as tracking
+from resomap.tracking import mirror
 from resomap.tracking.mlflow import loggable
 from resomap.tracking.settings import TrackingSettings, is_store_node
 
@@ -118,11 +118,11 @@ def _skip(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings) ->
     if done is not None:
         log.info("Skipping %s: finished with the same configuration (%s)", identity.run_name,
                  records.record_path(cfg.paths.results_dir, identity))
-        tracking.reconcile(settings, identity, done)
+        mirror.reconcile(settings, identity, done)
         return done.objective(cfg.objective)
-    found = tracking.find_finished(settings, identity)
+    found = mirror.find_finished(settings, identity)
     if found is not None:
-        fetched = tracking.fetch_record(settings, found, records.run_dir(cfg.paths.results_dir, identity))
+        fetched = mirror.fetch_record(settings, found, records.run_dir(cfg.paths.results_dir, identity))
         where = (f"its record is now in {fetched}" if fetched else
                  "its record is not in the store, so this results folder's report leaves it out")
         log.info("Skipping %s: finished with the same configuration (MLflow run %s); %s", identity.run_name,
@@ -189,13 +189,13 @@ def _train(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings, f
     def attempt(plan: BatchPlan) -> records.RunRecord | None:
         """One fit and test with ``plan``'s batch sizes; every attempt starts from fresh objects."""
         datamodule.batch_size, datamodule.eval_batch_size = plan.batch_size, plan.eval_batch_size
-        loggers = tracking.build_loggers((cfg.get("logger") or {}).values())
+        loggers = mirror.build_loggers((cfg.get("logger") or {}).values())
         built = build.build(cfg, identity, datamodule, folder, output_dir, loggers,
                             plan.accumulate_grad_batches)
         built.exporter.add_section("batch", plan.section())
         built.exporter.add_section("skipped_images", datamodule.skipped_images)
         try:
-            with tracking.tracked_run(settings, identity, loggers, ckpt_path) as mirror:
+            with mirror.tracked_run(settings, identity, loggers, ckpt_path) as mirror_record:
                 clock = time.perf_counter()
                 call_trainer(built.trainer, "fit", model=built.module, datamodule=datamodule,
                              ckpt_path=ckpt_path, weights_only=True)
@@ -203,7 +203,7 @@ def _train(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings, f
                 try:
                     record = _test_and_commit(cfg, built, timing, started)
                     if record is not None:
-                        mirror(record)
+                        mirror_record(record)
                     return record
                 except (KeyboardInterrupt, SIGTERMException):
                     raise
