@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from resomap.device import device_name
 from resomap.run.identity import RunIdentity
-from resomap.run.record_schema import DataInfo, RunRecord, TestMetrics
+from resomap.run.record_schema import SCALAR_METRICS, DataInfo, RunRecord, TestMetrics
 
 LIBRARIES = ("torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "mlflow", "fvcore",
              "captum", "resomap")
@@ -103,10 +103,7 @@ class ResultExport(pl.Callback):
             timestamp=dt.datetime.now().isoformat(),
             classes=classes,
             test_metrics=TestMetrics(
-                loss=metrics.get("test_loss"), accuracy=metrics.get("test_accuracy"),
-                precision=metrics.get("test_precision"), recall=metrics.get("test_recall"),
-                f1_score=metrics.get("test_f1_score"),
-                balanced_accuracy=metrics.get("test_balanced_accuracy"),
+                **{name: metrics.get(f"test_{name}") for name in SCALAR_METRICS if name != "macro_auroc"},
                 per_class_recall=dict(zip(classes, per_class)), confusion_matrix=confusion,
                 num_images=int(np.sum(confusion)), per_class_auroc=auroc,
                 macro_auroc=float(np.mean(known)) if known else None,

@@ -72,6 +72,16 @@ class TestMetrics:
     macro_auroc: float | None = None
     per_class_average_precision: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
+    def scalars(self) -> dict[str, float]:
+        """The single-number metrics that are set, by name (``balanced_accuracy``, ...): what
+        trackers and tables show as ``test_<name>``."""
+        return {name: value for name in SCALAR_METRICS if (value := getattr(self, name)) is not None}
+
+
+# The single-number test metrics, in the order tables show them; the LightningModule logs the
+# first six as ``test_<name>``, macro AUROC comes from the saved probabilities.
+SCALAR_METRICS = ("loss", "accuracy", "precision", "recall", "f1_score", "balanced_accuracy", "macro_auroc")
+
 
 @dataclasses.dataclass(frozen=True)
 class DataInfo:

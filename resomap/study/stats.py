@@ -342,8 +342,6 @@ def power_law_fit(x: Sequence[float], y: Sequence[float]) -> PowerLaw:
     if len({u for u, _ in pairs}) < 2:
         raise ValueError("A power-law fit needs positive values at two or more distinct x.")
     log_x, log_y = np.log([u for u, _ in pairs]), np.log([v for _, v in pairs])
-    k, log_a = np.polyfit(log_x, log_y, 1)
-    residual = log_y - (k * log_x + log_a)
-    total = np.sum((log_y - log_y.mean()) ** 2)
-    r2 = 1.0 - float(np.sum(residual**2) / total) if total > 0 else 1.0
-    return PowerLaw(float(math.exp(log_a)), float(k), r2, len(pairs))
+    fit = stats.linregress(log_x, log_y)
+    r2 = float(fit.rvalue) ** 2 if np.ptp(log_y) > 0 else 1.0  # a constant y is fitted exactly
+    return PowerLaw(float(math.exp(fit.intercept)), float(fit.slope), r2, len(pairs))

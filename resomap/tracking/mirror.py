@@ -176,12 +176,7 @@ def _mirror(logger: MLFlowLogger, settings: TrackingSettings, record: RunRecord,
     logged when the run started)."""
     from mlflow.entities import Metric
 
-    metrics = {f"test_{key}": value for key, value in (
-        ("loss", record.test_metrics.loss), ("accuracy", record.test_metrics.accuracy),
-        ("precision", record.test_metrics.precision), ("recall", record.test_metrics.recall),
-        ("f1_score", record.test_metrics.f1_score),
-        ("balanced_accuracy", record.test_metrics.balanced_accuracy),
-        ("macro_auroc", record.test_metrics.macro_auroc)) if value is not None}
+    metrics = {f"test_{name}": value for name, value in record.test_metrics.scalars().items()}
     with _store_errors(logger.tracking_uri):
         # Lightning's logger streamed the test metrics the module logs; only the rest (macro
         # AUROC, or all of them when the run was tested without a logger) are added, so each
