@@ -214,7 +214,7 @@ def test_callback_and_command_explain_a_trained_model(train_cli, tmp_path: Path,
 def test_explain_command_names_a_missing_run(tmp_path: Path, tiny_data_root: Path):
     failed = run_module("resomap.explain", [*tiny_overrides(tmp_path, tiny_data_root),
                                             "model=tiny_cnn", "res=32"], cwd=tmp_path)
-    assert failed.returncode != 0
+    assert failed.returncode == 2
     assert "No record of run tiny_cnn_32" in failed.stderr
     assert "train model=tiny_cnn res=32" in failed.stderr and "Traceback" not in failed.stderr
 

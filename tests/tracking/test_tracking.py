@@ -103,7 +103,7 @@ def test_unreachable_server_fails_fast_or_falls_back_naming_it(train_cli, tmp_pa
     override = f"logger.mlflow.tracking_uri={unreachable}"
     failed = train_cli(*FAST, "res=32", override, timeout=120)
     output = failed.stdout + failed.stderr
-    assert failed.returncode != 0
+    assert failed.returncode == 2
     assert f"MLflow tracking store {unreachable} is unreachable" in output
     assert f"MLflow tracking store {unreachable} failed" in output
     assert not list(tmp_path.rglob("*.ckpt"))
@@ -118,7 +118,7 @@ def test_unreachable_server_fails_fast_or_falls_back_naming_it(train_cli, tmp_pa
 def test_dagshub_without_a_token_fails_before_training(train_cli, tmp_path: Path, no_credentials):
     completed = train_cli(*FAST, "res=32", "logger=dagshub", "logger.dagshub.repo_owner=alice",
                           "logger.dagshub.repo_name=resomap")
-    assert completed.returncode != 0
+    assert completed.returncode == 2
     assert "logger=dagshub needs a DagsHub token in the environment: export DAGSHUB_TOKEN" in (
         completed.stdout + completed.stderr)
     assert not list(tmp_path.rglob("*.ckpt")) and not (tmp_path / "results" / "test_results").exists()
