@@ -22,6 +22,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from resomap.errors import ResoMapError, user_errors
+
 log = logging.getLogger(__name__)
 
 ARTIFACTS_DIR = "mlartifacts"
@@ -80,9 +82,14 @@ def relocate_artifacts(db: Path) -> list[str]:
 def main(argv: list[str]) -> int:
     """``python -m resomap.tracking.store_home path/to/mlflow.db``: repair a moved store before
     browsing it with ``mlflow ui`` (any ResoMap command that opens the store does the same)."""
-    if len(argv) != 1 or not Path(argv[0]).is_file():
-        print("usage: python -m resomap.tracking.store_home path/to/mlflow.db", file=sys.stderr)
-        return 2
+    with user_errors():
+        if len(argv) != 1:
+            raise ResoMapError(f"expected one argument, the MLflow SQLite store to repair, got {len(argv)}: "
+                               "python -m resomap.tracking.store_home path/to/mlflow.db")
+        if not Path(argv[0]).is_file():
+            raise ResoMapError(f"{argv[0]} is not a file: pass the MLflow SQLite store to repair (the "
+                               "project's mlflow.db): python -m resomap.tracking.store_home "
+                               "path/to/mlflow.db")
     moved = relocate_artifacts(Path(argv[0]).resolve())
     print(f"artifacts now read from {default_artifact_root(Path(argv[0]).resolve())}" if moved
           else "nothing to relocate")
