@@ -31,7 +31,6 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from resomap.io import atomic_write_bytes, write_json
 from resomap.tracking import sweep_run
 from resomap.tracking.mlflow import (
-    BATCH_SIZE,
     MLFlowLogger,
     _store_errors,
     build_loggers,
@@ -114,11 +113,9 @@ def find_finished(settings: TrackingSettings, identity: RunIdentity) -> Any | No
 def _log_record(logger: MLFlowLogger, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
     from mlflow.entities import Param, RunTag
 
-    param_items, tag_items = list(params.items()), list(tags.items())
-    for start in range(0, max(len(param_items), len(tag_items)), BATCH_SIZE):
-        logger.client.log_batch(
-            run_id, params=[Param(key, value) for key, value in param_items[start:start + BATCH_SIZE]],
-            tags=[RunTag(key, value) for key, value in tag_items[start:start + BATCH_SIZE]])
+    # MLflow's client splits a batch into the store's limits (100 params or tags a request).
+    logger.client.log_batch(run_id, params=[Param(key, value) for key, value in params.items()],
+                            tags=[RunTag(key, value) for key, value in tags.items()])
 
 
 def _existing_run(logger: MLFlowLogger, run_id: str | None) -> Any | None:

@@ -23,9 +23,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 
 from resomap.errors import ResoMapError
-from resomap.io import atomic_write_text, write_json
 from resomap.redact import redact_config, redact_text, redact_uri
-from resomap.tracking.hydra_redact import redact_yaml_file
 from resomap.tracking.settings import TrackingSettings, is_store_node
 from resomap.tracking.store_home import default_artifact_root, relocate_artifacts
 
@@ -36,7 +34,6 @@ log = logging.getLogger(__name__)
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 MAX_VALUE_LENGTH = 500
-BATCH_SIZE = 100  # MLflow's limit of params or tags per log_batch call
 
 
 class TrackingError(ResoMapError):
@@ -281,24 +278,21 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str]) -> Any:
     return figure
 
 
-def _redacted_copy(source: Path, folder: Path) -> Path:
-    """A copy of a text artifact in ``folder`` with its secrets redacted: JSON and YAML as data
-    (secret keys masked too), anything else as text."""
-    target = folder / source.name
-    if source.suffix == ".json":
-        write_json(target, redact_config(json.loads(source.read_text())))
-    elif source.suffix in (".yaml", ".yml"):
-        atomic_write_text(target, source.read_text())
-        redact_yaml_file(target)
-    else:
-        atomic_write_text(target, redact_text(source.read_text()))
-    return target
-
-
 def log_artifact_redacted(client: Any, run_id: str, path: str | os.PathLike, artifact_path: str) -> None:
-    """``client.log_artifact`` of a redacted copy of the text file ``path`` (a result, a config)."""
-    with tempfile.TemporaryDirectory() as temporary:
-        client.log_artifact(run_id, str(_redacted_copy(Path(path), Path(temporary))), artifact_path)
+    """Log the text file ``path`` (a result, a config, a report) as ``artifact_path/<its name>`` with
+    its secrets redacted: JSON and YAML as data (secret keys masked too), anything else as text.
+    MLflow's ``log_dict`` / ``log_text`` upload from memory: no redacted copy touches the disk."""
+    from omegaconf import OmegaConf
+
+    source = Path(path)
+    name = f"{artifact_path}/{source.name}" if artifact_path else source.name
+    if source.suffix == ".json":
+        client.log_dict(run_id, redact_config(json.loads(source.read_text())), name)
+    elif source.suffix in (".yaml", ".yml"):
+        container = OmegaConf.to_container(OmegaConf.load(source), resolve=False)
+        client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(redact_config(container))), name)
+    else:
+        client.log_text(run_id, redact_text(source.read_text()), name)
 
 
 def store_loggers(settings: TrackingSettings) -> list[MLFlowLogger]:
