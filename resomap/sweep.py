@@ -246,7 +246,7 @@ class SweepSummary(Callback):
         started = getattr(self, "started", 0.0)
         failures = [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{FAILURE_FILE}"))
                     if path.stat().st_mtime >= started]
-        from resomap.study.report import ReportIncomplete
+        from resomap.study.failures import ReportIncomplete
 
         rebuild = f"python -m resomap.report results_dir={config.paths.results_dir}"
         # The report covers the runs this sweep asked for, not every record in the folder.

@@ -27,9 +27,7 @@ from resomap.io import atomic_write_text
 from resomap.study.accuracy_sections import accuracy_section, auroc_section, cross_res_section
 from resomap.study.blocks import Section
 from resomap.study.cost_sections import cost_section, pareto_section, timing_section, training_cost_section
-
-# FAILED_TITLE and ReportIncomplete stay importable from here (resomap/sweep.py, the docs).
-from resomap.study.failures import FAILED_TITLE, ReportIncomplete, SectionFailure, failed_section  # noqa: F401
+from resomap.study.failures import SectionFailure, failed_section
 from resomap.study.grid_sections import confusion_section, explanations_section
 from resomap.study.overview_sections import (
     answer_cost_section,
