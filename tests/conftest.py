@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from resomap.cli import VERSION_BASE
 from resomap.config import conf_dir
 from resomap.data.synthetic import generate
 
@@ -79,6 +81,20 @@ def train_cli(tmp_path: Path, tiny_data_root: Path) -> Callable[..., subprocess.
     return run
 
 
+def compose_config(config_name: str | None = "train", overrides: Sequence[str] = (),
+                   return_hydra_config: bool = False) -> DictConfig:
+    """The project's real configs (``conf/``) composed as the CLI composes them: ``config_name``
+    with ``overrides`` (``None`` composes the overrides alone, such as ``+model=tiny_cnn``), with
+    Hydra's own ``hydra`` node when ``return_hydra_config``. Hydra is initialized for this call
+    alone and cleared after it; inside an already initialized Hydra (``compose_train``) the call
+    composes there and leaves it as it is."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    running = GlobalHydra.instance().is_initialized()
+    with nullcontext() if running else initialize_config_dir(str(conf_dir()), version_base=VERSION_BASE):
+        return compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
 @pytest.fixture
 def compose_train(tmp_path: Path, tiny_data_root: Path) -> Callable[..., DictConfig]:
     """``compose_train(*overrides)``: the real ``conf/train.yaml`` composed as the CLI would, for a
@@ -86,8 +102,9 @@ def compose_train(tmp_path: Path, tiny_data_root: Path) -> Callable[..., DictCon
     overrides = [item for item in tiny_overrides(tmp_path, tiny_data_root) if not item.startswith("hydra.")]
     overrides += ["model=tiny_cnn", "res=32", "explain=none", "logger=none",
                   f"paths.output_dir={tmp_path / 'outputs'}"]
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        yield lambda *extra: compose("train", overrides=[*overrides, *extra])
+    # Hydra stays initialized while the test runs, as under the CLI.
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=VERSION_BASE):
+        yield lambda *extra: compose_config("train", [*overrides, *extra])
 
 
 def checkpoint_folders(root: Path, run_name: str) -> list[Path]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, TINY_SPEC, run_module, tiny_overrides
+from conftest import TINY_SPEC, compose_config, run_module, tiny_overrides
 
 from resomap.device import resolve_precision
 
@@ -99,8 +99,6 @@ def test_gpu_check_needs_a_gpu(tmp_path: Path, tiny_data_root: Path):
 
 def test_gpu_check_steps_run_and_write_their_figures(tmp_path: Path, tiny_data_root: Path):
     """The GPU command's code path, on the CPU with tiny sizes (the figures themselves need a GPU)."""
-    from hydra import compose, initialize_config_dir
-
     from resomap.benchmarks.gpu_check import gpu_check
 
     data = [f"bench.gpu_check.data.{key}={value}" for key, value in TINY_SPEC.items() if key != "seed"]
@@ -115,8 +113,7 @@ def test_gpu_check_steps_run_and_write_their_figures(tmp_path: Path, tiny_data_r
         "bench.gpu_check.variants.precisions=[bf16-mixed]", "bench.gpu_check.variants.compile=[false]",
         "bench.gpu_check.variants.warmup_steps=1", "bench.gpu_check.variants.timed_steps=1",
     ]
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="bench", overrides=overrides)
+    cfg = compose_config("bench", overrides)
     payload = gpu_check(cfg, require_cuda=False)
     assert payload == json.loads((tmp_path / "gpu_check.json").read_text())
     runs = payload["projection"]["runs"]

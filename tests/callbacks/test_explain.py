@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, run_module, tiny_overrides
-from hydra import compose, initialize_config_dir
+from conftest import compose_config, run_module, tiny_overrides
 from hydra.utils import instantiate
 
 from resomap.callbacks.explain import Explain, completeness, select_sample
@@ -26,7 +25,6 @@ from resomap.measure.attribution import (
 )
 from resomap.run import record as records
 
-CONF_DIR = REPO_ROOT / "conf"
 LAST_STAGE = {"simple_cnn": "features", "tiny_cnn": "features", "vgg11": "features",
               "vgg13": "features", "resnet18": "layer4", "resnet34": "layer4",
               "mobilenet_v2_small": "features", "mobilenet_v3_small": "features"}
@@ -37,8 +35,7 @@ EXPLAIN_OVERRIDES = ("model=tiny_cnn", "res=48", "trainer.max_epochs=8",
 
 
 def build(model: str) -> torch.nn.Module:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"model={model}"])
+    cfg = compose_config("train", [f"model={model}"])
     return instantiate(cfg.model.net, num_classes=7).eval()
 
 
@@ -265,8 +262,7 @@ def test_sample_covers_every_class_and_fewer_images_take_the_largest_classes(tmp
 
 
 def test_default_explains_at_most_4_images_of_every_class_in_turns():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        explain = compose(config_name="train").callbacks.explain
+    explain = compose_config("train").callbacks.explain
     assert explain.num_images <= 4 and explain.classes is None
     assert explain.seeds == [0] and explain.methods.integrated_gradients.n_steps == 8
 

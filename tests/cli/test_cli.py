@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, run_module
-from hydra import compose, initialize_config_module
+from conftest import REPO_ROOT, compose_config, run_module
 
 BIN = Path(sys.executable).parent
 MODELS = sorted(path.stem for path in (REPO_ROOT / "conf" / "model").glob("*.yaml"))
@@ -148,8 +147,7 @@ def test_explain_of_a_run_never_trained_is_a_user_error(tmp_path: Path):
 
 
 def _composed(*overrides: str):
-    with initialize_config_module(config_module="resomap.conf", version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=True)
+    return compose_config("train", overrides, return_hydra_config=True)
 
 
 def test_epochs_come_from_the_trainer_data_experiment_or_debug_config():

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_module, tiny_overrides
-from hydra import compose, initialize_config_dir
+from conftest import compose_config, run_module, tiny_overrides
 from PIL import Image
 
 from resomap.config_validation import ConfigError, validate_config
@@ -168,11 +167,10 @@ def test_layout_errors_name_the_path_and_the_expected_layout(tiny_data_root: Pat
     ("objective=test_balanced_accuracy", "objective='test_balanced_accuracy' must name a validation metric"),
 ])
 def test_config_values_are_checked_before_any_work(override: str, named: str):
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        valid = ["model=tiny_cnn", "res=32", "paths.output_dir=outputs"]
-        validate_config(compose("train", overrides=valid))
-        with pytest.raises(ConfigError) as raised:
-            validate_config(compose("train", overrides=[*valid, override]))
+    valid = ["model=tiny_cnn", "res=32", "paths.output_dir=outputs"]
+    validate_config(compose_config("train", valid))
+    with pytest.raises(ConfigError) as raised:
+        validate_config(compose_config("train", [*valid, override]))
     assert named in str(raised.value)
     if "precision" in override:
         assert "bf16-mixed" in str(raised.value)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from conftest import REPO_ROOT
-from hydra import compose, initialize_config_dir
+from conftest import REPO_ROOT, compose_config
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -24,8 +23,7 @@ HEAD = {"resnet18": "fc", "resnet34": "fc"}
 
 
 def build(name: str, num_classes: int = 7) -> torch.nn.Module:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        model = compose(overrides=[f"+model={name}"]).model
+    model = compose_config(None, [f"+model={name}"]).model
     return instantiate(model.net, num_classes=num_classes).eval()
 
 

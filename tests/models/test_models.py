@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import REPO_ROOT
-from hydra import compose, initialize_config_dir
+from conftest import REPO_ROOT, compose_config
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
@@ -16,8 +15,7 @@ MODELS = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
 
 
 def build(model: str, num_classes: int = 7, *overrides: str) -> torch.nn.Module:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"model={model}", *overrides])
+    cfg = compose_config("train", [f"model={model}", *overrides])
     return instantiate(cfg.model.net, num_classes=num_classes)
 
 

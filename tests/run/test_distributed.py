@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -77,10 +76,9 @@ def test_submitit_local_runs_a_sweep(train_cli, tmp_path: Path):
 
 
 def test_slurm_launcher_config_composes():
-    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
-                                "trainer.num_nodes=2", "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+    cfg = compose_config("train", ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
+                                   "trainer.num_nodes=2", "hydra.launcher.partition=gpu"],
+                         return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert (launcher["nodes"], launcher["gpus_per_node"], launcher["tasks_per_node"]) == (2, 4, 4)

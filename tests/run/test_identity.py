@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import compose_config
 
 from resomap import device
 from resomap.run.identity import RunIdentity
@@ -96,12 +97,7 @@ def test_names_keep_the_seed_study_layout_on_the_primary_data_set(compose_train,
 
 
 def test_an_image_folder_is_named_after_its_folder(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from resomap.config import conf_dir
-
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=["data=imagefolder", f"data.root={tmp_path / 'lesions'}"])
+    cfg = compose_config("train", ["data=imagefolder", f"data.root={tmp_path / 'lesions'}"])
     assert cfg.data.name == "lesions" and cfg.run_name == "simple_cnn_224--lesions"
 
 

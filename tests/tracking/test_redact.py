@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from omegaconf import OmegaConf
 
 import resomap  # noqa: F401  (registers the config resolvers)
@@ -151,8 +151,7 @@ def test_secret_overrides_reach_a_child_through_its_environment_with_the_same_va
     for name, value in env.items():
         clean_env.setenv(name, value)
     # The child composes the same config from the argv it gets and its environment.
-    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", kept)
+    cfg = compose_config("train", kept)
     assert cfg.logger.mlflow.tracking_uri == URI
     assert cfg.logger.mlflow.api_token == 123456  # an int stays an int
 
@@ -177,9 +176,8 @@ def test_child_command_holds_no_secret_and_carries_it_in_env(clean_env):
     for name, value in command.env.items():
         clean_env.setenv(name, value)
     kept = [item for item in command if item.startswith(("+x.", "+extra", "+y."))]
-    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
-        composed = compose("train", kept)
-        cfg = OmegaConf.to_container(OmegaConf.masked_copy(composed, ["x", "extra", "y"]), resolve=True)
+    composed = compose_config("train", kept)
+    cfg = OmegaConf.to_container(OmegaConf.masked_copy(composed, ["x", "extra", "y"]), resolve=True)
     assert cfg["x"]["uris"] == [URI, "b"]
     assert cfg["extra"] == {"api_token": "pw-(1)", "n": 2}
     assert cfg["y"]["api_token"] == ["tk-123456", "tk-7890"]
@@ -195,11 +193,10 @@ def test_uri_credentials_move_into_mlflow_variables(clean_env):
 
 def test_params_tags_and_the_config_artifact_hold_no_secret(tmp_path: Path, clean_env):
     clean_env.setenv("MLFLOW_TRACKING_TOKEN", "tok-abcdef123")
-    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out",
-                                "data.root=/data", "model=tiny_cnn",
-                                f"logger.mlflow.tracking_uri={URI}", "+logger.mlflow.api_token=tok-abcdef123",
-                                "+data.note=fetched with tok-abcdef123"])
+    cfg = compose_config("train", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out",
+                                   "data.root=/data", "model=tiny_cnn", f"logger.mlflow.tracking_uri={URI}",
+                                   "+logger.mlflow.api_token=tok-abcdef123",
+                                   "+data.note=fetched with tok-abcdef123"])
     identity = RunIdentity.from_config(cfg, "data-fp")
     params, tags = params_and_tags(cfg, identity)
     assert "tok-abcdef123" not in str(identity.to_dict())

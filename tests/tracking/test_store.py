@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import compose_config
 from mlflow.tracking import MlflowClient
 
 from resomap.tracking import mlflow as tracking
@@ -45,15 +46,11 @@ def test_two_commands_started_in_the_same_second_get_their_own_folders():
     """The default sweep and run folders carry microseconds: no two sweeps share one."""
     import time
 
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from resomap.config import conf_dir
-
     folders = []
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        for _ in range(2):
-            cfg = compose("train", return_hydra_config=True)
-            folders.append((OmegaConf.select(cfg, "hydra.sweep.dir"), OmegaConf.select(cfg, "hydra.run.dir")))
-            time.sleep(0.001)
+    for _ in range(2):
+        cfg = compose_config("train", return_hydra_config=True)
+        folders.append((OmegaConf.select(cfg, "hydra.sweep.dir"), OmegaConf.select(cfg, "hydra.run.dir")))
+        time.sleep(0.001)
     assert folders[0][0] != folders[1][0] and folders[0][1] != folders[1][1]
