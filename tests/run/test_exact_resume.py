@@ -15,6 +15,7 @@ from conftest import checkpoint_folders
 from resomap import orchestrate
 from resomap.models.classifier import LitClassifier
 from resomap.run import record as records
+from resomap.run import record_write
 from resomap.run.checkpoint import DiskFullError
 
 pytestmark = pytest.mark.slow
@@ -57,7 +58,7 @@ def test_a_failure_after_training_keeps_the_checkpoint_and_prints_the_command_th
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(records, "write_predictions", disk_full)
+    monkeypatch.setattr(record_write, "write_predictions", disk_full)
     with pytest.raises(orchestrate.FailedAfterTraining) as caught:
         orchestrate.run(cfg)
     monkeypatch.undo()

@@ -14,7 +14,7 @@ from conftest import checkpoint_folders
 from mlflow.tracking import MlflowClient
 
 from resomap import orchestrate
-from resomap.run import build
+from resomap.run import build, record_write
 from resomap.run import record as records
 from resomap.run.job import read_job
 from resomap.sweep import SweepSummary, sweep_jobs
@@ -110,7 +110,7 @@ def test_a_record_is_never_paired_with_another_configs_predictions(compose_train
         raise KeyboardInterrupt  # a kill right after B's predictions were written
 
     other = compose_train("optimizer.lr=0.05")
-    monkeypatch.setattr(records, "write_record", killed)
+    monkeypatch.setattr(record_write, "write_record", killed)
     with pytest.raises(KeyboardInterrupt):
         orchestrate.run(other)
     monkeypatch.undo()

@@ -381,9 +381,9 @@ def test_bad_settings_name_the_key(key: str, value, message: str):
 
 
 # What the after-the-sweep package may import from ResoMap: records, files, settings, map scores,
-# and the training stack only through the one loader of trained models, run.build.
+# and the training stack only through the one loader of trained models, run.trained.
 STUDY_MAY_IMPORT = ("resomap.study", "resomap.io", "resomap.errors", "resomap.config", "resomap.device",
-                    "resomap.names", "resomap.run.record", "resomap.run.identity", "resomap.run.build",
+                    "resomap.names", "resomap.run.record", "resomap.run.identity", "resomap.run.trained",
                     "resomap.measure.maps", "resomap.data.io")
 TRAINING_STACK = ("lightning", "pytorch_lightning", "captum")
 
