@@ -17,7 +17,6 @@ import errno
 import logging
 import os
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from resomap.errors import ResoMapError
-from resomap.io import write_json
+from resomap.io import atomic_path, write_json
 from resomap.models.classifier import CheckpointMismatchError
 from resomap.run.identity import IDENTITY_FILE, RunIdentity
 from resomap.run.trained import BEST, LAST, read_checkpoint
@@ -36,8 +35,6 @@ log = logging.getLogger(__name__)
 ASIDE_PREFIX = "interrupted-"
 # The files of one attempt, kept aside and restored together.
 ATTEMPT_FILES = (LAST, BEST)
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class DiskFullError(ResoMapError):
@@ -66,25 +63,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     Lightning's own writer goes through fsspec, which writes into the system temp dir and then
     moves the file: across file systems that move is a copy in place, and a kill mid-copy leaves
-    a truncated ``last.ckpt``. Here the temporary file is in the checkpoint's own folder and
-    ``os.replace`` swaps it in, so readers see the old checkpoint or the new one.
+    a truncated ``last.ckpt``. Here :func:`resomap.io.atomic_path` writes beside the checkpoint and
+    swaps it in, so readers see the old checkpoint or the new one; the bytes are synced first.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
                         storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(descriptor, "wb") as handle:
+            with atomic_path(path) as temporary, open(temporary, "wb") as handle:
                 torch.save(checkpoint, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600: honour the umask instead
-            os.replace(temporary, path)
-        except BaseException as error:
-            Path(temporary).unlink(missing_ok=True)
-            if isinstance(error, Exception) and disk_full(error):
+        except Exception as error:
+            if disk_full(error):
                 raise DiskFullError(disk_full_message(
                     path, "paths.checkpoint_dir", "resume with ckpt_path=last (the last whole checkpoint "
                     "is kept)")) from error
