@@ -14,14 +14,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from resomap.errors import ResoMapError
+from resomap.errors import ConfigError
 
 # What ``data.on_bad_image`` may say: stop at the first unreadable image, or leave it out and list it.
 ON_BAD_IMAGE = ("error", "skip")
-
-
-class ConfigError(ResoMapError):
-    """A config value that no run can use."""
 
 
 def lightning_precisions() -> list[str]:

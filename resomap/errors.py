@@ -25,6 +25,11 @@ class ResoMapError(Exception):
     """
 
 
+class ConfigError(ResoMapError, ValueError):
+    """A config value no run can use; the message names the key, the value and what is valid.
+    Also a ``ValueError``, for code that calls the checked constructors directly."""
+
+
 def user_error(error: BaseException) -> ResoMapError | None:
     """The ResoMapError behind ``error``: itself, or the one Hydra's ``instantiate`` wrapped."""
     while isinstance(error, InstantiationException) and error.__cause__ is not None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from resomap.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
-from resomap.errors import ResoMapError
+from resomap.errors import ConfigError, ResoMapError
 from resomap.io import atomic_write_bytes
 from resomap.measure import maps as attribution_maps
 from resomap.measure.attribution import randomised_copy
@@ -133,7 +133,7 @@ class Explain(pl.Callback):
                  run_seed: int = 0, seeds: Sequence[int] | None = None) -> None:
         unknown = sorted(set(sanity_methods) - set(methods))
         if unknown:
-            raise ValueError(f"callbacks.explain.sanity_methods names {unknown}, which are not in "
+            raise ConfigError(f"callbacks.explain.sanity_methods names {unknown}, which are not in "
                              f"callbacks.explain.methods ({', '.join(methods)}).")
         self.results_dir = results_dir
         self.output_dir = output_dir

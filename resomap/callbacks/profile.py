@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from resomap.device import machine
+from resomap.errors import ConfigError
 from resomap.measure.complexity import analyse
 from resomap.measure.latency import AutoStop, latency_stats, runs_for, time_forward
 from resomap.measure.memory import MIB, RssIncrease, gpu_baseline, gpu_memory_figures, peak_rss_mb
@@ -54,7 +55,7 @@ def _check_count(name: str, value: int | str | None, minimum: int = 1) -> int | 
     if value is None or (isinstance(value, str) and value.lower() == "auto"):
         return "auto"
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"callbacks.profile.{name}={value!r} is not valid: it must be an integer "
+        raise ConfigError(f"callbacks.profile.{name}={value!r} is not valid: it must be an integer "
                          f">= {minimum} or auto (e.g. callbacks.profile.{name}=3).")
     return value
 

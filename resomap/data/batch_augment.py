@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from resomap.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale.
@@ -63,7 +65,7 @@ class AugmentParams:
 def _factor_range(value: float, name: str) -> tuple[float, float]:
     """``v2.ColorJitter``'s reading of a scalar strength: factors in [max(0, 1 - v), 1 + v]."""
     if value < 0:
-        raise ValueError(f"data.color_jitter {name}={value} is negative; use a value >= 0.")
+        raise ConfigError(f"data.color_jitter {name}={value} is negative; use a value >= 0.")
     return max(0.0, 1.0 - value), 1.0 + value
 
 

@@ -27,7 +27,7 @@ from resomap.data.io import (
     visible_folders,
 )
 from resomap.data.validate import validate_images
-from resomap.errors import ResoMapError
+from resomap.errors import ConfigError, ResoMapError
 
 log = logging.getLogger(__name__)
 
@@ -207,11 +207,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         super().__init__()
         device_cache = str(device_cache).lower()
         if pipeline not in PIPELINES or device_cache not in DEVICE_CACHE:
-            raise ValueError(
+            raise ConfigError(
                 f"data.pipeline={pipeline!r}, data.device_cache={device_cache!r}: pipeline must be one "
                 f"of {PIPELINES} and device_cache one of {DEVICE_CACHE}.")
         if pipeline == "cached" and not cache_dir:
-            raise ValueError("data.pipeline=cached needs data.cache_dir, the folder that holds the "
+            raise ConfigError("data.pipeline=cached needs data.cache_dir, the folder that holds the "
                              "decoded images (the configs set it to ${paths.cache_dir}).")
         self.root = Path(root).expanduser().resolve()
         self.image_size = image_size

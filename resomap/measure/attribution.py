@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from resomap.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
+from resomap.errors import ConfigError
 
 
 class LayerNotFoundError(ValueError):
@@ -139,12 +140,12 @@ class IntegratedGradientsMethod:
     def __init__(self, baseline: str = "black", n_steps: int = 16,
                  internal_batch_size: int | None = 16, tolerance: float = 0.05) -> None:
         if baseline not in BASELINES:
-            raise ValueError(
+            raise ConfigError(
                 f"callbacks.explain.methods.integrated_gradients.baseline={baseline!r} is not "
                 f"known; valid baselines: {', '.join(BASELINES)}."
             )
         if n_steps < 1:
-            raise ValueError(f"callbacks.explain.methods.integrated_gradients.n_steps={n_steps}: "
+            raise ConfigError(f"callbacks.explain.methods.integrated_gradients.n_steps={n_steps}: "
                              "needs at least 1 step.")
         self.baseline = baseline
         self.n_steps = n_steps

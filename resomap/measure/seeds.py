@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from resomap.errors import ConfigError
+
 
 def check_seeds(seeds: Any, key: str = "seeds") -> list[int] | None:
     """``seeds`` as a list of ints (None stays None); anything else is refused, naming ``key``."""
@@ -13,7 +15,7 @@ def check_seeds(seeds: Any, key: str = "seeds") -> list[int] | None:
         return None
     values = list(seeds) if isinstance(seeds, (list, tuple)) or type(seeds).__name__ == "ListConfig" else None
     if values is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{key}={seeds!r} is not valid: a list of integer seeds whose runs pay this "
+        raise ConfigError(f"{key}={seeds!r} is not valid: a list of integer seeds whose runs pay this "
                          f"once-per-configuration cost (e.g. {key}=[0]), or null for every seed.")
     return [int(v) for v in values]
 

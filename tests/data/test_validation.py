@@ -14,10 +14,11 @@ import pytest
 from conftest import compose_config, run_module, tiny_overrides
 from PIL import Image
 
-from resomap.config_validation import ConfigError, validate_config
+from resomap.config_validation import validate_config
 from resomap.data.datamodule import DatasetLayoutError, ImageFolderDataModule, dataset_fingerprint
 from resomap.data.io import load_rgb
 from resomap.data.validate import BadImagesError, validate_images
+from resomap.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 BAD_FILES = {"train/nv/empty.jpg": "empty file", "train/mel/truncated.jpg": "truncated",
