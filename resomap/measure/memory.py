@@ -31,15 +31,20 @@ def reset_peak_rss() -> None:
         pass
 
 
-def current_rss_mb() -> float | None:
-    """Resident memory of this process now (Linux), decimal MB; None where unknown."""
+def _status_mb(field: str) -> float | None:
+    """``field`` (``VmRSS``, ``VmHWM``) of /proc/self/status in decimal MB; None where unknown."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024 / MB
     except OSError:
         pass
     return None
+
+
+def current_rss_mb() -> float | None:
+    """Resident memory of this process now (Linux), decimal MB; None where unknown."""
+    return _status_mb("VmRSS")
 
 
 def release_freed_memory() -> None:
@@ -80,13 +85,7 @@ class RssIncrease:
 
 
 def _vm_hwm_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / MB
-    except OSError:
-        pass
-    return None
+    return _status_mb("VmHWM")
 
 
 def peak_rss_mb() -> float:
