@@ -35,8 +35,7 @@ from resomap.run.identity import RunIdentity
 from resomap.run.lock import run_lock
 from resomap.run.oom import BatchPlan, call_trainer, run_with_oom_retries
 from resomap.tracking import mirror
-from resomap.tracking.mlflow import loggable
-from resomap.tracking.settings import TrackingSettings, is_store_node
+from resomap.tracking.settings import TrackingSettings, store_nodes
 
 log = logging.getLogger(__name__)
 
@@ -67,40 +66,13 @@ def run_command(cfg: DictConfig) -> list[str]:
     return [Path(sys.executable).name, "-m", "resomap.train", *kept]
 
 
-def params_and_tags(cfg: DictConfig, identity: RunIdentity) -> tuple[dict[str, str], dict[str, str]]:
-    """A few searchable MLflow params and the identity tags.
-
-    Params are write-once (what decides the trained model, equal in every resumption), named as
-    the seed study's runs named them so old and new runs compare side by side. The tags are the
-    identity's: ``tags.identity`` is how a finished run is found again. Every other setting is
-    in the run's config artifact (:func:`config_document`), not in hundreds of tags.
-    """
-    optimizer = str(OmegaConf.select(cfg, "optimizer._target_", default=""))
-    params = loggable({"model": identity.model, "resolution": identity.resolution, "seed": identity.seed,
-                       "data": identity.data_name, "epochs": cfg.trainer.max_epochs,
-                       "batch_size": OmegaConf.select(cfg, "data.batch_size"),
-                       "learning_rate": OmegaConf.select(cfg, "optimizer.lr"),
-                       "optimizer": optimizer.rsplit(".", 1)[-1]})
-    return params, dict(identity.tags())
-
-
-def config_document(cfg: DictConfig) -> dict:
-    """The run's resolved config, secrets redacted: its MLflow run's config artifact."""
-    return build.run_config(cfg)
-
-
 def tracking_settings(cfg: DictConfig, identity: RunIdentity | None = None) -> TrackingSettings:
     """What tracking needs of this run (``identity``) or sweep (no identity): its stores (the MLflow
     and DagsHub logger nodes, resolved), folders, and a run's params and redacted config."""
-    stores = tuple(OmegaConf.to_container(node, resolve=True) for node in (cfg.get("logger") or {}).values()
-                   if is_store_node(node))
-    params: dict[str, str] = {}
-    document: dict = {}
-    if identity is not None and stores:  # the config is resolved only when a store will hold it
-        params = params_and_tags(cfg, identity)[0]
-        document = config_document(cfg)
-    return TrackingSettings(stores=stores, checkpoint_dir=Path(cfg.paths.checkpoint_dir),
-                            results_dir=Path(cfg.paths.results_dir), params=params, config=document)
+    stores = store_nodes(cfg.get("logger"))
+    # The config is resolved only when a store will hold it.
+    config = build.run_config(cfg) if identity is not None and stores else None
+    return TrackingSettings.of(stores, cfg.paths.checkpoint_dir, cfg.paths.results_dir, identity, config)
 
 
 def _skip(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings) -> float | None | bool:
@@ -118,7 +90,8 @@ def _skip(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings) ->
     if done is not None:
         log.info("Skipping %s: finished with the same configuration (%s)", identity.run_name,
                  records.record_path(cfg.paths.results_dir, identity))
-        mirror.reconcile(settings, identity, done)
+        with mirror.tracked_run(settings, identity, record=done):
+            pass
         return done.objective(cfg.objective)
     found = mirror.find_finished(settings, identity)
     if found is not None:
@@ -195,7 +168,8 @@ def _train(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings, f
         built.exporter.add_section("batch", plan.section())
         built.exporter.add_section("skipped_images", datamodule.skipped_images)
         try:
-            with mirror.tracked_run(settings, identity, loggers, ckpt_path) as mirror_record:
+            with mirror.tracked_run(settings, identity, loggers=loggers,
+                                    resuming=ckpt_path is not None) as tracked:
                 clock = time.perf_counter()
                 call_trainer(built.trainer, "fit", model=built.module, datamodule=datamodule,
                              ckpt_path=ckpt_path, weights_only=True)
@@ -203,7 +177,7 @@ def _train(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings, f
                 try:
                     record = _test_and_commit(cfg, built, timing, started)
                     if record is not None:
-                        mirror_record(record)
+                        tracked.finish(record)
                     return record
                 except (KeyboardInterrupt, SIGTERMException):
                     raise

@@ -30,7 +30,7 @@ from resomap.run import distributed, signals
 from resomap.run.job import JOB_FILE, read_job
 from resomap.tracking import mlflow as mlflow_store
 from resomap.tracking import sweep_run
-from resomap.tracking.settings import TrackingSettings, is_store_node
+from resomap.tracking.settings import TrackingSettings, store_nodes
 
 log = logging.getLogger(__name__)
 
@@ -216,14 +216,12 @@ def sweep_tracking(config: DictConfig) -> TrackingSettings:
     """The sweep's tracking settings; without stores, with a warning, when their nodes cannot be
     read: each job then stops with that store's own error and what to do."""
     checkpoint_dir = OmegaConf.select(config, "paths.checkpoint_dir", default="checkpoints")
-    folders = {"checkpoint_dir": Path(checkpoint_dir), "results_dir": Path(config.paths.results_dir)}
-    if not any(is_store_node(node) for node in (config.get("logger") or {}).values()):
-        return TrackingSettings(stores=(), **folders)
     try:
-        return orchestrate.tracking_settings(config)
+        stores = store_nodes(config.get("logger"))
     except Exception as error:  # reported by every job; the sweep's run is a convenience
         log.warning("This sweep has no MLflow run: its store cannot be used (%s)", error)
-        return TrackingSettings(stores=(), **folders)
+        stores = ()
+    return TrackingSettings.of(stores, checkpoint_dir, config.paths.results_dir)
 
 
 class SweepSummary(Callback):

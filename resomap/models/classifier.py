@@ -242,8 +242,10 @@ class LitClassifier(pl.LightningModule):
                 f"(identity {saved.get('digest')}), this is run {mine.get('run_name')} (identity "
                 f"{mine.get('digest')}). Pass a checkpoint of this run, or ckpt_path=null to train "
                 "from scratch.")
-        if self.trainer.state.fn != "fit":
-            return  # testing the best checkpoint must not roll the fit history back
+        # Testing the best checkpoint must not roll the fit history back; a module loaded for a
+        # later reader (no trainer: run.trained.load_trained) gets the history it was saved with.
+        if self._trainer is not None and self.trainer.state.fn != "fit":
+            return
         state = checkpoint.get("resomap", {})
         self.history = list(state.get("history", []))
         self.fit_seconds = float(state.get("fit_seconds", 0.0))

@@ -199,12 +199,13 @@ def load_trained(record: RunRecord, checkpoints_root: str | Path, checkpoint: st
     if stored and stored.get("digest") != record.identity.digest:
         raise ResoMapError(f"{path} was written by run {stored.get('run_name')} with another "
                            f"configuration than the record of {record.run_name}.")
+    # Lightning rebuilds the module from the hyperparameters the run saved (classes, class
+    # weights, config, identity); given here is only what a checkpoint does not hold: the network,
+    # built from the project's own config, and no optimizer. Weights only, as read above.
     net = instantiate(node, num_classes=hparams["num_classes"])
-    module = LitClassifier(net=net, num_classes=hparams["num_classes"], class_names=hparams["class_names"],
-                           optimizer=None, class_weights=hparams.get("class_weights"),
-                           channels_last=bool(record.config.get("channels_last", True)),
-                           run_config=hparams.get("run_config"), identity=stored)
-    module.load_state_dict(saved["state_dict"])
+    module = LitClassifier.load_from_checkpoint(
+        path, map_location="cpu", weights_only=True, net=net, optimizer=None,
+        channels_last=bool(record.config.get("channels_last", True)))
     return module.eval()
 
 

@@ -4,7 +4,8 @@ The run is found by its record (``results/test_results/{run_name}.json``), its m
 :func:`resomap.run.trained.load_trained` (which checks every name and path the record gives) and
 its test split rebuilt from the record's data set.
 The explain section is written beside the record (``explain.json`` in its run folder: a record is
-written once, by its run) and the cross-resolution agreement refreshed.
+written once, by its run), added with the maps to the run's MLflow run in each configured store,
+and the cross-resolution agreement refreshed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from resomap.run.record_schema import EXPLANATIONS
 from resomap.run.record_write import write_explanations
 from resomap.run.trained import UntrustedRecordError, datamodule_for, load_trained
 from resomap.study.agreement import write_agreement
+from resomap.tracking.mirror import RECORD_ARTIFACTS, tracked_run
+from resomap.tracking.settings import TrackingSettings, store_nodes
 
 log = logging.getLogger(__name__)
 
@@ -61,5 +64,11 @@ def explain_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     section = explainer.explain(module.net, datamodule, channels_last=module.channels_last)
     written = write_explanations(cfg.paths.results_dir, record, section)
     log.info("Explained %s; section written to %s, beside its record", record.run_name, written)
+    settings = TrackingSettings.of(store_nodes(cfg.get("logger")), cfg.paths.checkpoint_dir,
+                                   cfg.paths.results_dir, record.identity, record.config)
+    # The run's own MLflow run gets them (made to hold the finished run first, if it does not).
+    with tracked_run(settings, record.identity, record=record) as tracked:
+        tracked.add(written, RECORD_ARTIFACTS)
+        tracked.add(maps_dir, EXPLANATIONS)
     write_agreement(cfg.paths.results_dir)
     return {"explain": section}

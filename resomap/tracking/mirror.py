@@ -1,11 +1,12 @@
 """MLflow as a mirror of the run record: one MLflow run per run identity, across resumes.
 
-The record file is a run's commit point; the store follows it. :func:`tracked_run` starts (or,
-when resuming, continues) the identity's MLflow run before fitting, so per-epoch metrics stream
-in, and after the record is written mirrors it (final metrics, the record, a confusion matrix)
-and ends the run FINISHED. A kill between the record and the end leaves a
-RUNNING run: :func:`reconcile`, called when the finished run is skipped, completes it. The run
-id is kept in the identity's checkpoint folder (``mlflow_run.json``), per store.
+The record file is a run's commit point; the store follows it. :func:`tracked_run` is the one
+context a run meets its stores through. Around training it starts (or, when resuming, continues)
+the identity's MLflow run before fitting, so per-epoch metrics stream in, and after the record is
+written mirrors it (final metrics, the record, a confusion matrix) and ends the run FINISHED.
+Around a finished run (skipped, or explained later) it makes each store hold the run FINISHED: a
+kill between the record and the end left a RUNNING run, or the store is new. The run id is kept
+in the identity's checkpoint folder (``mlflow_run.json``), per store.
 
 What a run holds: a few params and the redacted config (both in :class:`TrackingSettings`, built
 by the orchestrator: tracking never sees the composed config), the identity tags, the config as one
@@ -19,7 +20,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from resomap.tracking.settings import TrackingSettings
 RunIdentity = Any  # resomap.run.identity.RunIdentity
 RunRecord = Any  # resomap.run.record.RunRecord
 
-__all__ = ["build_loggers", "find_finished", "reconcile", "tracked_run"]
+__all__ = ["TrackedRun", "build_loggers", "fetch_record", "find_finished", "tracked_run"]
 
 log = logging.getLogger(__name__)
 
@@ -216,24 +217,70 @@ def _end(trackers: Iterable[MLFlowLogger], status: str, attempts: int = 3) -> No
                 time.sleep(0.5)
 
 
-@contextmanager
-def tracked_run(settings: TrackingSettings, identity: RunIdentity, loggers: Iterable[Logger],
-                ckpt_path: str | None) -> Iterator[Callable[[RunRecord], None]]:
-    """Around fit and test: start or continue the identity's MLflow run(s). Yields ``mirror``,
-    to call with the written record; the run then ends FINISHED. An exception ends it FAILED,
-    SIGTERM or Ctrl-C KILLED."""
-    trackers = _trackers(loggers) if rank_zero_only.rank == 0 else []
-    for logger in trackers:
-        _start(logger, settings, identity, resuming=ckpt_path is not None)
+class TrackedRun:
+    """The identity's MLflow run in each store, inside :func:`tracked_run`."""
 
-    def mirror(record: RunRecord) -> None:
-        for logger in trackers:
-            _mirror(logger, settings, record, logger.run_id)
+    def __init__(self, settings: TrackingSettings, runs: list[tuple[MLFlowLogger, str]],
+                 finished: bool) -> None:
+        self.settings, self.runs, self.finished = settings, runs, finished
+
+    def finish(self, record: RunRecord) -> None:
+        """Mirror the written ``record`` into each store's run and end it FINISHED (a run that
+        was already FINISHED holds it)."""
+        if not self.finished:
+            for logger, run_id in self.runs:
+                _mirror(logger, self.settings, record, run_id)
+            self.finished = True
+
+    def add(self, path: Path, artifact_path: str) -> None:
+        """Add a file or folder a finished run wrote later (its explanations) to each store's
+        run: JSON and text redacted, images and arrays as they are. A store that fails is warned
+        about and the others still get it."""
+        from mlflow.exceptions import MlflowException
+
+        files = sorted(item for item in path.rglob("*") if item.is_file()) if path.is_dir() else [path]
+        for logger, run_id in self.runs:
+            try:
+                for file in files:
+                    inner = file.parent.relative_to(path) if path.is_dir() else Path()
+                    where = str(Path(artifact_path, inner))
+                    if file.suffix in (".json", ".yaml", ".yml", ".txt", ".md"):
+                        log_artifact_redacted(logger.client, run_id, file, where)
+                    else:
+                        logger.client.log_artifact(run_id, str(file), where)
+            except (MlflowException, OSError) as error:
+                log.warning("Could not add %s to MLflow run %s in %s: %s", path.name, run_id,
+                            redact_uri(logger.tracking_uri), error)
+
+
+@contextmanager
+def tracked_run(settings: TrackingSettings, identity: RunIdentity, *, loggers: Iterable[Logger] = (),
+                resuming: bool = False, record: RunRecord | None = None) -> Iterator[TrackedRun]:
+    """The one way a run meets its MLflow stores: around training, a skipped run, an explanation.
+
+    Training (no ``record`` yet): start, or continue when ``resuming``, the identity's run on the
+    trainer's MLflow ``loggers``, so per-epoch metrics stream in; the body calls
+    :meth:`TrackedRun.finish` with the written record. An exception ends the run FAILED, SIGTERM
+    or Ctrl-C KILLED.
+
+    A finished run (``record`` given: skipped, or explained later): each configured store is made
+    to hold it FINISHED with its record (a kill may have come between the record and the end of
+    the MLflow run, or the store may be new), then the body may add files. A store that fails is
+    warned about and left out; an exception in the body leaves the finished run as it is.
+    """
+    if rank_zero_only.rank != 0:
+        yield TrackedRun(settings, [], finished=record is not None)
+        return
+    if record is not None:
+        yield TrackedRun(settings, _reconciled(settings, identity, record), finished=True)
+        return
+    trackers = _trackers(loggers)
+    runs = [(logger, _start(logger, settings, identity, resuming)) for logger in trackers]
 
     from resomap.run import signals
 
     try:
-        yield mirror
+        yield TrackedRun(settings, runs, finished=False)
     except (SIGTERMException, KeyboardInterrupt):
         _end(trackers, "KILLED")
         raise
@@ -281,16 +328,17 @@ def fetch_record(settings: TrackingSettings, run: Any, destination: Path) -> Pat
     return None
 
 
-def reconcile(settings: TrackingSettings, identity: RunIdentity, record: RunRecord) -> None:
-    """Make each store hold this finished run as FINISHED (a kill may have come between the
-    record and the end of the MLflow run, or the store may be new)."""
+def _reconciled(settings: TrackingSettings, identity: RunIdentity,
+                record: RunRecord) -> list[tuple[MLFlowLogger, str]]:
+    """Each store's FINISHED run of this finished identity, mirrored there first when missing."""
     from mlflow.exceptions import MlflowException
 
-    if rank_zero_only.rank != 0:
-        return
+    runs = []
     for logger in store_loggers(settings):
         try:
-            if _search(logger, identity, "FINISHED") is not None:
+            found = _search(logger, identity, "FINISHED")
+            if found is not None:
+                runs.append((logger, found.info.run_id))
                 continue
             store = redact_uri(logger.tracking_uri)
             previous = _existing_run(logger, _read_run_ids(_run_id_file(settings, identity)).get(store))
@@ -301,6 +349,8 @@ def reconcile(settings: TrackingSettings, identity: RunIdentity, record: RunReco
             log.info("Mirroring the finished run %s into MLflow run %s (%s)", identity.run_name, run_id,
                      store)
             _mirror(logger, settings, record, run_id)
+            runs.append((logger, run_id))
         except (MlflowException, OSError) as error:
             log.warning("Could not mirror %s into MLflow store %s: %s", identity.run_name,
                         redact_uri(logger.tracking_uri), error)
+    return runs

@@ -252,11 +252,6 @@ def _store_errors(uri: str) -> Iterator[None]:
 
 
 
-def loggable(flat: Mapping[str, Any]) -> dict[str, str]:
-    """String values with secrets redacted (:func:`redact_config`), lengths bounded."""
-    return {key: str(value)[:MAX_VALUE_LENGTH] for key, value in redact_config(dict(flat)).items()}
-
-
 def plot_confusion_matrix(matrix: list[list[int]], classes: list[str]) -> Any:
     """A small figure of the test confusion matrix (rows: true class, columns: predicted), for
     MLflow's ``log_figure``."""

@@ -97,11 +97,11 @@ def start_sweep_runs(settings: TrackingSettings, sweep_dir: Path) -> dict[str, s
 
     A store that fails here is warned about: each job then reports it with what to do.
     """
-    from mlflow.exceptions import MlflowException
-
     sweep_dir = Path(sweep_dir)
     runs: dict[str, str] = {}
     loggers = _store_loggers(settings)
+    if loggers:  # a sweep without a store never imports MLflow (seconds a sweep)
+        from mlflow.exceptions import MlflowException
     for logger in loggers:
         try:
             run = logger.client.create_run(logger.ensure_experiment(),

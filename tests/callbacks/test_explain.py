@@ -206,6 +206,17 @@ def test_callback_and_command_explain_a_trained_model(train_cli, tmp_path: Path,
     assert math.isfinite(again["explain"]["seconds"])
     assert (tmp_path / "results" / "explanations" / "agreement.csv").is_file()
 
+    # The run's own MLflow run, still FINISHED, holds the later section and its maps.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("ResoMap").experiment_id],
+                                f"tags.identity = '{record.identity.digest}'")
+    assert run.info.status == "FINISHED"
+    assert "results/explain.json" in {item.path for item in client.list_artifacts(run.info.run_id, "results")}
+    logged = {Path(item.path).name for item in client.list_artifacts(run.info.run_id, "explanations")}
+    assert Path(section["maps_file"]).name in logged and len(logged) >= 2
+
 
 @pytest.mark.slow
 def test_explain_command_names_a_missing_run(tmp_path: Path, tiny_data_root: Path):

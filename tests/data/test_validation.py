@@ -20,6 +20,9 @@ from resomap.data.io import load_rgb
 from resomap.data.validate import BadImagesError, validate_images
 from resomap.errors import ConfigError
 
+# One xdist worker runs this file, so its module fixtures are built once (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("validation")
+
 SPLITS = ("train", "val", "test")
 BAD_FILES = {"train/nv/empty.jpg": "empty file", "train/mel/truncated.jpg": "truncated",
              "val/bkl/notes.png": "UnsupportedImageError"}

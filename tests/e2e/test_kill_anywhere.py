@@ -27,11 +27,10 @@ pytestmark = pytest.mark.slow
 EPOCHS = 4
 STEPS_PER_EPOCH = 3  # 42 training images in batches of 16
 RESOLUTIONS = (32, 40)
+LEARNING_RATES = (0.001, 0.01)
 
-
-GRID = (f"res={','.join(map(str, RESOLUTIONS))}",)
-# A sweep over a key other than model and resolution: both runs are tiny_cnn_32.
-LR_GRID = ("res=32", "optimizer.lr=0.001,0.01")
+# Over the resolution and a key other than model and resolution: two runs share each run name.
+GRID = (f"res={','.join(map(str, RESOLUTIONS))}", f"optimizer.lr={','.join(map(str, LEARNING_RATES))}")
 
 
 def _sweep(root: Path, grid: tuple[str, ...] = GRID, sweep_dir: str = "multirun") -> list[str]:
@@ -86,22 +85,25 @@ def _assert_whole(root: Path, record: records.RunRecord, client: MlflowClient, e
         assert saved["hyper_parameters"]["identity"]["digest"] == record.identity.digest
 
 
-def _records_by_lr(results_dir: Path) -> dict[float, records.RunRecord]:
+def _records_by(results_dir: Path) -> dict[tuple[int, float], records.RunRecord]:
+    """Every record by (resolution, learning rate), each describing the model it tested."""
     found = {}
     for path, record in records.iter_records(results_dir):
         assert isinstance(record, records.RunRecord), record
-        lr = record.identity.training["optimizer"]["lr"]
-        assert record.config["optimizer"]["lr"] == lr, path  # the record describes the model it tested
-        assert lr not in found
-        found[lr] = record
+        key = (record.resolution, record.identity.training["optimizer"]["lr"])
+        assert record.config["optimizer"]["lr"] == key[1], path
+        assert key not in found
+        found[key] = record
     return found
 
 
 def test_a_sweep_killed_anywhere_ends_as_if_never_killed(tmp_path: Path):
+    """Runs that share a run name (tiny_cnn_32 at two learning rates) each end with their own
+    record, predictions, checkpoints and MLflow run, however the kills fell."""
     rng = random.Random(7)
     # From the first second (nothing created yet) through training and the report.
     # Each re-run resumes what the killed ones left, so the sweep advances from kill to kill.
-    moments = [rng.uniform(0.2, 2.0), *sorted(rng.uniform(2.0, 20.0) for _ in range(4))]
+    moments = [rng.uniform(0.2, 2.0), *sorted(rng.uniform(2.0, 25.0) for _ in range(4))]
     kills = sum(_kill_after(tmp_path, moment) for moment in moments)
     assert kills >= 3, "the sweep finished before most kills: make it longer"
 
@@ -112,39 +114,18 @@ def test_a_sweep_killed_anywhere_ends_as_if_never_killed(tmp_path: Path):
     results_dir = tmp_path / "results"
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("ResoMap").experiment_id
-    for res in RESOLUTIONS:
-        record = records.read_record(records.result_path(results_dir, f"tiny_cnn_{res}"))
+    found = _records_by(results_dir)
+    assert sorted(found) == [(res, lr) for res in RESOLUTIONS for lr in LEARNING_RATES]
+    for record in found.values():
         _assert_whole(tmp_path, record, client, experiment)
 
     report = (results_dir / "report.md").read_text()
     assert "tiny_cnn" in report and "failed" not in report.lower()
     rows = (results_dir / "all_results.csv").read_text().splitlines()
-    assert len(rows) == 1 + len(RESOLUTIONS)
+    assert len(rows) == 1 + len(found)
     for path in tmp_path.rglob("*.json"):
         if not path.name.startswith("."):
             json.loads(path.read_text())  # every JSON file left is whole
-
-
-def test_a_learning_rate_sweep_killed_anywhere_keeps_every_run_its_own(tmp_path: Path):
-    """Both runs are tiny_cnn_32: each ends with its own record, predictions, checkpoints and
-    MLflow run, however the kills fell."""
-    rng = random.Random(11)
-    moments = [rng.uniform(0.2, 2.0), *sorted(rng.uniform(2.0, 20.0) for _ in range(4))]
-    kills = sum(_kill_after(tmp_path, moment, LR_GRID) for moment in moments)
-    assert kills >= 3, "the sweep finished before most kills: make it longer"
-
-    final = _start(tmp_path, LR_GRID)
-    output, _ = final.communicate(timeout=900)
-    assert final.returncode == 0, output[-4000:]
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    experiment = client.get_experiment_by_name("ResoMap").experiment_id
-    found = _records_by_lr(tmp_path / "results")
-    assert sorted(found) == [0.001, 0.01]
-    for record in found.values():
-        _assert_whole(tmp_path, record, client, experiment)
-    again = _start(tmp_path, LR_GRID)
-    output, _ = again.communicate(timeout=900)
-    assert again.returncode == 0 and output.count("Skipping tiny_cnn_32") == 2, output[-4000:]
 
 
 def test_two_concurrent_sweeps_with_different_settings_keep_their_runs_apart(tmp_path: Path):
@@ -157,8 +138,8 @@ def test_two_concurrent_sweeps_with_different_settings_keep_their_runs_apart(tmp
         assert process.returncode == 0, output[-4000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("ResoMap").experiment_id
-    found = _records_by_lr(tmp_path / "results")
-    assert sorted(found) == [0.001, 0.003, 0.01]
+    found = _records_by(tmp_path / "results")
+    assert sorted(lr for _, lr in found) == [0.001, 0.003, 0.01]
     for record in found.values():
         _assert_whole(tmp_path, record, client, experiment)
     assert sum(output.count("Record written") for output in outputs) == 3

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, tiny_overrides
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs this file, so its module fixtures are built once (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
 
 # Distributions of the optional extras, left out of the fresh environment.
 EXTRAS = ("dagshub", "dagshub_annotation_converter", "hydra_joblib_launcher", "hydra_submitit_launcher")

@@ -20,7 +20,8 @@ from conftest import run_module, tiny_overrides
 from resomap.study.blocks import esc
 from resomap.study.results_table import SEED_COLUMNS
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs this file, so its module fixtures are built once (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report")]
 
 MODELS, RESOLUTIONS = ("simple_cnn", "tiny_cnn"), (32, 48)
 # Cheap runs: no tracking server, no explanations, a short latency measurement.

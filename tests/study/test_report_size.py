@@ -25,6 +25,9 @@ from resomap.study.agreement import explained_runs
 from resomap.study.grid_sections import auroc_ranges, choose_classes
 from resomap.study.report import write_report
 
+# One xdist worker runs this file, so its module fixtures are built once (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("report_size")
+
 MODELS, RESOLUTIONS = ("simple_cnn", "tiny_cnn"), (224, 256, 320, 384, 512)
 METHODS = ("grad_cam", "integrated_gradients", "saliency")
 LIMIT = 2_000_000

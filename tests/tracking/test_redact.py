@@ -16,7 +16,7 @@ from conftest import compose_config
 from omegaconf import OmegaConf
 
 import resomap  # noqa: F401  (registers the config resolvers)
-from resomap.orchestrate import config_document, params_and_tags
+from resomap.orchestrate import tracking_settings
 from resomap.redact import redact_config, redact_text, redact_uri
 from resomap.redact_logs import install_log_redaction
 from resomap.run import distributed
@@ -198,9 +198,9 @@ def test_params_tags_and_the_config_artifact_hold_no_secret(tmp_path: Path, clea
                                    "+logger.mlflow.api_token=tok-abcdef123",
                                    "+data.note=fetched with tok-abcdef123"])
     identity = RunIdentity.from_config(cfg, "data-fp")
-    params, tags = params_and_tags(cfg, identity)
+    settings = tracking_settings(cfg, identity)
+    params, tags, document = settings.params, identity.tags(), settings.config
     assert "tok-abcdef123" not in str(identity.to_dict())
-    document = config_document(cfg)
     logged = " ".join(f"{key}={value}" for key, value in {**params, **tags}.items()) + str(document)
     assert PASSWORD not in logged and "tok-abcdef123" not in logged
     assert document["logger"]["mlflow"]["tracking_uri"] == "http://***@127.0.0.1:5000"

@@ -25,7 +25,8 @@ from conftest import tiny_overrides
 from mlflow.tracking import MlflowClient
 from mlflow_server import mlflow_server_at, recording_proxy
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs this file, so its module fixtures are built once (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("secrets")]
 
 # Every character RFC 3986 allows unencoded in a URI's user info, between two markers: a leak of
 # any part of it (say, what follows the ') is found by one of the fragments.

@@ -12,7 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow_server import free_port, mlflow_server_at, recording_proxy
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs this file, so its module fixtures are built once (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tracking")]
 
 FAST = ["model=tiny_cnn", "explain=none"]
 TOKEN = "dagshub-test-token-5f3a9c"
