@@ -45,7 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("resomap.explain", "explain trained checkpoints without retraining"),
     "bench": ("resomap.bench", "classic vs cached data pipeline, side by side"),
     "validate": ("resomap.validate", "check the decision method on simulated studies with a known answer"),
-    "data": ("resomap.data.__main__", "data sets: 'data prepare' lays one out, 'data analyze' checks it"),
+    "data": ("resomap.data_tools.__main__",
+             "data sets: 'data prepare' lays one out, 'data analyze' checks it"),
 }
 DATA_TASKS = ("prepare", "analyze")
 

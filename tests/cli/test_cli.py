@@ -68,7 +68,8 @@ def test_data_task_help_lists_its_keys(task: str, keys: tuple[str, ...], tmp_pat
     completed = resomap("data", task, "--help", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert all(key in completed.stdout for key in keys)
-    assert f"resomap data {task}" in completed.stdout or f"python -m resomap.data {task}" in completed.stdout
+    assert (f"resomap data {task}" in completed.stdout
+            or f"python -m resomap.data_tools {task}" in completed.stdout)
 
 
 def test_top_level_help_names_every_command(tmp_path: Path):
@@ -93,7 +94,7 @@ def test_module_forms_compose_the_same_config_as_the_command(tmp_path: Path):
     assert (job["model"]["name"], job["res"], job["trainer"]["max_epochs"]) == ("tiny_cnn", 96, 25)
 
     data_args = ["prepare", "--cfg", "job", "source=synthetic", "n_train=14"]
-    assert resomap("data", *data_args, cwd=tmp_path).stdout == run_module("resomap.data", data_args,
+    assert resomap("data", *data_args, cwd=tmp_path).stdout == run_module("resomap.data_tools", data_args,
                                                                           cwd=tmp_path).stdout
 
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from resomap.data.io import IMAGE_FORMATS, UnsupportedImageError, is_image_file, load_rgb
-from resomap.data.prepare import prepare_folder
 from resomap.data.validate import BadImagesError, validate_images
+from resomap.data_tools.prepare import prepare_folder
 from resomap.errors import ResoMapError
 
 # A minimal Encapsulated PostScript file: PIL identifies it as EPS from its header and, asked to

@@ -63,7 +63,7 @@ def missing_credentials_message(dataset: str) -> str:
         "or put kaggle.json in ~/.kaggle (or $KAGGLE_CONFIG_DIR); a network connection is needed "
         "too." + _install_hint() + " Without network or credentials, download the data set by hand "
         f"from https://www.kaggle.com/datasets/{dataset}, unpack it, and run "
-        "`python -m resomap.data prepare source=folder input_dir=<unpacked folder> "
+        "`resomap data prepare source=folder input_dir=<unpacked folder> "
         "output_dir=data/skin_cancer`."
     )
 
@@ -88,7 +88,7 @@ def check_reachable(url: str, timeout: float) -> None:
         raise KaggleUnavailable(
             f"Cannot reach {host}:{port} within {timeout:g} s ({error!r}); the Kaggle route needs a "
             "network connection. Download the data set by hand where there is one, then use "
-            "`python -m resomap.data prepare source=folder input_dir=<unpacked folder>`."
+            "`resomap data prepare source=folder input_dir=<unpacked folder>`."
         ) from error
     finally:
         pool.shutdown(wait=False)

@@ -1,4 +1,4 @@
-"""Data sets: ``resomap data prepare|analyze key=value ...`` (or ``python -m resomap.data``).
+"""Data sets: ``resomap data prepare|analyze key=value ...`` (or ``python -m resomap.data_tools``).
 
 The first word picks the task and with it the Hydra config (``conf/data_tool/<task>.yaml``);
 the rest are ordinary Hydra overrides. ``resomap data <task> --help`` lists the keys.
@@ -20,9 +20,9 @@ import resomap  # noqa: F401  (registers the config resolvers)
 from resomap.cli import CONFIG_PATH, VERSION_BASE
 from resomap.errors import ResoMapError, exit_with, user_errors
 
-log = logging.getLogger("resomap.data")
+log = logging.getLogger("resomap.data_tools")
 
-USAGE = """usage: resomap data {prepare,analyze} [key=value ...]   (or python -m resomap.data ...)
+USAGE = """usage: resomap data {prepare,analyze} [key=value ...]   (or python -m resomap.data_tools ...)
 
   prepare   lay out images as <output_dir>/{train,val,test}/<class>/ for the trainer:
               resomap data prepare input_dir=~/lesions output_dir=data/lesions
@@ -57,7 +57,7 @@ def prepare(cfg: DictConfig) -> None:
 
 def analyze(cfg: DictConfig) -> None:
     # Imported here: --help answers without loading numpy, PIL and matplotlib.
-    from resomap.data.analyze import analyze_dataset, split_names, write_analysis
+    from resomap.data_tools.analyze import analyze_dataset, split_names, write_analysis
 
     if OmegaConf.is_missing(cfg, "root"):
         raise ResoMapError("analyze needs root=<data set folder>, e.g. resomap data analyze "

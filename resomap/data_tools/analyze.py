@@ -22,7 +22,7 @@ from PIL import UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from resomap.data.io import open_image
-from resomap.data.prepare import class_files, find_split_folders
+from resomap.data_tools.prepare import class_files, find_split_folders
 from resomap.errors import ResoMapError
 from resomap.io import atomic_write_bytes, atomic_write_text, figure_png, write_json
 

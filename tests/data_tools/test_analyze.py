@@ -1,4 +1,4 @@
-"""``python -m resomap.data analyze``: the seed's analysis files, right counts, leakage warning."""
+"""``resomap data analyze``: the seed's analysis files, right counts, leakage warning."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from conftest import TINY_SPEC, run_module
 from PIL import Image
 
-from resomap.data.analyze import AnalyzeError, analyze_dataset, summary_text
 from resomap.data.synthetic import CLASSES, split_counts
+from resomap.data_tools.analyze import AnalyzeError, analyze_dataset, summary_text
 
 SPLIT_SIZES = {"train": TINY_SPEC["n_train"], "val": TINY_SPEC["n_val"], "test": TINY_SPEC["n_test"]}
 
@@ -21,7 +21,7 @@ def test_cli_writes_the_analysis_and_flags_a_planted_duplicate(tiny_data_root: P
     shutil.copytree(tiny_data_root, root)
     shutil.copyfile(root / "train" / "nv" / "nv_00000.jpg", root / "test" / "mel" / "planted.jpg")
 
-    completed = run_module("resomap.data", ["analyze", f"root={root}"], cwd=tmp_path, timeout=120)
+    completed = run_module("resomap.data_tools", ["analyze", f"root={root}"], cwd=tmp_path, timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
     analysis = tmp_path / "analysis"
     report = json.loads((analysis / "dataset_analysis.json").read_text())

@@ -1,4 +1,4 @@
-"""``python -m resomap.data prepare``: splits a user's folder, keeps existing splits, never
+"""``resomap data prepare``: splits a user's folder, keeps existing splits, never
 overwrites silently, makes synthetic stand-ins, and fails fast on the Kaggle route offline."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from conftest import run_module
 from PIL import Image
 
-from resomap.data.prepare import PrepareError, prepare_folder, split_sizes
+from resomap.data_tools.prepare import PrepareError, prepare_folder, split_sizes
 
 RATIOS = {"train": 0.7, "val": 0.15, "test": 0.15}
 CLASS_SIZES = {"akiec": 3, "df": 5, "mel": 11, "nv": 40}
@@ -56,8 +56,8 @@ def test_split_sizes_keep_every_split_and_the_ratios_within_one_image(ratios):
 
 def test_cli_splits_a_class_folder_stratified(class_folder: Path, tmp_path: Path):
     output = tmp_path / "prepared"
-    completed = run_module("resomap.data", ["prepare", f"input_dir={class_folder}",
-                                            f"output_dir={output}"], cwd=tmp_path, timeout=120)
+    completed = run_module("resomap.data_tools", ["prepare", f"input_dir={class_folder}",
+                                                  f"output_dir={output}"], cwd=tmp_path, timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
     listing = _listing(output)
     for name, count in CLASS_SIZES.items():
@@ -86,8 +86,8 @@ def test_same_seed_same_split_and_no_silent_overwrite(class_folder: Path, tmp_pa
         prepare_folder(class_folder, first, RATIOS, seed=4)
     assert _listing(first) == before
 
-    completed = run_module("resomap.data", ["prepare", f"input_dir={class_folder}", f"output_dir={first}",
-                                            "seed=4"], cwd=tmp_path, timeout=120)
+    completed = run_module("resomap.data_tools", ["prepare", f"input_dir={class_folder}",
+                                                  f"output_dir={first}", "seed=4"], cwd=tmp_path, timeout=120)
     assert completed.returncode == 2
     assert completed.stderr.startswith("error: ") and completed.stderr.count("error: ") == 1
     assert str(first) in completed.stderr and "overwrite=true" in completed.stderr
@@ -144,8 +144,8 @@ def test_output_overlapping_the_input_is_refused(class_folder: Path):
 
 
 def test_cli_makes_a_synthetic_stand_in(tmp_path: Path):
-    completed = run_module("resomap.data", ["prepare", "source=synthetic", "n_train=14", "n_val=14",
-                                            "n_test=14", "width=32", "height=24", "workers=1"],
+    completed = run_module("resomap.data_tools", ["prepare", "source=synthetic", "n_train=14", "n_val=14",
+                                                  "n_test=14", "width=32", "height=24", "workers=1"],
                            cwd=tmp_path, timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
     root = tmp_path / "data" / "synthetic_14_14_14_32x24"
@@ -159,7 +159,8 @@ def test_kaggle_without_credentials_fails_fast_with_what_to_set(tmp_path: Path):
     home.mkdir()
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONUNBUFFERED": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "resomap.data", "prepare", "source=kaggle", f"output_dir={tmp_path / 'sc'}"],
+        [sys.executable, "-m", "resomap.data_tools", "prepare", "source=kaggle",
+         f"output_dir={tmp_path / 'sc'}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
     )
     assert completed.returncode == 2

@@ -324,7 +324,7 @@ def prepare_kaggle(output_dir: str | os.PathLike, dataset: str, ratios: Mapping[
                    seed: int = 0, link: str = "symlink", overwrite: bool = False,
                    timeout: float = 10.0) -> Path:
     """Download ``dataset`` with kagglehub (credentials and network checked first), then lay it out."""
-    from resomap.data import kaggle
+    from resomap.data_tools import kaggle
 
     _check_output(Path(output_dir).expanduser(), overwrite)
     downloaded = kaggle.download(dataset, timeout=timeout)
