@@ -213,7 +213,7 @@ class AdaptiveSweeper(BasicSweeper):
 
     def _report_settings(self) -> Any:
         """The report's decision settings (report.*), looks included: the report decides alike."""
-        from resomap.study.decide import check_settings
+        from resomap.study.decision_settings import check_settings
 
         report = OmegaConf.to_container(self.config.report, resolve=True) if "report" in self.config else {}
         return check_settings(**report)

@@ -54,8 +54,8 @@ def main(cfg: DictConfig) -> None:
 
     from resomap.device import device_name
     from resomap.io import atomic_write_text, write_json
-    from resomap.study import simulate, validation
-    from resomap.study.decide import check_settings
+    from resomap.study import simulate, validation, validation_design, validation_report
+    from resomap.study.decision_settings import check_settings
 
     with user_errors():
         threads = cfg.threads if cfg.threads is not None else os.cpu_count() or 1
@@ -76,7 +76,7 @@ def main(cfg: DictConfig) -> None:
         if min(training.channels, training.epochs, training.batch_size) < 1 or training.lr <= 0:
             raise ResoMapError("training.channels, epochs and batch_size must be at least 1 and training.lr "
                                f"positive (found {training}).")
-        design = validation.check_design(**_section(cfg, "design"))
+        design = validation_design.check_design(**_section(cfg, "design"))
         settings = check_settings(**_section(cfg, "report"))
         output_dir = Path(cfg.output_dir).expanduser().resolve()
         found = validation.run(planted, training, design, settings, list(resolutions))
@@ -84,8 +84,8 @@ def main(cfg: DictConfig) -> None:
         command = "resomap validate " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / "validation.json",
-                   validation.summary(found, planted, training, machine, threads))
-        text = validation.markdown(found, machine, threads, command.strip())
+                   validation_report.summary(found, planted, training, machine, threads))
+        text = validation_report.markdown(found, machine, threads, command.strip())
         atomic_write_text(output_dir / "validation.md", text)
     print(text)
     log.info("Written: %s, %s", output_dir / "validation.json", output_dir / "validation.md")

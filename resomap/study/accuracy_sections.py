@@ -8,16 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from resomap.study import decide as decide_module
-from resomap.study import degenerate, plots, stats
+from resomap.study import degenerate, plots, scores
 from resomap.study.blocks import Section, esc, figure, fmt, pvalue, signed_ci, table, titled, with_ci
+from resomap.study.power import POWER_ASSUMPTIONS
 from resomap.study.study import DataStudy, Study
 
 
 def _interval_series(data: DataStudy, metric: str) -> dict[str, list[plots.Point]]:
     series: dict[str, list[plots.Point]] = {}
     for (model, res), group in data.groups.items():
-        interval = group.intervals.get(metric) if metric in stats.METRICS else group.f1
+        interval = group.intervals.get(metric) if metric in scores.METRICS else group.f1
         if interval is not None and math.isfinite(interval.mean):
             series.setdefault(model, []).append((res, interval.mean, interval.low, interval.high))
     return series
@@ -79,7 +79,7 @@ def accuracy_section(study: Study, data: DataStudy) -> Section:
              f"one-sided tests are compared with the same level, {settings.alpha:.3g}. *80 % power needs*: "
              "for an undecided comparison, the seeds per resolution (test images as now) or the test images "
              "(seeds as now) at which the test the estimate points to would reject with 80 % power. "
-             f"{decide_module.POWER_ASSUMPTIONS} McNemar's exact test compares plain accuracy (share of "
+             f"{POWER_ASSUMPTIONS} McNemar's exact test compares plain accuracy (share of "
              f"images right) on the first shared seed; it is not a test of {settings.metric_label} and may "
              "disagree with it in direction.")
     images = []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resomap.io import atomic_write_text, write_csv, write_json
-from resomap.study.decide import check_settings
+from resomap.study.decision_settings import check_settings
 from resomap.study.detailed_text import detailed_report
 from resomap.study.results_table import results_table
 from resomap.study.study import build_study

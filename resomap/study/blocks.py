@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from resomap.names import contained
-from resomap.study import degenerate, stats
+from resomap.study import bootstrap, degenerate
 from resomap.study.study import DataStudy, Study
 
 PLOTS_DIR = "plots"
@@ -88,7 +88,7 @@ def titled(study: Study, data: DataStudy, title: str) -> str:
     return f"{title} ({data.name})" if len(study.data_sets) > 1 else title
 
 
-def with_ci(interval: stats.Interval | None) -> str:
+def with_ci(interval: bootstrap.Interval | None) -> str:
     """``estimate [low, high]``; the interval's ends as computed, even when they exclude the estimate.
     A degenerate interval (zero width, an estimate at 0 or 1) is marked, never shown as certainty."""
     if interval is None or not math.isfinite(interval.mean):
@@ -100,7 +100,7 @@ def with_ci(interval: stats.Interval | None) -> str:
     return Md(f"{text} (degenerate: {flag})" if flag else text)  # numbers only: nothing to escape
 
 
-def signed_ci(difference: stats.PairedDifference, positives: int | None = None,
+def signed_ci(difference: bootstrap.PairedDifference, positives: int | None = None,
               estimates: Sequence[float] = ()) -> str:
     """``difference [low, high]``, marked when degenerate: zero width, few test images of the
     class (``positives``), or a compared estimate at its bound (``estimates``)."""

@@ -12,15 +12,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from resomap.study import stats
-from resomap.study.decide import Decision, Settings, decide
+from resomap.study import bootstrap, classic_stats, scores
+from resomap.study.decide import decide
+from resomap.study.decision_settings import Settings
 from resomap.study.resolution_group import Group
+from resomap.study.verdicts import Decision
 
 
 @dataclass(frozen=True)
 class Comparison:
     """One resolution against the best of the same model, on the same test images and seeds:
-    a :class:`resomap.study.decide.Verdict` plus what the report shows beside it.
+    a :class:`resomap.study.verdicts.Verdict` plus what the report shows beside it.
 
     ``status``: ``non-inferior``, ``inferior``, ``undecided`` or ``not paired`` (``reason``
     says why); see :mod:`resomap.study.decide`.
@@ -32,14 +34,14 @@ class Comparison:
     metric: str
     margin: float
     seeds: tuple[int, ...] = ()
-    paired: stats.PairedDifference | None = None
+    paired: bootstrap.PairedDifference | None = None
     pvalue_holm: float | None = None
     noninferiority_p: float | None = None
     noninferiority_p_holm: float | None = None
     status: str = "not paired"
     decisive_images: int | None = None
     decisive_seeds: int | None = None
-    mcnemar: stats.McNemar | None = None
+    mcnemar: classic_stats.McNemar | None = None
     mcnemar_seed: int | None = None
     reason: str = ""
     inferiority_p_holm: float | None = None
@@ -80,7 +82,7 @@ def compare_model(groups: list[Group], settings: Settings
         if verdict.difference is not None:
             first = verdict.seeds[0]
             mine, theirs = group.scored(settings.metric)[first], best.scored(settings.metric)[first]
-            mcnemar = stats.mcnemar_exact(mine.predictions == mine.labels,
+            mcnemar = classic_stats.mcnemar_exact(mine.predictions == mine.labels,
                                           theirs.predictions == theirs.labels)
         paired = verdict.difference
         found[group.resolution] = replace(
@@ -104,7 +106,7 @@ class Extremes:
     low_resolution: int
     high_resolution: int
     seeds: tuple[int, ...]
-    differences: dict[str, stats.PairedDifference]
+    differences: dict[str, bootstrap.PairedDifference]
     pvalues_holm: dict[str, float]
 
 
@@ -118,14 +120,14 @@ def extremes(groups: list[Group], classes: Sequence[str], settings: Settings) ->
     if not seeds or not np.array_equal(a[seeds[0]].labels, b[seeds[0]].labels):
         return None
     labels = a[seeds[0]].labels
-    scorers: dict[str, stats.Scorer] = {
-        f"AUROC {name}": stats.class_auroc_scorer(i)
+    scorers: dict[str, scores.Scorer] = {
+        f"AUROC {name}": scores.class_auroc_scorer(i)
         for i, name in enumerate(classes) if 0 < np.sum(labels == i) < labels.size}
-    scorers.update({stats.METRICS[m]: stats.SCORERS[m] for m in ("macro_auroc", "balanced_accuracy")})
-    differences = {name: stats.paired_difference([a[s] for s in seeds], [b[s] for s in seeds], scorer,
+    scorers.update({scores.METRICS[m]: scores.SCORERS[m] for m in ("macro_auroc", "balanced_accuracy")})
+    differences = {name: bootstrap.paired_difference([a[s] for s in seeds], [b[s] for s in seeds], scorer,
                                                  settings.confidence, settings.n_resamples, settings.seed)
                    for name, scorer in scorers.items()}
     per_class = [name for name in differences if name.startswith("AUROC ")]
-    adjusted = dict(zip(per_class, stats.holm([differences[name].pvalue for name in per_class])))
+    adjusted = dict(zip(per_class, classic_stats.holm([differences[name].pvalue for name in per_class])))
     return Extremes(groups[0].model, low.resolution, high.resolution, seeds, differences, adjusted)
 

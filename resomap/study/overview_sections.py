@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from resomap.study import decide as decide_module
 from resomap.study import degenerate, spent
 from resomap.study.blocks import Md, Section, esc, table, titled, with_ci
+from resomap.study.power import POWER_ASSUMPTIONS, image_effect
 from resomap.study.study import DataStudy, Study
 
 
@@ -45,7 +45,7 @@ def _margin_sentence(study: Study, data: DataStudy, model: str) -> str:
     labels = data.model_labels(model)
     if labels is None:
         return ""
-    effect, cls, count = decide_module.image_effect(labels)
+    effect, cls, count = image_effect(labels)
     name = data.classes[cls] if cls < len(data.classes) else str(cls)
     margin = study.settings.margin
     relation = "below" if margin < effect - 1e-12 else "above" if margin > effect + 1e-12 else "equal to"
@@ -113,7 +113,7 @@ def answer_section(study: Study, data: DataStudy) -> Section:
         text += ("\n\n**Warning**: " + "; ".join(f"the runs of {esc(m)} differ between resolutions in "
                                                  f"{esc(', '.join(k))}" for m, k in configs.linked.items())
                  + ": every comparison of their resolutions includes the effect of these settings.")
-    text += "\n\n" + "\n".join(statements) + "\n\n" + rule(study) + " " + decide_module.POWER_ASSUMPTIONS
+    text += "\n\n" + "\n".join(statements) + "\n\n" + rule(study) + " " + POWER_ASSUMPTIONS
     return Section(titled(study, data, "Answer: the resolution to use for each model"), text)
 
 

@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from resomap.study import stats
+from resomap.study.bootstrap import Interval, Predictions, bootstrap_metric
+from resomap.study.classic_stats import t_interval
 from resomap.study.cost_figures import FIGURES, figure_value, number
-from resomap.study.decide import Settings
+from resomap.study.decision_settings import Settings
 from resomap.study.runs import RunData
+from resomap.study.scores import METRICS, SCORERS
 
 
 @dataclass
@@ -22,8 +24,8 @@ class Group:
     model: str
     resolution: int
     runs: list[RunData]
-    intervals: dict[str, stats.Interval]
-    f1: stats.Interval | None
+    intervals: dict[str, Interval]
+    f1: Interval | None
     accuracy: float
     per_class_auroc: dict[str, float | None] = field(default_factory=dict)
     per_class_average_precision: dict[str, float | None] = field(default_factory=dict)
@@ -55,7 +57,7 @@ class Group:
         interval = self.intervals.get(metric)
         return interval.mean if interval is not None else math.nan
 
-    def scored(self, metric: str) -> dict[int, stats.Predictions]:
+    def scored(self, metric: str) -> dict[int, Predictions]:
         """Seed -> predictions usable for ``metric``'s bootstrap."""
         usable = [run for run in self.paired if metric == "balanced_accuracy" or run.scorable]
         return {run.seed: run.predictions for run in usable}
@@ -70,16 +72,16 @@ def _mean_by_class(dicts: list[dict[str, float | None]]) -> dict[str, float | No
     return means
 
 
-def _interval(runs: list[RunData], bootstrap: dict[int, stats.Predictions], metric: str,
-              settings: Settings) -> stats.Interval:
+def _interval(runs: list[RunData], bootstrap: dict[int, Predictions], metric: str,
+              settings: Settings) -> Interval:
     if bootstrap:
-        return stats.bootstrap_metric(list(bootstrap.values()), stats.SCORERS[metric], settings.confidence,
+        return bootstrap_metric(list(bootstrap.values()), SCORERS[metric], settings.confidence,
                                       settings.n_resamples, settings.seed)
     values = [v for run in runs if (v := run.metrics.get(metric)) is not None]
     if len(values) >= 2:
-        return stats.t_interval(values, settings.confidence)
+        return t_interval(values, settings.confidence)
     value = values[0] if values else math.nan
-    return stats.Interval(value, math.nan, math.nan, math.nan, len(values), "none")
+    return Interval(value, math.nan, math.nan, math.nan, len(values), "none")
 
 
 def build_group(data_name: str, model: str, resolution: int, runs: list[RunData], settings: Settings,
@@ -94,13 +96,13 @@ def build_group(data_name: str, model: str, resolution: int, runs: list[RunData]
             continue
         paired.append(run)
     group = Group(data_name, model, resolution, runs, {}, None, math.nan, paired=paired)
-    for metric in stats.METRICS:
+    for metric in METRICS:
         group.intervals[metric] = _interval(runs, group.scored(metric), metric, settings)
     f1_values = [v for run in runs if (v := run.metrics.get("f1_score")) is not None]
     if len(f1_values) >= 2:
-        group.f1 = stats.t_interval(f1_values, settings.confidence)
+        group.f1 = t_interval(f1_values, settings.confidence)
     elif f1_values:
-        group.f1 = stats.Interval(f1_values[0], math.nan, math.nan, math.nan, 1, "none")
+        group.f1 = Interval(f1_values[0], math.nan, math.nan, math.nan, 1, "none")
     accuracies = [v for run in runs if (v := run.metrics.get("accuracy")) is not None]
     group.accuracy = float(np.mean(accuracies)) if accuracies else math.nan
     group.per_class_auroc = _mean_by_class([run.per_class_auroc for run in runs])

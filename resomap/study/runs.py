@@ -16,7 +16,7 @@ import numpy as np
 
 from resomap.run import record as records
 from resomap.run.record import RunRecord
-from resomap.study import degenerate, stats
+from resomap.study import bootstrap, degenerate, scores
 from resomap.study.cost_figures import number
 
 
@@ -31,7 +31,7 @@ class RunData:
 
     path: Path
     record: RunRecord
-    predictions: stats.Predictions | None
+    predictions: bootstrap.Predictions | None
     metrics: dict[str, float | None]
     per_class_auroc: dict[str, float | None]
     per_class_average_precision: dict[str, float | None]
@@ -58,7 +58,7 @@ def _by_class(classes: Sequence[str], values: np.ndarray) -> dict[str, float | N
     return {name: number(value) for name, value in zip(classes, values)}
 
 
-def _read_saved(results_dir: Path, record: RunRecord) -> tuple[stats.Predictions | None, str]:
+def _read_saved(results_dir: Path, record: RunRecord) -> tuple[bootstrap.Predictions | None, str]:
     try:
         saved = records.read_predictions(results_dir, record)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
@@ -76,7 +76,7 @@ def _read_saved(results_dir: Path, record: RunRecord) -> tuple[stats.Predictions
             or labels.size == 0 or labels.min() < 0 or labels.max() >= classes):
         return None, (f"its predictions file does not match the record ({labels.size} labels, probabilities "
                       f"{probabilities.shape}, {classes} classes)")
-    return stats.Predictions(labels, predictions, probabilities), ""
+    return bootstrap.Predictions(labels, predictions, probabilities), ""
 
 
 def load_run(results_dir: Path, path: Path, record: RunRecord) -> RunData:
@@ -93,17 +93,17 @@ def load_run(results_dir: Path, path: Path, record: RunRecord) -> RunData:
             {name: number(value) for name, value in (metrics.per_class_average_precision or {}).items()},
             "record", problem, flags)
     labels, guessed = predictions.labels, predictions.predictions
-    found = {"balanced_accuracy": stats.balanced_accuracy(labels, guessed),
+    found = {"balanced_accuracy": scores.balanced_accuracy(labels, guessed),
              "accuracy": float(np.mean(labels == guessed)), "f1_score": number(metrics.f1_score),
              "macro_auroc": None}
     auroc: dict[str, float | None] = dict.fromkeys(record.classes)
     precision: dict[str, float | None] = dict.fromkeys(record.classes)
     if np.isfinite(predictions.probabilities).all():
-        per_class = stats.per_class_auroc(labels, predictions.probabilities)
+        per_class = scores.per_class_auroc(labels, predictions.probabilities)
         auroc = _by_class(record.classes, per_class)
         precision = _by_class(record.classes,
-                              stats.per_class_average_precision(labels, predictions.probabilities))
-        found["macro_auroc"] = number(stats.macro(per_class))
+                              scores.per_class_average_precision(labels, predictions.probabilities))
+        found["macro_auroc"] = number(scores.macro(per_class))
     else:
         problem = "its stored probabilities are not finite (NaN or infinite): no AUROC"
     flags = degenerate.run_flags(record, labels, guessed)

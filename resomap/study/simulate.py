@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from resomap.data.cache import resize
 from resomap.errors import ResoMapError
-from resomap.study.stats import Predictions
+from resomap.study.bootstrap import Predictions
 
 PATCH = 4  # the stem's kernel and stride (px): every resolution must be a multiple of it
 # Texture kept by the resize (standard deviation of the resized checkerboard over the source's):

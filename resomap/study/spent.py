@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resomap.study.decide import Decision
+from resomap.study.verdicts import Decision
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from resomap.run import record as records
-from resomap.study import cross_res, stats
+from resomap.study import classic_stats, cross_res
 from resomap.study.compare import Comparison, Extremes, compare_model, extremes
 from resomap.study.cost_figures import SCALING_FIGURES
-from resomap.study.decide import Settings
+from resomap.study.decision_settings import Settings
 from resomap.study.groups import Configurations, configurations
 from resomap.study.recommend import Recommendation, recommend, with_warnings
 from resomap.study.resolution_group import Group, build_group
@@ -43,7 +43,7 @@ class DataStudy:
     groups: dict[tuple[str, int], Group]
     comparisons: dict[tuple[str, int], Comparison]
     recommendations: dict[str, Recommendation]
-    scaling: dict[str, dict[str, stats.PowerLaw]]
+    scaling: dict[str, dict[str, classic_stats.PowerLaw]]
     extremes: dict[str, Extremes]
     curves: list[Curve]
     budgets: dict[str, list[Budget]]
@@ -144,12 +144,12 @@ def build_data_study(name: str, runs: list[RunData], results_dir: Path, settings
     return study
 
 
-def fit_scaling(groups: list[Group]) -> dict[str, stats.PowerLaw]:
+def fit_scaling(groups: list[Group]) -> dict[str, classic_stats.PowerLaw]:
     fits = {}
     for name in SCALING_FIGURES:
         pairs = [(g.resolution, g.costs[name]) for g in groups if name in g.costs]
         if len({res for res, _ in pairs}) >= 2:
-            fits[name] = stats.power_law_fit(*zip(*pairs))
+            fits[name] = classic_stats.power_law_fit(*zip(*pairs))
     return fits
 
 

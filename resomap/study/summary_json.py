@@ -6,15 +6,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from resomap.study import spent, stats
+from resomap.study import bootstrap, scores, spent
 from resomap.study.compare import Comparison
-from resomap.study.decide import Settings
+from resomap.study.decision_settings import Settings
 from resomap.study.resolution_group import Group
 from resomap.study.results_table import ranked, seed_statistics
 from resomap.study.study import DataStudy, Study
 
 
-def _interval(interval: stats.Interval | None, confidence: float) -> dict[str, Any] | None:
+def _interval(interval: bootstrap.Interval | None, confidence: float) -> dict[str, Any] | None:
     if interval is None:
         return None
     return {"estimate": interval.mean, "spread": interval.spread, "ci_low": interval.low,
@@ -67,7 +67,7 @@ def _group_entry(data: DataStudy, model: str, res: int, group: Group, settings: 
     """One model at one resolution: its intervals, per-class figures, costs and comparison."""
     entry: dict[str, Any] = {
         "model": model, "resolution": res, "seeds": group.seeds,
-        **{metric: _interval(group.intervals[metric], settings.confidence) for metric in stats.METRICS},
+        **{metric: _interval(group.intervals[metric], settings.confidence) for metric in scores.METRICS},
         "f1_score": _interval(group.f1, settings.confidence), "accuracy": group.accuracy,
         "per_class_auroc": group.per_class_auroc,
         "per_class_average_precision": group.per_class_average_precision,

@@ -17,7 +17,8 @@ import yaml
 from conftest import tiny_overrides
 
 from resomap.run import record as records
-from resomap.study.decide import check_settings, decide
+from resomap.study.decide import decide
+from resomap.study.decision_settings import check_settings
 from resomap.study.study import load_run
 
 RESOLUTIONS = (32, 48)

@@ -27,7 +27,7 @@ class Verdict:
 
 @dataclass
 class Decision:
-    """The fields of resomap.study.decide.Decision that the selection reads."""
+    """The fields of resomap.study.verdicts.Decision that the selection reads."""
 
     best: int | None
     recommended: int | None

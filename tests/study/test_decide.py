@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from resomap.errors import ResoMapError
-from resomap.study import stats
-from resomap.study.decide import ONE_RUN, Settings, check_settings, decide, power
+from resomap.study import bootstrap, classic_stats
+from resomap.study.decide import decide
+from resomap.study.decision_settings import Settings, check_settings
+from resomap.study.decision_text import ONE_RUN
+from resomap.study.power import power
 
 COUNTS = [30, 30, 30, 30]  # 120 test images, 4 classes
 FAST = Settings(n_resamples=600)
@@ -18,7 +21,7 @@ def labels_of(counts: list[int] = COUNTS) -> np.ndarray:
 
 
 def run_with_recall(recall: float, seed: int, labels: np.ndarray | None = None,
-                    jitter: float = 0.0) -> stats.Predictions:
+                    jitter: float = 0.0) -> bootstrap.Predictions:
     """A run right on a share ``recall`` (+- seed jitter) of each class's images, chosen at random
     per seed: the expected balanced accuracy is ``recall``; seeds differ as trainings do."""
     labels = labels_of() if labels is None else labels
@@ -32,11 +35,11 @@ def run_with_recall(recall: float, seed: int, labels: np.ndarray | None = None,
         predicted[wrong] = (cls + 1) % classes
     probs = np.full((labels.size, classes), 0.1 / (classes - 1))
     probs[np.arange(labels.size), predicted] = 0.9
-    return stats.Predictions(labels, predicted, probs)
+    return bootstrap.Predictions(labels, predicted, probs)
 
 
 def study(recalls: dict[int, float], seeds: int,
-          jitter: float = 0.02) -> dict[int, dict[int, stats.Predictions]]:
+          jitter: float = 0.02) -> dict[int, dict[int, bootstrap.Predictions]]:
     return {res: {seed: run_with_recall(recall, seed * 7 + res, jitter=jitter) for seed in range(seeds)}
             for res, recall in recalls.items()}
 
@@ -84,8 +87,8 @@ def test_inferiority_and_non_inferiority_are_corrected_alike():
     decision = decide(study({32: 0.6, 64: 0.62, 96: 0.64, 128: 0.66}, seeds=3), FAST)
     tested = [v for v in decision.verdicts.values() if v.difference is not None]
     assert len(tested) == 3
-    above = stats.holm([v.difference.one_sided_pvalue(-0.02, above=True) for v in tested])
-    below = stats.holm([v.difference.one_sided_pvalue(-0.02, above=False) for v in tested])
+    above = classic_stats.holm([v.difference.one_sided_pvalue(-0.02, above=True) for v in tested])
+    below = classic_stats.holm([v.difference.one_sided_pvalue(-0.02, above=False) for v in tested])
     for verdict, p_above, p_below in zip(tested, above, below):
         assert verdict.noninferiority_p_holm == pytest.approx(p_above)
         assert verdict.inferiority_p_holm == pytest.approx(p_below)
@@ -100,9 +103,10 @@ def test_looks_split_the_level():
         check_settings(looks=0)
 
 
-def _difference(per_seed: list[float], image_variance: float, n_images: int = 100) -> stats.PairedDifference:
+def _difference(per_seed: list[float], image_variance: float,
+                n_images: int = 100) -> bootstrap.PairedDifference:
     estimate = float(np.mean(per_seed))
-    return stats.PairedDifference(estimate, estimate - 0.1, estimate + 0.1, 0.5, np.zeros(10), n_images,
+    return bootstrap.PairedDifference(estimate, estimate - 0.1, estimate + 0.1, 0.5, np.zeros(10), n_images,
                                   len(per_seed), np.asarray(per_seed), image_variance)
 
 

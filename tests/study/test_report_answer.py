@@ -18,7 +18,8 @@ from test_report_cases import CLASSES, COUNTS, NV, build, labels_of, make_record
 from resomap.run.record_write import write_record
 from resomap.study.aggregate import write_aggregates
 from resomap.study.blocks import esc
-from resomap.study.decide import ONE_RUN, Settings
+from resomap.study.decision_settings import Settings
+from resomap.study.decision_text import ONE_RUN
 from resomap.study.render import anchors
 
 

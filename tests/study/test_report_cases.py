@@ -25,7 +25,7 @@ from resomap.run.record_schema import DataInfo, RunRecord, TestMetrics
 from resomap.run.record_write import write_predictions, write_record
 from resomap.study import report as report_module
 from resomap.study.aggregate import write_aggregates
-from resomap.study.decide import Settings, check_settings
+from resomap.study.decision_settings import Settings, check_settings
 from resomap.study.failures import FAILED_TITLE, ReportIncomplete
 from resomap.study.report import write_report
 from resomap.study.study import build_study
@@ -413,4 +413,5 @@ def test_the_report_reaches_the_training_stack_only_through_the_loader():
                 allowed = any(item.startswith(STUDY_MAY_IMPORT) for item in names)
                 assert allowed, f"study/{name}.py imports {module}"
             todo += [item.split(".")[2] for item in names if item.startswith("resomap.study.")]
-    assert {"aggregate", "report", "study", "stats", "plots", "agreement", "cross_res"} <= seen
+    assert {"aggregate", "report", "study", "scores", "bootstrap", "classic_stats", "decide", "plots",
+            "agreement", "cross_res"} <= seen

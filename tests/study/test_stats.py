@@ -9,16 +9,16 @@ import pytest
 from scipy import stats as scipy_stats
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from resomap.study import stats
+from resomap.study import bootstrap, classic_stats, scores
 from resomap.study.recommend import pareto_optimal
 
 
-def _run(labels: np.ndarray, probabilities: np.ndarray) -> stats.Predictions:
-    return stats.Predictions(labels, probabilities.argmax(axis=1), probabilities)
+def _run(labels: np.ndarray, probabilities: np.ndarray) -> bootstrap.Predictions:
+    return bootstrap.Predictions(labels, probabilities.argmax(axis=1), probabilities)
 
 
 def _random_run(rng: np.random.Generator, labels: np.ndarray, classes: int = 4, skill: float = 1.0,
-                decimals: int | None = None) -> stats.Predictions:
+                decimals: int | None = None) -> bootstrap.Predictions:
     logits = rng.normal(0, 1, (labels.size, classes))
     logits[np.arange(labels.size), labels] += skill
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -29,7 +29,7 @@ def _random_run(rng: np.random.Generator, labels: np.ndarray, classes: int = 4, 
 
 def test_balanced_accuracy_is_the_mean_per_class_recall():
     # class 0: 2 of 3 right, class 1: 1 of 1 right -> (2/3 + 1) / 2
-    assert stats.balanced_accuracy([0, 0, 0, 1], [0, 0, 1, 1]) == pytest.approx(5 / 6)
+    assert scores.balanced_accuracy([0, 0, 0, 1], [0, 0, 1, 1]) == pytest.approx(5 / 6)
 
 
 @pytest.mark.parametrize("decimals", [None, 1])
@@ -38,24 +38,25 @@ def test_vectorised_scores_equal_scikit_learn_on_the_full_sample(decimals):
     labels = rng.integers(0, 4, 150)
     run = _random_run(rng, labels, decimals=decimals)
     full = np.arange(labels.size)[None]
-    found = stats.balanced_accuracy_scores(labels, run.predictions, run.probabilities, full)[0]
+    found = scores.balanced_accuracy_scores(labels, run.predictions, run.probabilities, full)[0]
     assert found == pytest.approx(balanced_accuracy_score(labels, run.predictions))
     for cls in range(4):
-        found = stats.class_auroc_scorer(cls)(labels, run.predictions, run.probabilities, full)[0]
+        found = scores.class_auroc_scorer(cls)(labels, run.predictions, run.probabilities, full)[0]
         assert found == pytest.approx(roc_auc_score(labels == cls, run.probabilities[:, cls]))
-    assert stats.macro_auroc_scores(labels, run.predictions, run.probabilities, full)[0] == pytest.approx(
+    assert scores.macro_auroc_scores(labels, run.predictions, run.probabilities, full)[0] == pytest.approx(
         roc_auc_score(labels, run.probabilities / run.probabilities.sum(1, keepdims=True), multi_class="ovr")
-        if decimals is None else stats.macro(stats.per_class_auroc(labels, run.probabilities)))
+        if decimals is None else scores.macro(scores.per_class_auroc(labels, run.probabilities)))
     # and on resamples: each row equals scikit-learn on that row's images
-    index = stats.stratified_indices(labels, 5, rng)
-    for row, drawn in zip(stats.macro_auroc_scores(labels, run.predictions, run.probabilities, index), index):
-        expected = stats.macro(stats.per_class_auroc(labels[drawn], run.probabilities[drawn]))
+    index = bootstrap.stratified_indices(labels, 5, rng)
+    rows = scores.macro_auroc_scores(labels, run.predictions, run.probabilities, index)
+    for row, drawn in zip(rows, index):
+        expected = scores.macro(scores.per_class_auroc(labels[drawn], run.probabilities[drawn]))
         assert row == pytest.approx(expected)
 
 
 def test_resamples_keep_each_class_count():
     labels = np.repeat([0, 1, 2], [5, 30, 2])
-    index = stats.stratified_indices(labels, 50, np.random.default_rng(0))
+    index = bootstrap.stratified_indices(labels, 50, np.random.default_rng(0))
     assert index.shape == (50, 37)
     assert all(np.bincount(labels[row], minlength=3).tolist() == [5, 30, 2] for row in index)
 
@@ -70,7 +71,7 @@ def test_exact_mcnemar_matches_the_binomial_tail(only_a: int, only_b: int, expec
     both = 7
     correct_a = np.array([True] * only_a + [False] * only_b + [True] * both + [False] * 3)
     correct_b = np.array([False] * only_a + [True] * only_b + [True] * both + [False] * 3)
-    result = stats.mcnemar_exact(correct_a, correct_b)
+    result = classic_stats.mcnemar_exact(correct_a, correct_b)
     assert (result.only_a, result.only_b) == (only_a, only_b)
     assert result.pvalue == pytest.approx(expected)
 
@@ -80,7 +81,7 @@ def test_bootstrap_interval_matches_the_normal_approximation():
     labels = np.zeros(400, dtype=int)
     probabilities = np.zeros((400, 2))
     probabilities[np.arange(400), np.where(np.arange(400) < 300, 0, 1)] = 1
-    interval = stats.bootstrap_metric([_run(labels, probabilities)], stats.balanced_accuracy_scores,
+    interval = bootstrap.bootstrap_metric([_run(labels, probabilities)], scores.balanced_accuracy_scores,
                                       n_resamples=4000)
     half_width = 1.96 * math.sqrt(0.75 * 0.25 / 400)
     assert interval.mean == pytest.approx(0.75)
@@ -93,17 +94,17 @@ def test_seeds_widen_the_interval_when_they_disagree():
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 3, 300)
     good, bad = _random_run(rng, labels, 3, skill=3.0), _random_run(rng, labels, 3, skill=0.5)
-    one = stats.bootstrap_metric([good], stats.balanced_accuracy_scores)
-    mixed = stats.bootstrap_metric([good, bad], stats.balanced_accuracy_scores)
+    one = bootstrap.bootstrap_metric([good], scores.balanced_accuracy_scores)
+    mixed = bootstrap.bootstrap_metric([good, bad], scores.balanced_accuracy_scores)
     assert mixed.method == "bootstrap (seeds, images)" and mixed.n == 2
-    per_seed = [stats.balanced_accuracy(labels, r.predictions) for r in (good, bad)]
+    per_seed = [scores.balanced_accuracy(labels, r.predictions) for r in (good, bad)]
     assert mixed.mean == pytest.approx(np.mean(per_seed))
     # Resampling the two seeds lets a replicate be good+good or bad+bad: far wider than images alone.
     assert mixed.high - mixed.low > 3 * (one.high - one.low)
 
 
 def test_t_interval_of_three_seeds():
-    interval = stats.t_interval([1.0, 2.0, 3.0])
+    interval = classic_stats.t_interval([1.0, 2.0, 3.0])
     half_width = 4.302653 / math.sqrt(3)  # t(0.975, df=2) * std / sqrt(n), std = 1
     assert (interval.mean, interval.spread, interval.n) == (2.0, 1.0, 3)
     assert interval.low == pytest.approx(2 - half_width, rel=1e-5)
@@ -114,8 +115,8 @@ def test_paired_difference_of_identical_runs_is_exactly_zero():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 120)
     run = _random_run(rng, labels, 3)
-    for scorer in stats.SCORERS.values():
-        result = stats.paired_difference([run], [run], scorer)
+    for scorer in scores.SCORERS.values():
+        result = bootstrap.paired_difference([run], [run], scorer)
         assert (result.difference, result.low, result.high, result.pvalue) == (0.0, 0.0, 0.0, 1.0)
         assert not result.significantly_below
 
@@ -124,13 +125,14 @@ def test_paired_difference_has_the_sign_of_a_minus_b_and_finds_a_worse_run():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, 150)
     good, bad = _random_run(rng, labels, 3, skill=4.0), _random_run(rng, labels, 3, skill=0.3)
-    worse = stats.paired_difference([bad, bad], [good, good], stats.macro_auroc_scores)
-    expected = (stats.macro(stats.per_class_auroc(labels, bad.probabilities))
-                - stats.macro(stats.per_class_auroc(labels, good.probabilities)))
+    worse = bootstrap.paired_difference([bad, bad], [good, good], scores.macro_auroc_scores)
+    expected = (scores.macro(scores.per_class_auroc(labels, bad.probabilities))
+                - scores.macro(scores.per_class_auroc(labels, good.probabilities)))
     assert worse.difference == pytest.approx(expected) and expected < 0
     assert worse.high < 0 and worse.significantly_below
-    assert worse.pvalue == pytest.approx(2 / (stats.N_RESAMPLES + 1))  # every replicate below 0, never p = 0
-    better = stats.paired_difference([good], [bad], stats.macro_auroc_scores)
+    # every replicate below 0, never p = 0
+    assert worse.pvalue == pytest.approx(2 / (bootstrap.N_RESAMPLES + 1))
+    better = bootstrap.paired_difference([good], [bad], scores.macro_auroc_scores)
     assert better.low > 0 and not better.significantly_below
 
 
@@ -138,8 +140,8 @@ def test_non_inferiority_p_value_agrees_with_the_interval_end():
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 3, 200)
     a, b = _random_run(rng, labels, 3, skill=1.6), _random_run(rng, labels, 3, skill=1.8)
-    difference = stats.paired_difference([a], [b], stats.balanced_accuracy_scores)
-    alpha = (1 - stats.CONFIDENCE) / 2
+    difference = bootstrap.paired_difference([a], [b], scores.balanced_accuracy_scores)
+    alpha = (1 - bootstrap.CONFIDENCE) / 2
     for margin in np.linspace(0, 0.3, 61):
         shown = difference.noninferiority_pvalue(margin) < alpha
         assert shown == (difference.low > -margin), margin
@@ -147,9 +149,9 @@ def test_non_inferiority_p_value_agrees_with_the_interval_end():
 
 def test_holm_adjusts_step_down():
     # Sorted 0.01, 0.02, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.02), max(0.04, 1 * 0.04); original order kept.
-    assert stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
-    assert stats.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
-    assert stats.holm([]) == []
+    assert classic_stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert classic_stats.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert classic_stats.holm([]) == []
 
 
 @pytest.mark.parametrize("k", [1.0, 2.0, 2.6])
@@ -157,7 +159,7 @@ def test_power_law_fit_recovers_the_exponent(k: float):
     rng = np.random.default_rng(2)
     resolutions = np.array([224, 256, 320, 384, 512])
     costs = 3e-6 * resolutions**k * np.exp(rng.normal(0, 0.02, resolutions.size))
-    fit = stats.power_law_fit(resolutions, costs)
+    fit = classic_stats.power_law_fit(resolutions, costs)
     assert fit.k == pytest.approx(k, abs=0.1)
     assert fit.a == pytest.approx(3e-6, rel=0.5)
     assert fit.r2 > 0.98 and fit.n == 5
@@ -165,7 +167,7 @@ def test_power_law_fit_recovers_the_exponent(k: float):
 
 def test_power_law_fit_needs_two_resolutions():
     with pytest.raises(ValueError, match="two or more distinct"):
-        stats.power_law_fit([224, 224], [1.0, 2.0])
+        classic_stats.power_law_fit([224, 224], [1.0, 2.0])
 
 
 def test_pareto_set_keeps_only_undominated_points():
@@ -175,7 +177,7 @@ def test_pareto_set_keeps_only_undominated_points():
     assert pareto_optimal(points) == [224, 320, 512]
 
 
-def _reference_hierarchical(runs_a: list[stats.Predictions], runs_b: list[stats.Predictions],
+def _reference_hierarchical(runs_a: list[bootstrap.Predictions], runs_b: list[bootstrap.Predictions],
                             n_resamples: int, seed: int) -> np.ndarray:
     """The hierarchical bootstrap written plainly, one replicate at a time: draw seeds (pairs)
     with replacement, then draw each class's images with replacement, and score every drawn
@@ -184,7 +186,7 @@ def _reference_hierarchical(runs_a: list[stats.Predictions], runs_b: list[stats.
     labels = runs_a[0].labels
     classes = [np.flatnonzero(labels == c) for c in np.unique(labels)]
 
-    def balanced(run: stats.Predictions, drawn: list[np.ndarray]) -> float:
+    def balanced(run: bootstrap.Predictions, drawn: list[np.ndarray]) -> float:
         return float(np.mean([np.mean(run.predictions[rows] == labels[rows]) for rows in drawn]))
 
     replicates = []
@@ -202,7 +204,8 @@ def test_hierarchical_bootstrap_matches_a_plain_reference_implementation():
     # Seeds that disagree (skills vary by seed), so the seed level carries real variance.
     runs_a = [_random_run(rng, labels, 3, skill=skill) for skill in (0.6, 1.4, 2.2, 1.0)]
     runs_b = [_random_run(rng, labels, 3, skill=skill) for skill in (1.2, 1.5, 1.1, 1.9)]
-    ours = stats.paired_difference(runs_a, runs_b, stats.balanced_accuracy_scores, n_resamples=2000, seed=3)
+    ours = bootstrap.paired_difference(runs_a, runs_b, scores.balanced_accuracy_scores, n_resamples=2000,
+                                       seed=3)
     reference = _reference_hierarchical(runs_a, runs_b, n_resamples=2000, seed=99)
     per_seed = [balanced_accuracy_score(labels, a.predictions)
                 - balanced_accuracy_score(labels, b.predictions) for a, b in zip(runs_a, runs_b)]

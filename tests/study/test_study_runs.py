@@ -15,7 +15,7 @@ from resomap.data.synthetic import generate
 from resomap.run import record as records
 from resomap.study import degenerate
 from resomap.study.aggregate import write_aggregates
-from resomap.study.decide import Settings
+from resomap.study.decision_settings import Settings
 from resomap.study.study import build_study
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from conftest import run_module
 
 from resomap.errors import ResoMapError
 from resomap.study import simulate
-from resomap.study.validation import Comparison
+from resomap.study.validation_scoring import Comparison
 
 PLANTED = simulate.Planted()
 
