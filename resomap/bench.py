@@ -10,8 +10,9 @@ stand-in of the seed study's size and the 10-run study's time is projected from 
 of every model x resolution. ``gpu_check=true`` runs the GPU figures of docs/benchmarks.md in
 one go (a CUDA device is required).
 
-FLOP convention: fvcore counts one multiply-add as one FLOP; the table reports standard FLOPs
-(2 per multiply-add) and a training step as 3 forward passes (forward + backward ~ 2 forwards).
+FLOP convention: fvcore counts multiply-adds (MACs; it calls one a "flop"); the table reports
+standard FLOPs (2 per multiply-add, converted in resomap.measure.peak.training_tflops) and a
+training step as 3 forward passes (forward + backward ~ 2 forwards).
 
 The sections live in resomap/benchmarks/ (harness, pipelines, roofline, overhead, projection,
 precision, gpu_check); this module is the Hydra entry point that runs the enabled ones in order

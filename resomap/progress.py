@@ -81,7 +81,7 @@ def forward_gmacs(cfg: DictConfig, cache: dict[str, float | None]) -> float | No
             import torch
             from hydra.utils import instantiate
 
-            from resomap.measure.complexity import fvcore_flops
+            from resomap.measure.complexity import fvcore_macs
 
             net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
             if "pretrained" in net_cfg:
@@ -89,7 +89,7 @@ def forward_gmacs(cfg: DictConfig, cache: dict[str, float | None]) -> float | No
             # The head's size (class count) is a negligible part of the work.
             net = instantiate(net_cfg, num_classes=7).eval()
             with torch.no_grad():
-                cache[key] = fvcore_flops(net, torch.zeros(1, 3, cfg.res, cfg.res)).total() / 1e9
+                cache[key] = fvcore_macs(net, torch.zeros(1, 3, cfg.res, cfg.res)).total() / 1e9
         except Exception as error:  # a custom model that fvcore cannot trace: use the proxy
             log.debug("No fvcore count for %s at %s: %s", cfg.model.get("name"), cfg.res, error)
             cache[key] = None

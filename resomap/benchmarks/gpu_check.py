@@ -85,8 +85,8 @@ def profiles_step(cfg: DictConfig) -> list[dict[str, Any]]:
             profiles.append({"model": str(model), "res": int(res), **sections})
             figures = sections["profiling"]
             print(f"profile {model} @ {res}: {1000 * figures['median_time_sec']:.2f} ms per batch of "
-                  f"{figures['batch_size']}, model GPU peak {figures.get('gpu_memory_peak_mb', 0):.0f} MiB "
-                  f"(data cache {figures.get('data_cache_gpu_mb', 0):.0f} MiB left out)")
+                  f"{figures['batch_size']}, model GPU peak {figures.get('gpu_memory_peak_mib', 0):.0f} MiB "
+                  f"(data cache {figures.get('data_cache_gpu_mib', 0):.0f} MiB left out)")
     return profiles
 
 

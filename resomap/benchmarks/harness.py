@@ -1,5 +1,5 @@
 """What every bench section shares: a configuration for another model and resolution, its data
-module and trainer, the epoch and step clock, the forward FLOP count, the machine's facts and
+module and trainer, the epoch and step clock, the forward multiply-add count, the machine's facts and
 text tables. The sections (pipelines, roofline, overhead, projection, precision, gpu_check)
 build on these; nothing here knows of the ``resomap bench`` command.
 """
@@ -94,7 +94,7 @@ def make_datamodule(cfg: DictConfig, pipeline: str, **overrides: Any) -> pl.Ligh
                        validation_cache=str(Path(cfg.paths.cache_dir) / "validation"), **overrides)
 
 
-def forward_flops(cfg: DictConfig, num_classes: int) -> float:
+def forward_macs(cfg: DictConfig, num_classes: int) -> float:
     """fvcore's count (multiply-adds) of one image's forward pass at ``cfg.res``."""
     from fvcore.nn import FlopCountAnalysis
 

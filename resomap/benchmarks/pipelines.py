@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from resomap.benchmarks.harness import (
     Clock,
     format_table,
-    forward_flops,
+    forward_macs,
     make_datamodule,
     steady,
     sync,
@@ -85,17 +85,18 @@ def bench_pipeline(cfg: DictConfig, pipeline: str) -> dict[str, Any]:
 
 def compare_pipelines(cfg: DictConfig, peak: float | None) -> dict[str, Any]:
     """The table of ``bench.pipelines`` (printed) and, with both pipelines, cached over classic:
-    the payload's ``forward_gflops_fvcore``, ``rows`` and ``speedup``."""
+    the payload's ``forward_gmacs`` (fvcore), ``rows`` and ``speedup``."""
     rows = [bench_pipeline(cfg, pipeline) for pipeline in cfg.bench.pipelines]
-    flops = forward_flops(cfg, rows[0]["num_classes"]) if rows else 0.0
+    macs = forward_macs(cfg, rows[0]["num_classes"]) if rows else 0.0
     for row in rows:
-        row["train_tflops"] = training_tflops(flops, row["train_images_per_sec"])
+        # training_tflops converts: 2 FLOPs per multiply-add, 3 forwards per training image.
+        row["train_tflops"] = training_tflops(macs, row["train_images_per_sec"])
         row["fraction_of_peak"] = fraction_of_peak(row["train_tflops"], peak)
-    found: dict[str, Any] = {"forward_gflops_fvcore": flops / 1e9, "rows": rows}
+    found: dict[str, Any] = {"forward_gmacs": macs / 1e9, "rows": rows}
     if rows:
         print(f"\nData pipelines: {cfg.model.name} at {cfg.res} px, {cfg.bench.epochs} epoch(s), data "
               f"{cfg.data.name}")
-        print(f"forward {flops / 1e9:.3f} GFLOP/image (fvcore, multiply-add = 1); TFLOP/s below count "
+        print(f"forward {macs / 1e9:.3f} GMACs/image (fvcore multiply-adds); TFLOP/s below count "
               f"2 FLOPs per multiply-add and 3 forwards per training image\n")
         print(format_table(rows))
     by_name = {row["pipeline"]: row for row in rows}

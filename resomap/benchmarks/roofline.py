@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from resomap.benchmarks.harness import (
     Clock,
     format_table,
-    forward_flops,
+    forward_macs,
     make_datamodule,
     trainer_for,
     with_model,
@@ -38,8 +38,9 @@ def roofline_row(cfg: DictConfig, model: str, res: int, peak: dict[str, Any]) ->
     pl.seed_everything(cfg.seed)
     trainer.fit(build_module(run_cfg, datamodule), datamodule=datamodule)
     images_per_sec = datamodule.batch_size / clock.step_seconds
-    mult_adds = forward_flops(run_cfg, datamodule.num_classes)
+    mult_adds = forward_macs(run_cfg, datamodule.num_classes)
     precision = resolve_precision(run_cfg.trainer.precision, run_cfg.trainer.accelerator)
+    # MACs to FLOPs: training_tflops counts 2 FLOPs per multiply-add and 3 forwards per image.
     achieved = training_tflops(mult_adds, images_per_sec)
     # bf16-mixed runs its convolutions in bf16: its ceiling is the bf16 peak.
     ceiling = "bfloat16" if precision.startswith("bf16") else "float32"

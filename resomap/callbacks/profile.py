@@ -3,14 +3,14 @@
 The ``profiling`` section keeps the seed study's keys (forward-only time per inference batch,
 ``throughput_samples_sec = batch_size / avg_time_sec``, GPU keys on CUDA only, MiB; CPU memory
 in decimal MB) and adds the median, p95, batch-1 latency and training figures. Memory figures
-measure the model, not the process: ``gpu_memory_peak_mb`` leaves out the data cache and
+measure the model, not the process: ``gpu_memory_peak_mib`` leaves out the data cache and
 whatever else was already on the GPU (recorded apart), ``cpu_memory_increase_mb`` is the rise
 of resident memory over the process's baseline during the measured passes (docs/profiling.md).
 The number of passes suits the measurement's noise (``"auto"``: 5 warm-up passes on CUDA, 1 on a
 CPU, then timed passes until the mean is known to ``target_rse``, between ``min_timed_runs`` and
 25 passes and within ``max_seconds``) and the section records what was measured, the machine
 (:func:`resomap.device.machine`: CPU model and matrix features, GPU) and the ``seconds`` it took.
-The ``complexity`` section holds FLOPs, parameters and activation memory. The measuring itself
+The ``complexity`` section holds multiply-adds (MACs), parameters and activation memory. The measuring itself
 (passes, timing, memory) lives in resomap/measure/ (latency.py, memory.py); this module is the
 Lightning callback that runs it at the right moments and shapes the sections.
 
@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 
 NOTES = ("forward pass only, eval mode, random input; *_time_sec are per inference batch "
          "(batch_size images); std is the population std; GPU memory in MiB: "
-         "gpu_memory_peak_mb = model weights and buffers + the peak the measured passes "
-         "added over gpu_memory_baseline_mb (data cache and other resident memory "
+         "gpu_memory_peak_mib = model weights and buffers + the peak the measured passes "
+         "added over gpu_memory_baseline_mib (data cache and other resident memory "
          "excluded); CPU memory in decimal MB: cpu_memory_increase_mb = peak resident "
          "set during the passes minus the resident set before them, peak_cpu_memory_mb "
          "= the process's peak resident set (baseline included)")
@@ -105,7 +105,7 @@ class ProfileCallback(pl.Callback):
         warmup_runs, timed_runs: untimed then timed forward passes per batch size; ``"auto"``
             chooses by device (AUTO_RUNS) and, for ``timed_runs``, stops when the mean is known
             to ``target_rse`` (at least ``min_timed_runs`` passes, at most ``max_seconds`` of them).
-        complexity: also count FLOPs, parameters and activation memory (fvcore).
+        complexity: also count multiply-adds (MACs), parameters and activation memory (fvcore).
         run_seed, seeds: the run's seed, and the seeds whose runs measure latency, memory and
             complexity (None: every seed). Added seeds of a study need not pay again for figures
             that do not depend on the seed.
@@ -172,10 +172,10 @@ class ProfileCallback(pl.Callback):
             cache = data_cache_bytes(trainer)
             peak = torch.cuda.max_memory_allocated(pl_module.device)
             self.training.update({
-                "gpu_memory_peak_mb": (peak - cache) / MIB,
-                "gpu_memory_peak_process_mb": peak / MIB,
-                "gpu_memory_peak_reserved_mb": torch.cuda.max_memory_reserved(pl_module.device) / MIB,
-                "data_cache_gpu_mb": cache / MIB,
+                "gpu_memory_peak_mib": (peak - cache) / MIB,
+                "gpu_memory_peak_process_mib": peak / MIB,
+                "gpu_memory_peak_reserved_mib": torch.cuda.max_memory_reserved(pl_module.device) / MIB,
+                "data_cache_gpu_mib": cache / MIB,
             })
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -190,8 +190,8 @@ class ProfileCallback(pl.Callback):
             metrics.update({"inference_time_sec": profiling["avg_time_sec"],
                             "throughput_samples_sec": profiling["throughput_samples_sec"],
                             "peak_memory_mb": profiling["peak_cpu_memory_mb"]})
-        if "gpu_memory_peak_mb" in profiling:
-            metrics["gpu_memory_peak_mb"] = profiling["gpu_memory_peak_mb"]
+        if "gpu_memory_peak_mib" in profiling:
+            metrics["gpu_memory_peak_mib"] = profiling["gpu_memory_peak_mib"]
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
@@ -282,7 +282,7 @@ class ProfileCallback(pl.Callback):
         }
 
     def _complexity(self, pl_module: pl.LightningModule) -> dict[str, Any]:
-        """FLOPs, parameters and activation memory of the module's network (fvcore)."""
+        """Multiply-adds (MACs), parameters and activation memory of the module's network (fvcore)."""
         net = getattr(pl_module, "net", pl_module)
         # fvcore traces with torch.jit, which cannot trace a torch.compile'd forward:
         # measure the same weights through the plain forward.

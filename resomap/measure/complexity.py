@@ -1,9 +1,11 @@
-"""What a network costs at one input size: FLOPs, multiply-adds, parameters, activation memory.
+"""What a network costs at one input size: multiply-adds, parameters, activation memory.
 
-FLOPs come from fvcore's ``FlopCountAnalysis``, which counts one multiply-add as one FLOP
-(torchvision resnet18 at 224 px: 1.82 G). Multiply-adds come from a second, independent count,
-``torch.utils.flop_counter.FlopCounterMode`` (which counts two FLOPs per multiply-add, halved
-here), taken in the same forward pass that records the layer table and activation memory.
+``macs`` come from fvcore's ``FlopCountAnalysis``, which calls its count "flops" but counts one
+multiply-add as one (torchvision resnet18 at 224 px: 1.82 GMACs, i.e. 3.64 GFLOPs); ResoMap
+names the figure by what it holds, multiply-accumulates, as timm's benchmark says GMACs.
+``mult_adds`` come from a second, independent count, ``torch.utils.flop_counter.FlopCounterMode``
+(which counts two FLOPs per multiply-add, halved here), taken in the same forward pass that
+records the layer table and activation memory. Memory here is in decimal MB (10^6 bytes).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ log = logging.getLogger(__name__)
 
 MB = 1e6
 CONVENTIONS = {
-    "flops": "fvcore FlopCountAnalysis at batch 1: one multiply-add counts as one FLOP; ops listed in "
-             "skipped_ops are not counted",
+    "macs": "fvcore FlopCountAnalysis at batch 1, in multiply-accumulates (MACs): one multiply-add "
+            "counts as one (fvcore calls it a flop; FLOPs = 2 x MACs); ops listed in skipped_ops are "
+            "not counted",
     "mult_adds": "torch.utils.flop_counter.FlopCounterMode at batch 1 (convolutions, linear layers, "
                  "matrix products), its FLOPs divided by 2: one multiply-add per count",
     "activation_memory_mb": "sum of the distinct output tensors of every leaf module for one image "
@@ -49,7 +52,7 @@ class Layer:
     kind: str
     output_shape: tuple[int, ...]
     params: int
-    flops: int
+    macs: int
 
 
 @dataclass
@@ -57,7 +60,7 @@ class Complexity:
     """Cost figures of a network at one square input size (batch 1)."""
 
     image_size: int
-    flops: int
+    macs: int
     mult_adds: int
     params_total: int
     params_trainable: int
@@ -76,8 +79,8 @@ class Complexity:
         """The ``complexity`` section of a run's result (scalars, conventions, skipped op names)."""
         return {
             "image_size": self.image_size,
-            "flops": self.flops,
-            "gflops": self.flops / 1e9,
+            "macs": self.macs,
+            "gmacs": self.macs / 1e9,
             "mult_adds": self.mult_adds,
             "gmult_adds": self.mult_adds / 1e9,
             "params_total": self.params_total,
@@ -101,8 +104,9 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def fvcore_flops(model: nn.Module, inputs: torch.Tensor) -> FlopCountAnalysis:
-    """fvcore's analysis with its per-op and tracer warnings off (skipped ops are reported once)."""
+def fvcore_macs(model: nn.Module, inputs: torch.Tensor) -> FlopCountAnalysis:
+    """fvcore's analysis (its ``total()`` counts multiply-adds) with its per-op and tracer warnings
+    off (skipped ops are reported once)."""
     analysis = FlopCountAnalysis(model, inputs)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     return analysis
@@ -149,7 +153,7 @@ def _leaf_pass(model: nn.Module, inputs: torch.Tensor) -> tuple[list[tuple[str, 
 
 def analyse(model: nn.Module, image_size: int, in_channels: int = 3,
             device: torch.device | str | None = None) -> Complexity:
-    """FLOPs, multiply-adds, parameters and memory of ``model`` for one ``image_size`` image.
+    """Multiply-adds (two counts), parameters and memory of ``model`` for one ``image_size`` image.
 
     The model is measured in eval mode (restored afterwards) on its own device with random
     input in its parameters' dtype; the numbers depend only on shapes, not on weights.
@@ -160,8 +164,8 @@ def analyse(model: nn.Module, image_size: int, in_channels: int = 3,
     # Lightning calls test hooks under inference_mode; tracing needs ordinary tensors.
     with torch.inference_mode(False), torch.no_grad(), _eval_mode(model):
         inputs = torch.randn(1, in_channels, image_size, image_size, dtype=dtype, device=device)
-        analysis = fvcore_flops(model, inputs)
-        flops = int(analysis.total())
+        analysis = fvcore_macs(model, inputs)
+        macs = int(analysis.total())
         by_module = analysis.by_module()
         skipped = dict(analysis.unsupported_ops())
         calls, activation_bytes, counter_flops = _leaf_pass(model, inputs)
@@ -172,10 +176,11 @@ def analyse(model: nn.Module, image_size: int, in_channels: int = 3,
         listed.add(name)
         layers.append(Layer(name=name, kind=type(module).__name__, output_shape=shape,
                             params=sum(p.numel() for p in module.parameters()) if first else 0,
-                            flops=int(by_module.get(name, 0)) if first else 0))
+                            macs=int(by_module.get(name, 0)) if first else 0))
     parameters = list(model.parameters())
+    # FlopCounterMode counts 2 FLOPs per multiply-add: halved, its count is in MACs.
     return Complexity(
-        image_size=image_size, flops=flops, mult_adds=counter_flops // 2,
+        image_size=image_size, macs=macs, mult_adds=counter_flops // 2,
         params_total=sum(p.numel() for p in parameters),
         params_trainable=sum(p.numel() for p in parameters if p.requires_grad),
         input_bytes=inputs.numel() * inputs.element_size(), activation_bytes=activation_bytes,
@@ -188,11 +193,11 @@ def architecture_summary(model_name: str, num_classes: int, complexity: Complexi
     """The text table of ``summary/{model}/{res}/architecture_summary.txt``."""
     size = complexity.image_size
     rows = [(f"{layer.name} ({layer.kind})", str(list(layer.output_shape)), f"{layer.params:,}",
-             f"{layer.flops:,}") for layer in complexity.layers]
-    other = complexity.flops - sum(layer.flops for layer in complexity.layers)
+             f"{layer.macs:,}") for layer in complexity.layers]
+    other = complexity.macs - sum(layer.macs for layer in complexity.layers)
     if other:
         rows.append(("(ops outside leaf modules)", "", "", f"{other:,}"))
-    header = ("Layer (type)", "Output shape", "Params", "FLOPs (fvcore)")
+    header = ("Layer (type)", "Output shape", "Params", "MACs (fvcore)")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
 
     def fmt(row: tuple[str, ...]) -> str:
@@ -205,7 +210,7 @@ def architecture_summary(model_name: str, num_classes: int, complexity: Complexi
         rule, fmt(header), rule, *map(fmt, rows), rule,
         f"Total params: {complexity.params_total:,}",
         f"Trainable params: {complexity.params_trainable:,}",
-        f"Total FLOPs (G): {complexity.flops / 1e9:.4f}   [{CONVENTIONS['flops']}]",
+        f"Total MACs (G): {complexity.macs / 1e9:.4f}   [{CONVENTIONS['macs']}]",
         f"Total mult-adds (G): {complexity.mult_adds / 1e9:.4f}   [{CONVENTIONS['mult_adds']}]",
         f"Ops fvcore does not count: {skipped or 'none'}",
         rule,

@@ -120,11 +120,11 @@ def gpu_memory_figures(module: torch.nn.Module, device: torch.device, baseline: 
     return {
         # The model's own: weights and buffers + what the forward passes added on top
         # of the memory in use before them (inputs, activations, workspaces).
-        "gpu_memory_peak_mb": (weights + peak - baseline) / MIB,
-        "gpu_memory_model_weights_mb": weights / MIB,
-        "gpu_memory_baseline_mb": baseline / MIB,
-        "gpu_memory_peak_process_mb": peak / MIB,
-        "data_cache_gpu_mb": data_cache / MIB,
-        "gpu_memory_allocated_mb": torch.cuda.memory_allocated(device) / MIB,
-        "gpu_memory_reserved_mb": torch.cuda.memory_reserved(device) / MIB,
+        "gpu_memory_peak_mib": (weights + peak - baseline) / MIB,
+        "gpu_memory_model_weights_mib": weights / MIB,
+        "gpu_memory_baseline_mib": baseline / MIB,
+        "gpu_memory_peak_process_mib": peak / MIB,
+        "data_cache_gpu_mib": data_cache / MIB,
+        "gpu_memory_allocated_mib": torch.cuda.memory_allocated(device) / MIB,
+        "gpu_memory_reserved_mib": torch.cuda.memory_reserved(device) / MIB,
     }

@@ -42,7 +42,8 @@ def tflops(flops: float, seconds: float) -> float:
 def training_tflops(forward_mult_adds: float, images_per_sec: float,
                     forwards_per_image: int = TRAIN_FORWARDS) -> float:
     """Achieved TFLOP/s of training at ``images_per_sec`` for a network whose forward pass costs
-    ``forward_mult_adds`` multiply-adds per image (fvcore's count)."""
+    ``forward_mult_adds`` multiply-adds per image (fvcore's count, in MACs)."""
+    # MACs -> FLOPs: 2 FLOPs per multiply-add.
     return 2.0 * forward_mult_adds * forwards_per_image * images_per_sec / 1e12
 
 

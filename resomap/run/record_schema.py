@@ -5,7 +5,8 @@ Everything one run writes lives in one folder named by its identity digest,
 after testing: a run with a record is finished; tracking mirrors it afterwards),
 ``predictions.npz`` (its test predictions, written first, holding the digest too) and
 ``explanations/`` (attribution maps). :func:`read_record` type-checks each field of a record
-file against these dataclasses and also reads the earlier layouts (``schema_version`` 1 or 2).
+file against these dataclasses and also reads the earlier layouts (``schema_version`` 1 or 2)
+and the earlier key names of ``profiling`` and ``complexity`` (:data:`RENAMED_KEYS`).
 ``docs/results.md`` documents each field; a test keeps the two in step. Where the files are:
 :mod:`resomap.run.record_files`; writing them: :mod:`resomap.run.record_write`; reading a whole
 results folder: :mod:`resomap.run.record`.
@@ -39,6 +40,32 @@ PREDICTIONS_FILE = "predictions.npz"
 EXPLANATIONS = "explanations"
 # The explain section that ``resomap explain`` wrote after the run, beside its record (written once).
 EXPLAIN_FILE = "explain.json"
+
+
+# Keys renamed to say what they hold: fvcore's "flops" count multiply-adds (MACs), and the GPU
+# figures are MiB (bytes / 2**20). Records and cost summaries written before the rename are read
+# under the new names. CPU memory and the complexity memory figures are decimal MB (bytes / 10^6)
+# and keep their ``_mb`` names.
+RENAMED_KEYS = {
+    "flops": "macs",
+    "gflops": "gmacs",
+    **{f"{name}_mb": f"{name}_mib" for name in (
+        "gpu_memory_peak", "gpu_memory_model_weights", "gpu_memory_baseline", "gpu_memory_peak_process",
+        "gpu_memory_peak_reserved", "gpu_memory_allocated", "gpu_memory_reserved", "data_cache_gpu")},
+}
+
+
+def with_new_keys(section: Mapping[str, Any]) -> dict[str, Any]:
+    """``section`` with every old key of :data:`RENAMED_KEYS` under its new name (a new key
+    already present wins), nested sections (``training``, ``conventions``) renamed too."""
+    renamed: dict[str, Any] = {}
+    for key, value in section.items():
+        if isinstance(value, Mapping) and key in ("training", "conventions"):
+            value = with_new_keys(value)
+        new = RENAMED_KEYS.get(key, key)
+        if new == key or new not in section:
+            renamed[new] = value
+    return renamed
 
 
 class ResultContributor(Protocol):
@@ -176,6 +203,9 @@ class RunRecord:
         if version == 1:
             payload = _upgrade_v1(payload)
         payload.pop("schema_version", None)
+        for name in ("profiling", "complexity"):
+            if isinstance(payload.get(name), Mapping):
+                payload[name] = with_new_keys(payload[name])
         for name in ("identity", "test_metrics", "data"):
             if not isinstance(payload.get(name), Mapping):
                 raise InvalidResult(f"field {name}: expected an object, found {_shown(payload.get(name))}")

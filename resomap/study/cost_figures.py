@@ -41,13 +41,13 @@ FIGURES = {
     # the passes' rise of resident memory, in decimal MB), the whole process's peak only for records
     # without them.
     "memory": Figure("Peak memory", "MB", "profiling",
-                     ("gpu_memory_peak_mb", "cpu_memory_increase_mb", "peak_cpu_memory_mb"),
-                     units=(("gpu_memory_peak_mb", "MiB"),)),
-    # fvcore counts one multiply-add once: the record's "flops" are multiply-accumulates.
-    "flops": Figure("Multiply-adds", "GMACs", "complexity", ("flops",), 1e-9),
+                     ("gpu_memory_peak_mib", "cpu_memory_increase_mb", "peak_cpu_memory_mb"),
+                     units=(("gpu_memory_peak_mib", "MiB"),)),
+    # fvcore's count: one multiply-add counts once, so the record's "macs" are multiply-accumulates.
+    "macs": Figure("Multiply-adds", "GMACs", "complexity", ("macs",), 1e-9),
     "params": Figure("Parameters", "M", "complexity", ("params_total",), 1e-6),
 }
-SCALING_FIGURES = ("latency", "memory", "flops")
+SCALING_FIGURES = ("latency", "memory", "macs")
 
 
 def number(value: Any) -> float | None:

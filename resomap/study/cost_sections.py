@@ -10,11 +10,11 @@ from resomap.study.blocks import Md, Section, figure, fmt, table, titled
 from resomap.study.cost_figures import EXPONENT_TOLERANCE, FIGURES
 from resomap.study.recommend import pareto_optimal
 from resomap.study.study import DataStudy, Study
-from resomap.study.training_cost import TRAIN_FLOPS_PER_FORWARD
+from resomap.study.training_cost import TRAIN_MACS_PER_FORWARD
 
 
 def _scale(value: float, axis: str) -> str:
-    return f"{value / 1e15:.3g} PMACs" if axis == "flops" else f"{value:.4g} s"
+    return f"{value / 1e15:.3g} PMACs" if axis == "macs" else f"{value:.4g} s"
 
 
 def training_cost_section(study: Study, data: DataStudy) -> Section:
@@ -25,7 +25,7 @@ def training_cost_section(study: Study, data: DataStudy) -> Section:
     keys = sorted({c.metric for c in data.curves})
     names = ", ".join(f"`{key}`" for key in keys)
     text = (f"Validation metric ({names}) after each epoch against the cumulative training cost: "
-            f"multiply-adds (MACs) = {TRAIN_FLOPS_PER_FORWARD} x forward MACs per image (fvcore counts one "
+            f"multiply-adds (MACs) = {TRAIN_MACS_PER_FORWARD} x forward MACs per image (fvcore counts one "
             "multiply-add once; "
             "forward plus backward, the usual approximation) x training images seen, and training wall "
             "time (`train_time_sec`, this machine). Equal epochs favour large inputs; at equal cost a "
@@ -42,7 +42,7 @@ def training_cost_section(study: Study, data: DataStudy) -> Section:
         for reference in sorted({budget.reference for budget in found}):
             by_axis = {budget.axis: budget for budget in found if budget.reference == reference}
             row = [model, f"{reference} px full schedule"]
-            for axis in ("flops", "seconds"):
+            for axis in ("macs", "seconds"):
                 budget = by_axis.get(axis)
                 if budget is None:
                     row += ["n/a", "n/a"]
@@ -50,8 +50,8 @@ def training_cost_section(study: Study, data: DataStudy) -> Section:
                 best = budget.best
                 row += [_scale(budget.budget, axis),
                         Md(f"**{best}** ({fmt(budget.reached[best])})") if best is not None else "n/a"]
-            flops = by_axis.get("flops") or by_axis.get("seconds")
-            row.append(", ".join(f"{res}: {fmt(value)}" for res, value in flops.reached.items()))
+            macs = by_axis.get("macs") or by_axis.get("seconds")
+            row.append(", ".join(f"{res}: {fmt(value)}" for res, value in macs.reached.items()))
             rows.append(row)
     if rows:
         text += "\n\n" + table(["Model", "Budget", "Training MACs", "Best at this MACs budget",
@@ -62,10 +62,10 @@ def training_cost_section(study: Study, data: DataStudy) -> Section:
     images = []
     for model in data.models:
         mine = [c for c in data.curves if c.model == model]
-        for axis, label in (("flops", "training multiply-adds (MACs; 3 x forward, fvcore)"),
+        for axis, label in (("macs", "training multiply-adds (MACs; 3 x forward, fvcore)"),
                             ("seconds", "training wall time (s)")):
-            series = [(c.resolution, c.flops if axis == "flops" else c.seconds, c.values) for c in mine
-                      if (c.flops if axis == "flops" else c.seconds)]
+            series = [(c.resolution, c.macs if axis == "macs" else c.seconds, c.values) for c in mine
+                      if (c.macs if axis == "macs" else c.seconds)]
             if series:
                 marks = [b.budget for b in data.budgets.get(model, []) if b.axis == axis]
                 images.append(plots.cost_curves(series, label, f"{mine[0].metric} (0-1)",
@@ -88,16 +88,16 @@ def _cost_label(data: DataStudy, name: str) -> str:
 
 
 def cost_section(study: Study, data: DataStudy) -> Section:
-    present = [name for name in ("latency", "throughput", "memory", "flops", "params")
+    present = [name for name in ("latency", "throughput", "memory", "macs", "params")
                if name in data.figures_present()]
-    missing = [name for name in ("latency", "throughput", "memory", "flops") if name not in present]
+    missing = [name for name in ("latency", "throughput", "memory", "macs") if name not in present]
     parts = []
     if present:
         rows = [[model, res, *[fmt(group.costs.get(name), ".4g") for name in present]]
                 for (model, res), group in data.groups.items()]
         parts.append(table(["Model", "Resolution", *[_cost_label(data, name) for name in present]], rows))
         parts.append("Latency: median time of one inference batch in the run's precision. Memory: on a GPU "
-                     "`gpu_memory_peak_mb` (MiB: model weights and buffers plus the peak the measured "
+                     "`gpu_memory_peak_mib` (MiB: model weights and buffers plus the peak the measured "
                      "forward passes added; the data cache excluded); on a CPU `cpu_memory_increase_mb` "
                      "(decimal MB: the rise of resident memory during the measured passes), or for older "
                      "records `peak_cpu_memory_mb` (the whole process's peak, baseline included). The "
@@ -107,7 +107,7 @@ def cost_section(study: Study, data: DataStudy) -> Section:
         parts.append(f"Not measured in these results: {', '.join(missing)} (the runs have no "
                      "`profiling`/`complexity` figures for them); their plots are left out.")
     images = []
-    for name in ("latency", "throughput", "memory", "flops"):
+    for name in ("latency", "throughput", "memory", "macs"):
         if name not in present:
             continue
         series: dict[str, list[plots.Point]] = {}
@@ -151,7 +151,7 @@ def pareto_section(study: Study, data: DataStudy) -> Section:
     title = titled(study, data, "Accuracy against cost")
     label = study.settings.metric_label
     present = data.figures_present()
-    cost = next((name for name in ("latency", "flops") if name in present), None)
+    cost = next((name for name in ("latency", "macs") if name in present), None)
     if cost is None:
         return Section(title, "No latency or multiply-adds in these results: no Pareto plot.")
     points = [(model, res, group.value(study.settings.metric), group.costs[cost])

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from resomap.errors import ResoMapError
 from resomap.io import atomic_write_text, write_json
 from resomap.measure.complexity import CONVENTIONS, MB, analyse, architecture_summary
+from resomap.run.record_schema import with_new_keys
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ RECORD = "complexity.json"
 # File stem -> (column of the detailed table, unit and convention written in the table's header).
 FIGURES = {
     "summary_total_params": ("total_params", "parameters, count"),
-    "summary_gflops": ("gflops", f"GFLOPs per image; {CONVENTIONS['flops']}"),
+    "summary_gmacs": ("gmacs", f"GMACs per image; {CONVENTIONS['macs']}"),
     "summary_mult_adds": ("gmult_adds", f"G multiply-adds per image; {CONVENTIONS['mult_adds']}"),
     "summary_memory_mb": ("memory_mb", f"MB; {CONVENTIONS['memory_mb']}"),
 }
@@ -76,7 +77,7 @@ def summarize_model(name: str, model_cfg: DictConfig, resolutions: Iterable[int]
         row = {
             "model": name, "family": model_cfg.get("family"), "resolution": res,
             "num_classes": num_classes, "total_params": complexity.params_total,
-            "trainable_params": complexity.params_trainable, "gflops": complexity.flops / 1e9,
+            "trainable_params": complexity.params_trainable, "gmacs": complexity.macs / 1e9,
             "gmult_adds": complexity.mult_adds / 1e9, "memory_mb": complexity.memory_bytes / MB,
             "activation_memory_mb": complexity.activation_bytes / MB,
             "input_memory_mb": complexity.input_bytes / MB,
@@ -85,7 +86,7 @@ def summarize_model(name: str, model_cfg: DictConfig, resolutions: Iterable[int]
         }
         write_json(folder / RECORD, row)
         rows.append(row)
-        log.info("%s @ %d: %.3f GFLOPs, %d params", name, res, row["gflops"], row["total_params"])
+        log.info("%s @ %d: %.3f GMACs, %d params", name, res, row["gmacs"], row["total_params"])
     return rows
 
 
@@ -98,7 +99,9 @@ def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Non
 
 
 def load_records(summary_dir: Path) -> list[dict[str, Any]]:
-    records = [json.loads(path.read_text()) for path in summary_dir.glob(f"*/*/{RECORD}")]
+    """Every ``complexity.json`` under ``summary_dir``; one written before the rename has its
+    ``gflops`` read as ``gmacs``."""
+    records = [with_new_keys(json.loads(path.read_text())) for path in summary_dir.glob(f"*/*/{RECORD}")]
     return sorted(records, key=lambda row: (row["model"], int(row["resolution"])))
 
 

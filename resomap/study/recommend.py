@@ -47,7 +47,7 @@ def _pareto(groups: list[Group], metric: str) -> tuple[tuple[int, ...], tuple[st
     scored = [g for g in groups if math.isfinite(g.value(metric))]
     axes = [name for name in ("latency", "memory") if scored and all(name in g.costs for g in scored)]
     if not axes:
-        axes = ["flops"] if scored and all("flops" in g.costs for g in scored) else []
+        axes = ["macs"] if scored and all("macs" in g.costs for g in scored) else []
     points = {g.resolution: (g.value(metric), *([g.costs[name] for name in axes] or [float(g.resolution)]))
               for g in scored}
     return tuple(pareto_optimal(points)), tuple(axes) or ("resolution",)

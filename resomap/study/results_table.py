@@ -17,8 +17,8 @@ SEED_COLUMNS = (
     "test_precision", "test_recall", "test_f1_score", "profile_avg_time_sec",
     "profile_std_time_sec", "profile_min_time_sec", "profile_max_time_sec",
     "profile_throughput_samples_sec", "profile_peak_cpu_memory_mb",
-    "profile_gpu_memory_allocated_mb", "profile_gpu_memory_reserved_mb",
-    "profile_gpu_memory_peak_mb",
+    "profile_gpu_memory_allocated_mib", "profile_gpu_memory_reserved_mib",
+    "profile_gpu_memory_peak_mib",
 )
 SUMMARY_KEYS = ("num_experiments", "avg_test_accuracy", "best_test_accuracy", "worst_test_accuracy",
                 "avg_test_f1", "avg_inference_time_sec", "avg_throughput_samples_sec")

@@ -12,8 +12,8 @@ import numpy as np
 from resomap.study.cost_figures import number
 from resomap.study.runs import RunData
 
-# Training FLOPs per image = this x forward FLOPs (forward + backward, the usual approximation).
-TRAIN_FLOPS_PER_FORWARD = 3
+# Training MACs per image = this x forward MACs (forward + backward, the usual approximation).
+TRAIN_MACS_PER_FORWARD = 3
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Curve:
     metric: str  # the history key used, e.g. val_balanced_accuracy
     values: tuple[float, ...]
     seconds: tuple[float, ...]  # cumulative training wall time (s)
-    flops: tuple[float, ...] | None  # cumulative training FLOPs (3 x forward FLOPs x images)
+    macs: tuple[float, ...] | None  # cumulative training multiply-adds (3 x forward MACs x images)
 
 
 def curve(run: RunData, metric: str) -> Curve | None:
@@ -39,19 +39,19 @@ def curve(run: RunData, metric: str) -> Curve | None:
             if number(row.get(key)) is not None and number(row.get("train_time_sec")) is not None]
     if not rows:
         return None
-    flops_per_image = number((record.complexity or {}).get("flops"))
-    flops = None
-    if flops_per_image and all(number(row.get("train_images")) is not None for row in rows):
-        per_epoch = [TRAIN_FLOPS_PER_FORWARD * flops_per_image * row["train_images"] for row in rows]
-        flops = tuple(np.cumsum(per_epoch))
+    macs_per_image = number((record.complexity or {}).get("macs"))
+    macs = None
+    if macs_per_image and all(number(row.get("train_images")) is not None for row in rows):
+        per_epoch = [TRAIN_MACS_PER_FORWARD * macs_per_image * row["train_images"] for row in rows]
+        macs = tuple(np.cumsum(per_epoch))
     return Curve(run.model, record.resolution, record.seed, key,
                  tuple(float(row[key]) for row in rows), tuple(float(row["train_time_sec"]) for row in rows),
-                 tuple(map(float, flops)) if flops is not None else None)
+                 tuple(map(float, macs)) if macs is not None else None)
 
 
 def _reached(curve_: Curve, axis: str, budget: float) -> float | None:
     """Best validation value reached within ``budget`` (the best checkpoint so far), if any epoch fits."""
-    costs = curve_.flops if axis == "flops" else curve_.seconds
+    costs = curve_.macs if axis == "macs" else curve_.seconds
     values = [v for v, cost in zip(curve_.values, costs) if cost <= budget * (1 + 1e-9)]
     return max(values) if values else None
 
@@ -59,7 +59,7 @@ def _reached(curve_: Curve, axis: str, budget: float) -> float | None:
 @dataclass(frozen=True)
 class Budget:
     """At one training budget (the full schedule of ``reference`` px), each resolution's best
-    validation value reached, averaged over seeds, on one cost axis (``flops`` or ``seconds``)."""
+    validation value reached, averaged over seeds, on one cost axis (``macs`` or ``seconds``)."""
 
     model: str
     reference: int
@@ -83,15 +83,15 @@ def budgets(curves: list[Curve]) -> list[Budget]:
     """At the full-schedule cost of a few resolutions (:func:`budget_references`), on each cost
     axis, the best validation value each resolution reached and which resolution is best."""
     found = []
-    for axis in ("flops", "seconds"):
-        usable = [c for c in curves if (c.flops if axis == "flops" else c.seconds)]
+    for axis in ("macs", "seconds"):
+        usable = [c for c in curves if (c.macs if axis == "macs" else c.seconds)]
         by_res: dict[int, list[Curve]] = defaultdict(list)
         for item in usable:
             by_res[item.resolution].append(item)
         if len(by_res) < 2:
             continue
         for reference in budget_references(list(by_res)):
-            total = float(np.mean([(c.flops if axis == "flops" else c.seconds)[-1]
+            total = float(np.mean([(c.macs if axis == "macs" else c.seconds)[-1]
                                    for c in by_res[reference]]))
             reached = {}
             for res, items in sorted(by_res.items()):

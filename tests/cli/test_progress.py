@@ -13,7 +13,7 @@ import torch
 from conftest import TINY_SPEC
 
 from resomap.logs import approx
-from resomap.measure.complexity import fvcore_flops
+from resomap.measure.complexity import fvcore_macs
 from resomap.models.simple import TinyCNN
 from resomap.progress import JOB_FILE, PLAN_FILE
 
@@ -23,7 +23,7 @@ LINE = re.compile(r"\[(\d+)/(\d+)\] (\S+) done in (\d+:\d\d)"
 
 
 @pytest.mark.slow
-def test_sweep_progress_lines_count_jobs_and_estimate_from_flops(train_cli, tmp_path: Path):
+def test_sweep_progress_lines_count_jobs_and_estimate_from_macs(train_cli, tmp_path: Path):
     completed = train_cli("-m", "model=tiny_cnn", f"res={','.join(map(str, RESOLUTIONS))}", "logger=none",
                           "explain=none", "evaluate_cross_res=false")
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -41,7 +41,7 @@ def test_sweep_progress_lines_count_jobs_and_estimate_from_flops(train_cli, tmp_
     images = 3 * TINY_SPEC["n_train"] + TINY_SPEC["n_val"] + TINY_SPEC["n_test"]
     for job, res in zip(jobs, RESOLUTIONS):
         with torch.no_grad():
-            gmacs = fvcore_flops(TinyCNN(num_classes=7).eval(), torch.zeros(1, 3, res, res)).total() / 1e9
+            gmacs = fvcore_macs(TinyCNN(num_classes=7).eval(), torch.zeros(1, 3, res, res)).total() / 1e9
         assert job["unit"] == "GMAC-images" and job["work"] == pytest.approx(gmacs * images)
 
     # The first line's ETA: its seconds per unit of work x the work of the two jobs left.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import run_module
 
-TABLES = ("summary_total_params", "summary_gflops", "summary_mult_adds", "summary_memory_mb")
+TABLES = ("summary_total_params", "summary_gmacs", "summary_mult_adds", "summary_memory_mb")
 
 
 def _table(path: Path) -> tuple[list[str], dict[str, dict[str, float]]]:
@@ -35,14 +35,14 @@ def test_tables_have_a_row_per_model_and_a_column_per_resolution(tmp_path: Path)
         assert all(value > 0 for row in rows.values() for value in row.values())
     _, params = _table(summary / "summary_total_params.csv")
     assert params["resnet18"]["64"] == params["resnet18"]["96"] == 11_180_103  # 7 classes
-    _, gflops = _table(summary / "summary_gflops.csv")
-    assert gflops["tiny_cnn"]["96"] > gflops["tiny_cnn"]["64"]
-    assert "one multiply-add counts as one FLOP" in (summary / "summary_gflops.csv").read_text()
+    _, gmacs = _table(summary / "summary_gmacs.csv")
+    assert gmacs["tiny_cnn"]["96"] > gmacs["tiny_cnn"]["64"]
+    assert "one multiply-add counts as one" in (summary / "summary_gmacs.csv").read_text()
 
     detailed = json.loads((summary / "model_summary_detailed.json").read_text())
     assert {(row["model"], row["resolution"]) for row in detailed["rows"]} == {
         (model, res) for model in ("tiny_cnn", "resnet18") for res in (64, 96)}
-    assert set(detailed["conventions"]) >= {"flops", "mult_adds", "memory_mb"}
+    assert set(detailed["conventions"]) >= {"macs", "mult_adds", "memory_mb"}
     with (summary / "model_summary_detailed.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 4
     text = (summary / "resnet18" / "96" / "architecture_summary.txt").read_text()
@@ -52,7 +52,7 @@ def test_tables_have_a_row_per_model_and_a_column_per_resolution(tmp_path: Path)
 def test_multirun_jobs_add_up_to_one_table(tmp_path: Path):
     completed = _summarize(tmp_path, "models=tiny_cnn", "resolutions=32,48", multirun=True)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    header, rows = _table(tmp_path / "summary" / "summary_gflops.csv")
+    header, rows = _table(tmp_path / "summary" / "summary_gmacs.csv")
     assert header[1:] == ["32", "48"] and list(rows) == ["tiny_cnn"]
 
 

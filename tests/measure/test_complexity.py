@@ -9,7 +9,7 @@ from conftest import REPO_ROOT, compose_config
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-from resomap.measure.complexity import analyse, architecture_summary, fvcore_flops
+from resomap.measure.complexity import analyse, architecture_summary, fvcore_macs
 
 CONF = REPO_ROOT / "conf"
 MODELS = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
@@ -28,20 +28,20 @@ def build(name: str, num_classes: int = 7) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def flops_by_module() -> dict[str, dict[int, dict[str, int]]]:
+def macs_by_module() -> dict[str, dict[int, dict[str, int]]]:
     """fvcore FLOPs per module of every configured model at 224 and 512 px."""
     found = {}
     for name in MODELS:
         net = build(name)
         with torch.no_grad():
-            found[name] = {size: dict(fvcore_flops(net, torch.randn(1, 3, size, size)).by_module())
+            found[name] = {size: dict(fvcore_macs(net, torch.randn(1, 3, size, size)).by_module())
                            for size in (224, 512)}
     return found
 
 
 def test_resnet18_matches_the_published_figure():
     complexity = analyse(torchvision.models.resnet18(num_classes=1000), 224)
-    assert complexity.flops == pytest.approx(1.82e9, rel=0.02)
+    assert complexity.macs == pytest.approx(1.82e9, rel=0.02)
     assert complexity.params_total == complexity.params_trainable == 11_689_512
 
 
@@ -52,13 +52,13 @@ def test_fvcore_counts_half_of_flop_counter_mode():
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(inputs)
     with torch.no_grad():
-        fvcore = fvcore_flops(net, inputs).total()
+        fvcore = fvcore_macs(net, inputs).total()
     assert counter.get_total_flops() / fvcore == pytest.approx(2.0, rel=0.05)
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_convolutional_part_scales_with_pixel_count(name, flops_by_module):
-    at = flops_by_module[name]
+def test_convolutional_part_scales_with_pixel_count(name, macs_by_module):
+    at = macs_by_module[name]
     head = HEAD.get(name, "classifier")
     body = {size: at[size][""] - at[size][head] for size in at}
     assert body[512] / body[224] == pytest.approx(SQUARE, rel=0.05)
@@ -71,13 +71,13 @@ def test_params_do_not_depend_on_resolution_and_memory_grows():
     net = build("tiny_cnn")
     small, large = analyse(net, 64), analyse(net, 128)
     assert small.params_total == large.params_total == sum(p.numel() for p in net.parameters())
-    assert large.flops > small.flops > 0
+    assert large.macs > small.macs > 0
     assert large.mult_adds > small.mult_adds > 0
     assert large.activation_bytes == pytest.approx(4 * small.activation_bytes, rel=0.05)
     assert net.training is False
     section = small.section()
     assert section["skipped_ops"] == ["aten::max_pool2d"]
-    assert "one multiply-add counts as one FLOP" in section["conventions"]["flops"]
+    assert "one multiply-add counts as one" in section["conventions"]["macs"]
 
 
 def test_in_place_results_are_counted_once():

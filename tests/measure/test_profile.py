@@ -68,7 +68,7 @@ def test_run_records_profiling_and_complexity(train_cli, tmp_path: Path):
 
     complexity = result["complexity"]
     assert complexity["image_size"] == 48
-    assert complexity["flops"] > 0 and complexity["mult_adds"] > 0
+    assert complexity["macs"] > 0 and complexity["mult_adds"] > 0
     assert complexity["params_total"] == complexity["params_trainable"] > 0
     assert complexity["activation_memory_mb"] > 0
     assert complexity["skipped_ops"] == ["aten::max_pool2d"]
@@ -77,7 +77,7 @@ def test_run_records_profiling_and_complexity(train_cli, tmp_path: Path):
     logged = [row for row in csv.DictReader(metrics_file.open()) if row.get("profile_avg_time_sec")]
     assert len(logged) == 1
     assert float(logged[0]["profile_avg_time_sec"]) == pytest.approx(profiling["avg_time_sec"])
-    assert float(logged[0]["complexity_flops"]) == complexity["flops"]
+    assert float(logged[0]["complexity_macs"]) == complexity["macs"]
     assert float(logged[0]["throughput_samples_sec"]) > 0
 
 

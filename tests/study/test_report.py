@@ -30,9 +30,9 @@ SEED_SEVEN = ("num_experiments", "avg_test_accuracy", "best_test_accuracy", "wor
               "avg_test_f1", "avg_inference_time_sec", "avg_throughput_samples_sec")
 PLOTS = ("balanced_accuracy_vs_resolution", "macro_auroc_vs_resolution", "f1_vs_resolution",
          "auroc_by_class_simple_cnn", "auroc_by_class_tiny_cnn", "latency_vs_resolution",
-         "throughput_vs_resolution", "memory_vs_resolution", "flops_vs_resolution",
+         "throughput_vs_resolution", "memory_vs_resolution", "macs_vs_resolution",
          "accuracy_vs_cost_pareto", "cross_res_simple_cnn", "cross_res_tiny_cnn",
-         *[f"training_cost_{axis}_{model}" for axis in ("flops", "seconds") for model in MODELS])
+         *[f"training_cost_{axis}_{model}" for axis in ("macs", "seconds") for model in MODELS])
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -72,7 +72,7 @@ def test_csv_has_one_row_per_run_and_the_seed_columns_first(sweep: Path):
     assert tuple(columns[:18]) == SEED_COLUMNS
     assert columns[18] == "seed"
     for extra in ("test_balanced_accuracy", "test_macro_auroc", "test_per_class_auroc_mel",
-                  "test_per_class_average_precision_nv", "profile_median_time_sec", "complexity_flops"):
+                  "test_per_class_average_precision_nv", "profile_median_time_sec", "complexity_macs"):
         assert extra in columns
     assert {row["metrics_source"] for row in rows} == {"predictions"}
     runs = sorted((row["model"], int(row["resolution"]), int(row["seed"])) for row in rows)
@@ -105,8 +105,8 @@ def test_summary_keeps_the_seed_keys_and_its_best_matches_the_csv(sweep: Path):
         recommendation = study["recommendations"][model]
         assert recommendation["recommended_resolution"] in recommendation["non_inferior"]
         assert recommendation["statement"]
-        assert study["cost_scaling"][model]["flops"]["k"] == pytest.approx(2, abs=0.5)
-        assert {budget["axis"] for budget in study["equal_training_cost"][model]} == {"flops", "seconds"}
+        assert study["cost_scaling"][model]["macs"]["k"] == pytest.approx(2, abs=0.5)
+        assert {budget["axis"] for budget in study["equal_training_cost"][model]} == {"macs", "seconds"}
 
 
 def test_detailed_report_keeps_the_seed_layout(sweep: Path):

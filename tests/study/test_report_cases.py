@@ -86,7 +86,7 @@ def make_record(results_dir: Path, model: str, resolution: int, seed: int = 0, d
               "f1_score": 0.5, "balanced_accuracy": float(np.mean(list(recall.values())))}
     values.update(metrics or {})
     identity = RunIdentity(model, resolution, seed, data_name, f"fp-{data_name}", "hash0")
-    flops = 1e9 * (resolution / 224) ** 2
+    macs = 1e9 * (resolution / 224) ** 2
     record = RunRecord(
         identity=identity, timestamp=f"2025-01-01T00:00:{resolution % 60:02d}", classes=CLASSES,
         test_metrics=TestMetrics(per_class_recall=recall, confusion_matrix=confusion.tolist(),
@@ -98,7 +98,7 @@ def make_record(results_dir: Path, model: str, resolution: int, seed: int = 0, d
         profiling={"median_time_sec": 0.01 * (resolution / 224) ** 1.5, "avg_time_sec": 0.011,
                    "throughput_samples_sec": 3200 / (resolution / 224) ** 1.5,
                    "peak_cpu_memory_mb": 400 + resolution} if profiling else {},
-        complexity={"flops": flops, "params_total": 1_000_000} if profiling else {},
+        complexity={"macs": macs, "params_total": 1_000_000} if profiling else {},
         timing={"total_sec": 10.0, "fit_sec": 8.0, "setup_sec": 1.0, "test_sec": 0.5})
     if save_predictions:
         write_predictions(predictions_path(results_dir, record.run_name), labels, probs)
@@ -162,7 +162,7 @@ def test_one_seed_report_has_every_section_and_plot(sweep: Path):
     markdown = strict_report(sweep)
     assert sections_of(markdown) == SECTIONS
     for name in ("balanced_accuracy_vs_resolution", "macro_auroc_vs_resolution", "f1_vs_resolution",
-                 "auroc_by_class_simple_cnn", "training_cost_flops_simple_cnn",
+                 "auroc_by_class_simple_cnn", "training_cost_macs_simple_cnn",
                  "training_cost_seconds_tiny_cnn",
                  "latency_vs_resolution", "accuracy_vs_cost_pareto", "confusion_matrices"):
         path = sweep / "plots" / f"{name}.png"
@@ -222,7 +222,7 @@ def test_missing_profiling_and_history_are_said_not_hidden(tmp_path: Path):
     for res in (224, 384):
         make_record(tmp_path, "tiny_cnn", res, profiling=False, hist=False)
     markdown = strict_report(tmp_path)
-    assert "Not measured in these results: latency, throughput, memory, flops" in markdown
+    assert "Not measured in these results: latency, throughput, memory, macs" in markdown
     assert "No latency or multiply-adds in these results" in markdown
     assert "Accuracy at equal training cost" in markdown and "Not available: no run's history" in markdown
 
@@ -334,12 +334,12 @@ def test_too_few_test_images_are_said_with_the_width_and_the_images_needed(tmp_p
 
 def test_equal_training_cost_names_the_best_resolution_per_budget(sweep: Path):
     data = build(sweep).data_sets["synthetic"]
-    flops = {b.reference: b for b in data.budgets["simple_cnn"] if b.axis == "flops"}
+    macs = {b.reference: b for b in data.budgets["simple_cnn"] if b.axis == "macs"}
     # At the 224 px schedule's cost 512 px has not finished one epoch and 320 px one, so 224 px
     # (four epochs) wins; at the 512 px schedule's cost every run finished and 512 px wins.
-    assert flops[224].reached[512] is None and flops[224].best == 224
-    assert flops[512].best == 512
-    assert flops[224].budget == pytest.approx(3 * 1e9 * 196 * 4)
+    assert macs[224].reached[512] is None and macs[224].best == 224
+    assert macs[512].best == 512
+    assert macs[224].budget == pytest.approx(3 * 1e9 * 196 * 4)
     markdown = strict_report(sweep)
     assert "224 px full schedule" in markdown and "3 x forward MACs" in markdown
 
