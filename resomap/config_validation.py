@@ -69,6 +69,8 @@ def schema_problem(error: BaseException) -> str | None:
         return None
     key, message = str(found.full_key), str(found.msg)
     kind, optional = schema_field(key)
+    if kind is Any:
+        return None  # a key the schema leaves open: not its refusal
     valid = SCHEMA_VALID.get(key) or TYPE_WORDS.get(kind, f"a {getattr(kind, '__name__', kind)}")
     if optional:
         valid += " or null"
