@@ -27,13 +27,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from resomap.errors import ResoMapError, exit_with
-from resomap.preflight_checks import (
-    check_override_types,
-    check_plugins,
-    compose_first_job,
-    overrides_to_check,
-    sweep_problems,
-)
+from resomap.preflight_checks import check_plugins, compose_first_job, overrides_to_check, sweep_problems
 
 # conf/ stays at the top of the repository (the design card) and ships inside the package as
 # resomap.conf: pyproject.toml maps the package resomap.conf to the folder conf/. A wheel holds
@@ -179,6 +173,8 @@ def preflight(command: str, args: Sequence[str]) -> None:
 
     checked = overrides_to_check(args)
     if checked is None:
+        from resomap.preflight_checks import check_override_types
+
         check_override_types(command, args)  # the schema's types, on a line not composed here
     if checked is None or GlobalHydra.instance().is_initialized():
         return  # Hydra, or the running Hydra app (tests), checks this line itself
