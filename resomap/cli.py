@@ -173,6 +173,10 @@ def preflight(command: str, args: Sequence[str]) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     checked = overrides_to_check(args)
+    if checked is None:
+        from resomap.preflight_checks import check_override_types
+
+        check_override_types(command, args)  # the schema's types, on a line not composed here
     if checked is None or GlobalHydra.instance().is_initialized():
         return  # Hydra, or the running Hydra app (tests), checks this line itself
     sweeps, first = checked

@@ -8,6 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from resomap.config_schema import register_schema
+
 # The data set whose result files keep the seed study's bare names, ``{model}_{res}.json``;
 # runs on any other data set get ``--{data name}`` appended.
 PRIMARY_DATA = "synthetic"
@@ -65,3 +67,9 @@ def register_resolvers() -> None:
                            ("resomap.per_res", per_res), ("resomap.looks", study_looks)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
+
+
+# At import, not from a function an entry point must remember to call: every entry point that
+# composes conf/train.yaml (resomap.train, the resomap command's preflight, the tests' compose)
+# imports resomap, and so this module, before Hydra composes; train.yaml's defaults list names it.
+register_schema()

@@ -93,18 +93,47 @@ def _value_problems(command: str, cfg: Any) -> list[str]:
         return []
 
 
-def overrides_to_check(args: Sequence[str]) -> tuple[list[Any], list[str]] | None:
-    """The swept overrides of a command line (none without ``-m``) and the overrides of its first
-    job; None when Hydra or the app checks the line itself."""
+def _parse(args: Sequence[str]) -> tuple[Any, list[Any]] | None:
+    """Hydra's reading of a command line: its flags and its overrides; None for a line Hydra
+    refuses itself (its usage errors)."""
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
     try:
         parsed = get_args_parser().parse_args(list(args))
-        overrides = OverridesParser.create().parse_overrides(parsed.overrides)
+        return parsed, OverridesParser.create().parse_overrides(parsed.overrides)
     except (SystemExit, OverrideParseException):
+        return None
+
+
+def check_override_types(command: str, args: Sequence[str]) -> None:
+    """Refuse a value of the wrong type given to one of train.yaml's own keys (the schema of
+    :mod:`resomap.config_schema`) on a line this preflight does not compose (``--config-dir``,
+    an interval sweep): Hydra alone would stop there with its own message and exit status 1."""
+    from omegaconf.errors import ValidationError
+
+    from resomap.config_schema import TrainSchema, schema_field
+    from resomap.config_validation import schema_problem
+
+    read = _parse(args) if command in ("train", "explain") else None
+    for override in read[1] if read else []:
+        key = override.get_key_element()
+        if override.is_sweep_override() or override.is_delete() or schema_field(key)[0] is Any:
+            continue
+        try:
+            OmegaConf.update(OmegaConf.structured(TrainSchema), key, override.value())
+        except ValidationError as error:
+            raise ResoMapError(f"Invalid configuration: {schema_problem(error)}") from None
+
+
+def overrides_to_check(args: Sequence[str]) -> tuple[list[Any], list[str]] | None:
+    """The swept overrides of a command line (none without ``-m``) and the overrides of its first
+    job; None when Hydra or the app checks the line itself."""
+    read = _parse(args)
+    if read is None:
         return None  # Hydra reports its own usage errors
+    parsed, overrides = read
     first = _first_values(overrides) if parsed.multirun else [item.input_line for item in overrides]
     if first is None:
         return None
@@ -121,11 +150,16 @@ def compose_first_job(command: str, config_name: str, first: list[str]) -> Any:
     from hydra.errors import ConfigCompositionException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
+    from resomap.config_validation import schema_problem
+
     try:
         return compose(config_name, overrides=first, return_hydra_config=True)
     except MissingConfigException as error:
         raise ResoMapError(_missing_config(error)) from None
     except (ConfigCompositionException, OmegaConfBaseException) as error:
+        problem = schema_problem(error)  # a value of the wrong type (resomap.config_schema)
+        if problem is not None:
+            raise ResoMapError(f"Invalid configuration: {problem}") from None
         raise ResoMapError(f"{_hydra_problem(error)} (resomap {command} --help lists the groups "
                            "and keys).") from None
 
@@ -136,6 +170,9 @@ def sweep_problems(command: str, cfg: Any, sweeps: list[Any]) -> list[str]:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import MissingConfigException
     from omegaconf import open_dict
+    from omegaconf.errors import ValidationError
+
+    from resomap.config_validation import schema_problem
 
     loader = GlobalHydra.instance().config_loader()
     job = cfg.copy()
@@ -155,7 +192,11 @@ def sweep_problems(command: str, cfg: Any, sweeps: list[Any]) -> list[str]:
                     problems.append(_missing_config(MissingConfigException("", f"{key}/{value}", options)))
                 continue
             other = job.copy()
-            with open_dict(other):
-                OmegaConf.update(other, key, value, force_add=True)
-            problems += [problem for problem in _value_problems(command, other) if problem not in problems]
+            try:
+                with open_dict(other):
+                    OmegaConf.update(other, key, value, force_add=True)
+                found = _value_problems(command, other)
+            except ValidationError as error:  # a value of the wrong type (resomap.config_schema)
+                found = [schema_problem(error) or str(error).splitlines()[0]]
+            problems += [problem for problem in found if problem not in problems]
     return problems

@@ -33,6 +33,9 @@ def run_probe(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, 
     (["model=tiny_cn"], "model=tiny_cn is not a model config; valid: mobilenet_v2_small"),
     (["data=synthetc"], "data=synthetc is not a data config; valid: imagefolder, skin_cancer, synthetic"),
     (["res=abc"], "res='abc' must be a positive integer number of pixels"),
+    (["seed=1.5"], "seed=1.5 must be an integer"),
+    (["-m", "model=tiny_cnn", "res=64", "skip_completed=true,maybe"],
+     "skip_completed='maybe' must be true or false"),
     (["-m", "model=tiny_cnn", "res=64,abc"], "res='abc' must be a positive integer"),
     (["-m", "model=tiny_cnn,tiny_cn", "res=64"], "model=tiny_cn is not a model config"),
     (["-m", "model=tiny_cnn", "res=64,16"], "res=16 is below the smallest input model=tiny_cnn supports"),
@@ -50,3 +53,22 @@ def test_valid_command_passes_the_check(tmp_path: Path):
     completed, probe = run_probe(["train", "--cfg", "job", "model=tiny_cnn", "res=64"], cwd=tmp_path)
     assert probe == {"code": 0, "torch": False}, completed.stderr[-3000:]
     assert "name: tiny_cnn" in completed.stdout
+
+
+@pytest.mark.parametrize("args", [["res=abc"], ["--config-dir", "{own}", "res=abc"]],
+                         ids=["composed", "own-config-dir"])
+def test_a_value_the_schema_refuses_ends_as_a_user_error(args: list[str], tmp_path: Path):
+    # python -m resomap.train as a user runs it: Hydra's schema refusal (resomap.config_schema)
+    # is one paragraph naming the key, the value and what is valid, and exit status 2 (also on
+    # a line with the user's own config folder, which the preflight does not compose).
+    own = tmp_path / "own"
+    own.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    line = [arg.format(own=own) for arg in args]
+    completed = subprocess.run([sys.executable, "-m", "resomap.train", *line, f"paths.root_dir={work}"],
+                               cwd=work, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    assert completed.stderr == ("error: Invalid configuration: res='abc' must be a positive integer "
+                                "number of pixels.\n")
+    assert list(work.iterdir()) == []

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import compose_config, run_module, tiny_overrides
+from hydra.errors import ConfigCompositionException
 from PIL import Image
 
-from resomap.config_validation import validate_config
+from resomap.config_validation import schema_problem, validate_config
 from resomap.data.datamodule import DatasetLayoutError, ImageFolderDataModule, dataset_fingerprint
 from resomap.data.io import load_rgb
 from resomap.data.validate import BadImagesError, validate_images
@@ -155,8 +156,6 @@ def test_layout_errors_name_the_path_and_the_expected_layout(tiny_data_root: Pat
 
 @pytest.mark.parametrize("override, named", [
     ("res=0", "res=0 must be a positive integer"),
-    ("res=2.5", "res=2.5 must be a positive integer"),
-    ("res=abc", "res='abc' must be a positive integer"),
     ("res=16", "res=16 is below the smallest input model=tiny_cnn supports (model.min_size=32)"),
     ("data.batch_size=0", "data.batch_size=0 must be a positive integer"),
     ("data.eval_batch_size=-8", "data.eval_batch_size=-8 must be a positive integer"),
@@ -180,6 +179,31 @@ def test_config_values_are_checked_before_any_work(override: str, named: str):
         assert "bf16-mixed" in str(raised.value)
     if "model.name" in override:
         assert "tiny_cnn" in str(raised.value) and "resnet18" in str(raised.value)
+
+
+@pytest.mark.parametrize("override, named", [
+    ("res=2.5", "res=2.5 must be a positive integer number of pixels."),
+    ("res=abc", "res='abc' must be a positive integer number of pixels."),
+    ("res=null", "res=null is not valid: res must be a positive integer number of pixels."),
+    ("seed=1.5", "seed=1.5 must be an integer."),
+    ("skip_completed=maybe", "skip_completed='maybe' must be true or false."),
+    ("oom.min_batch_size=four", "oom.min_batch_size='four' must be a positive integer."),
+    ("ckpt_path=[1]", "ckpt_path=[1] must be a string or null."),
+])
+def test_values_of_the_wrong_type_are_refused_by_the_schema_as_hydra_composes(override: str, named: str):
+    # resomap.config_schema types train.yaml's own keys: Hydra refuses these while composing,
+    # and config_validation says so in the same words as its own checks.
+    with pytest.raises(ConfigCompositionException) as raised:
+        compose_config("train", ["model=tiny_cnn", "res=32", override])
+    assert schema_problem(raised.value) == named
+    assert schema_problem(ValueError("not a schema refusal")) is None
+
+
+def test_the_schema_keeps_open_keys_open():
+    # Group nodes and new top-level keys are not closed by the schema (resomap.config_schema).
+    cfg = compose_config("train", ["+trainer.max_time=null", "+extra={n:1}", "+extras.other=1"])
+    assert cfg.extra.n == 1 and cfg.trainer.max_time is None and cfg.extras.other == 1
+    assert compose_config("explain_app", ["ckpt=/x/best.ckpt"]).ckpt == "/x/best.ckpt"
 
 
 def _output(completed) -> str:
