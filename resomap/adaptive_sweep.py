@@ -286,7 +286,7 @@ def _index(records: Any, results_dir: str) -> dict[str, tuple[Path, Any]]:
     """The results folder's records by identity digest and by run name."""
     index: dict[str, tuple[Path, Any]] = {}
     for path, record in records.iter_records(results_dir):
-        if isinstance(record, records.InvalidResult):
+        if isinstance(record, records.InvalidRecord):
             continue
         index[record.identity.digest] = (path, record)
         index.setdefault(f"name:{record.run_name}", (path, record))

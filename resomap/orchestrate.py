@@ -81,7 +81,7 @@ def _skip(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings) ->
     elsewhere brings its record back from the store into this identity's run folder."""
     try:
         done = records.find_finished(cfg.paths.results_dir, identity)
-    except records.InvalidResult as error:
+    except records.InvalidRecord as error:
         retrain = shlex.join([*run_command(cfg), "skip_completed=false"])
         raise CorruptRecordError(
             f"The record of run {identity.run_name} is damaged ({error}). It cannot be skipped as "
@@ -105,7 +105,7 @@ def _skip(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings) ->
                 record = records.read_record(fetched)
                 record_write.write_record(cfg.paths.results_dir, record)  # the view
                 return record.objective(cfg.objective)
-            except records.InvalidResult as error:
+            except records.InvalidRecord as error:
                 log.warning("The record fetched from MLflow run %s is not usable: %s", found.info.run_id,
                             error)
         return None
@@ -215,7 +215,7 @@ def _test_and_commit(cfg: DictConfig, built: build.Built, timing: dict[str, floa
 def _after_training(cfg: DictConfig, identity: RunIdentity, folder: Path, error: Exception) -> Exception:
     """The error of a run that failed after its training ended: one paragraph with the command
     that finishes it without retraining (its checkpoints are kept)."""
-    if isinstance(error, records.InvalidResult) or not (folder / checkpoint.LAST).is_file():
+    if isinstance(error, records.InvalidRecord) or not (folder / checkpoint.LAST).is_file():
         return error
     finish = shlex.join([*run_command(cfg), "ckpt_path=last"])
     cause = str(error) if isinstance(error, ResoMapError) else f"{type(error).__name__}: {error}"

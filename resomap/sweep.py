@@ -198,7 +198,7 @@ def varying_settings(results_dir: str | Path, digests: set[str]) -> dict[str, di
     for digest in sorted(digests):
         try:
             record = records.read_record(records.record_path(results_dir, digest))
-        except (records.InvalidResult, UnsafeName):
+        except (records.InvalidRecord, UnsafeName):
             continue
         by_model.setdefault(record.model, {}).setdefault(record.resolution, []).append(
             flatten(record.identity.training))

@@ -160,9 +160,9 @@ class Explain(pl.Callback):
         self.section = None
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.result_section(trainer, pl_module)
+        self.record_section(trainer, pl_module)
 
-    def result_section(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+    def record_section(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """``{"explain": {...}}`` for the result JSON, computed once per test."""
         if self.section is None:
             datamodule = getattr(trainer, "datamodule", None)

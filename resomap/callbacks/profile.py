@@ -195,7 +195,7 @@ class ProfileCallback(pl.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
-    def result_section(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+    def record_section(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         if self.sections is None:
             self.sections = self.measure(trainer, pl_module)
         return self.sections

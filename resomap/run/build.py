@@ -21,7 +21,7 @@ from resomap.device import resolve_precision
 from resomap.models.classifier import LitClassifier
 from resomap.redact import redact_config
 from resomap.run.checkpoint import AtomicCheckpointIO, FitState
-from resomap.run.export import ResultExport
+from resomap.run.export import RecordExport
 from resomap.run.identity import RunIdentity
 from resomap.run.record_schema import EXPLANATIONS, DataInfo
 
@@ -89,7 +89,7 @@ def _accepts(target: str, argument: str) -> bool:
         return False
 
 
-def build_callbacks(cfg: DictConfig, checkpoint_dir: Path, exporter: ResultExport,
+def build_callbacks(cfg: DictConfig, checkpoint_dir: Path, exporter: RecordExport,
                     output_dir: Path | None = None) -> list[pl.Callback]:
     """``cfg.callbacks`` with every ModelCheckpoint writing into the run's own checkpoint folder
     and every callback that writes files (explanations) into the run's own results folder
@@ -105,11 +105,11 @@ def build_callbacks(cfg: DictConfig, checkpoint_dir: Path, exporter: ResultExpor
     return [*callbacks, FitState(), exporter]
 
 
-def build_exporter(identity: RunIdentity, datamodule: ImageFolderDataModule) -> ResultExport:
+def build_exporter(identity: RunIdentity, datamodule: ImageFolderDataModule) -> RecordExport:
     counts = {split: datamodule.class_counts(split) for split in ("train", "val", "test")}
     data = DataInfo(name=datamodule.name, root=str(datamodule.root), fingerprint=identity.data_fingerprint,
                     class_counts=counts)
-    return ResultExport(identity=identity, data=data)
+    return RecordExport(identity=identity, data=data)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[Any],
@@ -129,7 +129,7 @@ class Built:
 
     module: LitClassifier
     datamodule: ImageFolderDataModule
-    exporter: ResultExport
+    exporter: RecordExport
     callbacks: list[pl.Callback]
     loggers: list[Any]
     trainer: pl.Trainer

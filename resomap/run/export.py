@@ -22,7 +22,7 @@ from resomap.run.record_schema import SCALAR_METRICS, DataInfo, RunRecord, TestM
 
 LIBRARIES = ("torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "mlflow", "fvcore",
              "captum", "resomap")
-# Record fields a callback's ``result_section`` may fill.
+# Record fields a callback's ``record_section`` may fill.
 SECTIONS = ("profiling", "complexity", "explain", "compile", "distributed", "batch", "skipped_images",
             "timing")
 
@@ -58,10 +58,10 @@ def _best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(scored, key=lambda row: row["val_balanced_accuracy"]) if scored else None
 
 
-class ResultExport(pl.Callback):
+class RecordExport(pl.Callback):
     """After testing, assembles the run's :class:`RunRecord` (``self.record``) and its test
     labels and probabilities (``self.predictions``). Other callbacks that implement
-    ``result_section`` add their sections; the run adds its own with :meth:`add_section`."""
+    ``record_section`` add their sections; the run adds its own with :meth:`add_section`."""
 
     def __init__(self, identity: RunIdentity, data: DataInfo) -> None:
         self.identity = identity
@@ -95,8 +95,8 @@ class ResultExport(pl.Callback):
         val_losses = [row["val_loss"] for row in history if row.get("val_loss") is not None]
         sections = {}
         for callback in trainer.callbacks:
-            if callback is not self and hasattr(callback, "result_section"):
-                sections.update(callback.result_section(trainer, pl_module))
+            if callback is not self and hasattr(callback, "record_section"):
+                sections.update(callback.record_section(trainer, pl_module))
         sections.update(self.sections)
         return RunRecord(
             identity=self.identity,

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from resomap.run.identity import RunIdentity
-from resomap.run.record_files import load_npz, predictions_path, record_path, result_path, run_dir
+from resomap.run.record_files import load_npz, predictions_path, record_path, run_dir, view_path
 from resomap.run.record_schema import (
     EXPLAIN_FILE,
     PREDICTIONS_FILE,
     RECORD_FILE,
     RUNS,
     TEST_RESULTS,
-    InvalidResult,
+    InvalidRecord,
     RunRecord,
     read_record,
 )
@@ -39,20 +39,20 @@ def read_predictions(results_dir: str | os.PathLike, record: RunRecord) -> dict[
     """``labels``, ``predictions`` and ``probabilities`` of a record's test split, if saved.
 
     Read from the record's own run folder; a record of the earlier layout reads the ``.npz``
-    beside it. Raises :class:`InvalidResult` when the file holds another run's digest: a
+    beside it. Raises :class:`InvalidRecord` when the file holds another run's digest: a
     record is never paired with another configuration's predictions.
     """
     path = run_dir(results_dir, record) / PREDICTIONS_FILE
     if not path.is_file():
         legacy = predictions_path(results_dir, record.run_name)
-        if not (_is_legacy_file(result_path(results_dir, record.run_name), record)
+        if not (_is_legacy_file(view_path(results_dir, record.run_name), record)
                 and legacy.is_file() and not legacy.is_symlink()):
             return None
         path = legacy
     saved = load_npz(path)
     stored = saved.pop("identity", None)
     if stored is not None and str(stored) != record.identity.digest:
-        raise InvalidResult(f"{path}: field identity: these predictions belong to run {str(stored)}, not to "
+        raise InvalidRecord(f"{path}: field identity: these predictions belong to run {str(stored)}, not to "
                             f"the record of {record.run_name} (identity {record.identity.digest}); left out")
     return saved
 
@@ -63,7 +63,7 @@ def _is_legacy_file(path: Path, record: RunRecord) -> bool:
         return False
     try:
         return read_record(path).identity.digest == record.identity.digest
-    except InvalidResult:
+    except InvalidRecord:
         return False
 
 
@@ -89,7 +89,7 @@ def with_explanations(results_dir: str | os.PathLike, record: RunRecord) -> RunR
     return dataclasses.replace(record, explain=saved["explain"])
 
 
-def iter_records(results_dir: str | os.PathLike) -> Iterator[tuple[Path, RunRecord | InvalidResult]]:
+def iter_records(results_dir: str | os.PathLike) -> Iterator[tuple[Path, RunRecord | InvalidRecord]]:
     """Every record under ``results_dir``, read, or the reason it is not valid: each run folder's
     ``record.json``, then the earlier layout's files in ``test_results/`` (views skipped, and any
     identity already read)."""
@@ -97,11 +97,11 @@ def iter_records(results_dir: str | os.PathLike) -> Iterator[tuple[Path, RunReco
     for path in sorted(Path(results_dir).glob(f"{RUNS}/*/{RECORD_FILE}")):
         try:
             record = read_record(path)
-        except InvalidResult as error:
+        except InvalidRecord as error:
             yield path, error
             continue
         if record.identity.digest != path.parent.name:
-            yield path, InvalidResult(f"{path}: field identity: the record is of run "
+            yield path, InvalidRecord(f"{path}: field identity: the record is of run "
                                       f"{record.identity.digest}, not of the folder it is in "
                                       f"({path.parent.name}); left out")
             continue
@@ -112,7 +112,7 @@ def iter_records(results_dir: str | os.PathLike) -> Iterator[tuple[Path, RunReco
             continue
         try:
             record = read_record(path)
-        except InvalidResult as error:
+        except InvalidRecord as error:
             yield path, error
             continue
         if record.identity.digest not in seen:
@@ -122,16 +122,16 @@ def iter_records(results_dir: str | os.PathLike) -> Iterator[tuple[Path, RunReco
 
 def find_finished(results_dir: str | os.PathLike, identity: RunIdentity) -> RunRecord | None:
     """The record of this exact run, if it finished: a file read, nothing built. Raises
-    :class:`InvalidResult` when this run's record file exists but cannot be read."""
+    :class:`InvalidRecord` when this run's record file exists but cannot be read."""
     path = record_path(results_dir, identity)
     if path.exists():
         record = read_record(path)
         return record if record.identity == identity else None
-    legacy = result_path(results_dir, identity.run_name)
+    legacy = view_path(results_dir, identity.run_name)
     if legacy.is_file() and not legacy.is_symlink():
         try:
             record = read_record(legacy)
-        except InvalidResult:
+        except InvalidRecord:
             return None
         return record if record.identity == identity else None
     return None

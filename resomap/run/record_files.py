@@ -36,14 +36,14 @@ def record_path(results_dir: str | os.PathLike, record_or_identity: RunRecord | 
     return run_dir(results_dir, record_or_identity) / RECORD_FILE
 
 
-def result_path(results_dir: str | os.PathLike, run_name: str) -> Path:
+def view_path(results_dir: str | os.PathLike, run_name: str) -> Path:
     """``results_dir/test_results/{run_name}.json``: the readable view of the latest finished run
     of that name (a link into its run folder), or a record of the earlier layout."""
     return Path(results_dir) / TEST_RESULTS / f"{run_name}.json"
 
 
 def predictions_path(results_dir: str | os.PathLike, run_name: str) -> Path:
-    """The view of the latest finished run's predictions of that name (see :func:`result_path`)."""
+    """The view of the latest finished run's predictions of that name (see :func:`view_path`)."""
     return Path(results_dir) / TEST_RESULTS / f"{run_name}.npz"
 
 

@@ -68,13 +68,13 @@ def with_new_keys(section: Mapping[str, Any]) -> dict[str, Any]:
     return renamed
 
 
-class ResultContributor(Protocol):
+class RecordContributor(Protocol):
     """A callback that adds a section (``profiling``, ``complexity``...) to the record."""
 
-    def result_section(self, trainer: Any, pl_module: Any) -> dict[str, Any]: ...
+    def record_section(self, trainer: Any, pl_module: Any) -> dict[str, Any]: ...
 
 
-class InvalidResult(ResoMapError, ValueError):
+class InvalidRecord(ResoMapError, ValueError):
     """A file in the results folder is not a readable ResoMap record; the message names the file,
     the field and what was expected. Readers skip such a file with a warning."""
 
@@ -196,7 +196,7 @@ class RunRecord:
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> RunRecord:
         """A record from its JSON layout (versions 1 to 3), every field type-checked: raises
-        :class:`InvalidResult` naming the first field that is missing or of the wrong type."""
+        :class:`InvalidRecord` naming the first field that is missing or of the wrong type."""
         payload = dict(payload)
         version = payload.get("schema_version", 1)
         _check(version, int, "schema_version")
@@ -208,16 +208,16 @@ class RunRecord:
                 payload[name] = with_new_keys(payload[name])
         for name in ("identity", "test_metrics", "data"):
             if not isinstance(payload.get(name), Mapping):
-                raise InvalidResult(f"field {name}: expected an object, found {_shown(payload.get(name))}")
+                raise InvalidRecord(f"field {name}: expected an object, found {_shown(payload.get(name))}")
         stored = payload.pop("identity")
         identity = _typed(RunIdentity, stored, "identity")
         for field, value in (("identity.model", identity.model), ("identity.data_name", identity.data_name)):
             try:
                 safe_name(value, field)
             except UnsafeName as error:
-                raise InvalidResult(str(error)) from error
+                raise InvalidRecord(str(error)) from error
         if "digest" in stored and stored["digest"] != identity.digest:
-            raise InvalidResult(f"field identity.digest: {_shown(stored['digest'])} is not the digest of "
+            raise InvalidRecord(f"field identity.digest: {_shown(stored['digest'])} is not the digest of "
                                 f"the identity's fields ({identity.digest}): the record was edited")
         metrics = _typed(TestMetrics, payload.pop("test_metrics"), "test_metrics")
         data = _typed(DataInfo, payload.pop("data"), "data")
@@ -230,7 +230,7 @@ def _shown(value: Any) -> str:
 
 
 def _check(value: Any, hint: Any, field: str) -> None:
-    """Raise :class:`InvalidResult` unless ``value`` (read from JSON) fits the type ``hint``.
+    """Raise :class:`InvalidRecord` unless ``value`` (read from JSON) fits the type ``hint``.
 
     Hand-written because the record is plain JSON checked against its own dataclasses: a schema
     library would need a second copy of the schema.
@@ -242,9 +242,9 @@ def _check(value: Any, hint: Any, field: str) -> None:
         for option in arguments:
             try:
                 return _check(value, option, field)
-            except InvalidResult:
+            except InvalidRecord:
                 continue
-        raise InvalidResult(f"field {field}: expected {_hint_name(hint)}, found {_shown(value)}")
+        raise InvalidRecord(f"field {field}: expected {_hint_name(hint)}, found {_shown(value)}")
     expected = origin or hint
     if expected is type(None):
         ok = value is None
@@ -259,7 +259,7 @@ def _check(value: Any, hint: Any, field: str) -> None:
     else:
         ok = isinstance(value, expected)
     if not ok:
-        raise InvalidResult(f"field {field}: expected {_hint_name(hint)}, found {_shown(value)}")
+        raise InvalidRecord(f"field {field}: expected {_hint_name(hint)}, found {_shown(value)}")
     if expected is dict and arguments:
         for key, item in value.items():
             _check(key, arguments[0], f"{field} key")
@@ -281,7 +281,7 @@ def _typed(kind: type, payload: Mapping[str, Any], where: str) -> Any:
         name = f"{where}.{field.name}" if where else field.name
         if field.name not in payload:
             if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                raise InvalidResult(f"field {name} is missing")
+                raise InvalidRecord(f"field {name} is missing")
             continue
         value = payload[field.name]
         if not isinstance(value, (RunIdentity, TestMetrics, DataInfo)):
@@ -317,17 +317,17 @@ def _upgrade_v1(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_record(path: str | os.PathLike) -> RunRecord:
-    """Load one record; raises :class:`InvalidResult` naming the file, the field and the problem."""
+    """Load one record; raises :class:`InvalidRecord` naming the file, the field and the problem."""
     path = Path(path)
     try:
         payload = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidResult(f"{path}: not readable JSON ({error})") from error
+        raise InvalidRecord(f"{path}: not readable JSON ({error})") from error
     if not isinstance(payload, dict):
-        raise InvalidResult(f"{path}: expected a JSON object")
+        raise InvalidRecord(f"{path}: expected a JSON object")
     try:
         return RunRecord.from_dict(payload)
-    except InvalidResult as error:
-        raise InvalidResult(f"{path}: not a ResoMap run record: {error}") from error
+    except InvalidRecord as error:
+        raise InvalidRecord(f"{path}: not a ResoMap run record: {error}") from error
     except (KeyError, TypeError, ValueError) as error:
-        raise InvalidResult(f"{path}: not a ResoMap run record ({type(error).__name__}: {error})") from error
+        raise InvalidRecord(f"{path}: not a ResoMap run record ({type(error).__name__}: {error})") from error

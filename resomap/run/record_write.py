@@ -17,12 +17,12 @@ import numpy as np
 
 from resomap.io import atomic_symlink, atomic_write_bytes, write_json
 from resomap.run.identity import RunIdentity
-from resomap.run.record_files import load_npz, predictions_path, record_path, result_path, run_dir
+from resomap.run.record_files import load_npz, predictions_path, record_path, run_dir, view_path
 from resomap.run.record_schema import (
     EXPLAIN_FILE,
     PREDICTIONS_FILE,
     RECORD_FILE,
-    InvalidResult,
+    InvalidRecord,
     RunRecord,
     read_record,
 )
@@ -50,7 +50,7 @@ def _adopt_legacy(results_dir: Path, view: Path, npz_view: Path, record: RunReco
     if view.is_file() and not view.is_symlink():
         try:
             old = read_record(view)
-        except InvalidResult:
+        except InvalidRecord:
             old = None
         if old is not None and old.identity.digest != record.identity.digest:
             folder = run_dir(results_dir, old)
@@ -77,7 +77,7 @@ def write_record(results_dir: str | os.PathLike, record: RunRecord) -> Path:
     ``test_results/{run_name}`` view at it. Returns the record's path."""
     results_dir = Path(results_dir)
     path = record_path(results_dir, record)
-    view, npz_view = result_path(results_dir, record.run_name), predictions_path(results_dir, record.run_name)
+    view, npz_view = view_path(results_dir, record.run_name), predictions_path(results_dir, record.run_name)
     _adopt_legacy(results_dir, view, npz_view, record)
     write_json(path, record.to_dict())
     try:

@@ -94,7 +94,7 @@ def explained_runs(results_dir: Path) -> Explained:
     """(data set, model, seed) -> resolution -> (record, maps) of every run with explanations."""
     found: dict[tuple[str, str, int], dict[int, tuple[RunRecord, dict[str, Any]]]] = defaultdict(dict)
     for path, record in records.iter_records(results_dir):
-        if (isinstance(record, records.InvalidResult) or not isinstance(record.explain, dict)
+        if (isinstance(record, records.InvalidRecord) or not isinstance(record.explain, dict)
                 or not isinstance(record.explain.get("methods"), dict) or not record.explain["methods"]):
             continue
         maps = _load_maps(results_dir, record, path)

@@ -35,7 +35,7 @@ def explain_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if not explainer_cfg:
         raise ResoMapError("callbacks.explain is not configured (explain=none?): run with "
                            "explain=default or another conf/explain/ file.")
-    path = records.result_path(cfg.paths.results_dir, cfg.run_name)
+    path = records.view_path(cfg.paths.results_dir, cfg.run_name)
     if not path.is_file():
         raise ResoMapError(
             f"No record of run {cfg.run_name} at {path} to explain. Train it first (resomap train "
@@ -47,7 +47,7 @@ def explain_checkpoint(cfg: DictConfig) -> dict[str, Any]:
             raise UntrustedRecordError(f"{path} holds the record of run {record.run_name!r}, "
                                        f"not {cfg.run_name}")
         module = load_trained(record, cfg.paths.checkpoint_dir, checkpoint=cfg.get("ckpt"), source=path)
-    except (records.InvalidResult, UntrustedRecordError, FileNotFoundError) as error:
+    except (records.InvalidRecord, UntrustedRecordError, FileNotFoundError) as error:
         raise ResoMapError(f"Cannot explain {cfg.run_name}: {error}. Pass ckpt=PATH to a checkpoint "
                            "of this run, or retrain it.") from error
     datamodule = datamodule_for(record, record.resolution, cache_root=cfg.paths.cache_dir)

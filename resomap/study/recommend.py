@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass, replace
 
 from resomap.study.compare import Comparison
-from resomap.study.decide import Decision, Settings
+from resomap.study.decision_settings import Settings
 from resomap.study.resolution_group import Group
+from resomap.study.verdicts import Decision
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def _flatten(prefix: str, value: Any, row: dict[str, Any]) -> None:
         row[prefix] = value
 
 
-def result_row(run: RunData) -> dict[str, Any]:
+def record_row(run: RunData) -> dict[str, Any]:
     """One CSV row: the record's scalars, nested keys joined with ``_``.
 
     Balanced accuracy, accuracy and the AUROC and average-precision figures are the study's own,
@@ -67,7 +67,7 @@ def result_row(run: RunData) -> dict[str, Any]:
 
 def results_table(runs: list[RunData]) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns (the seed's 18, then seed, then every other figure sorted) and rows."""
-    rows = [result_row(run) for run in runs]
+    rows = [record_row(run) for run in runs]
     extra = sorted({key for row in rows for key in row} - set(SEED_COLUMNS) - {"seed"})
     return [*SEED_COLUMNS, "seed", *extra], rows
 

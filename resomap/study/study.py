@@ -97,7 +97,7 @@ def load_runs(results_dir: Path, digests: Collection[str] | None = None) -> tupl
     valid, problems = [], []
     wanted = None if digests is None else set(digests)
     for path, found in records.iter_records(results_dir):
-        if isinstance(found, records.InvalidResult):
+        if isinstance(found, records.InvalidRecord):
             problems.append(str(found))
         elif wanted is None or found.identity.digest in wanted:
             valid.append(load_run(results_dir, path, found))

@@ -322,7 +322,7 @@ def fetch_record(settings: TrackingSettings, run: Any, destination: Path) -> Pat
                     atomic_write_bytes(destination / records.PREDICTIONS_FILE, saved.read_bytes())
                 atomic_write_bytes(destination / records.RECORD_FILE, local.read_bytes())
                 return destination / records.RECORD_FILE
-        except (MlflowException, OSError, records.InvalidResult) as error:
+        except (MlflowException, OSError, records.InvalidRecord) as error:
             log.warning("Could not fetch the record of MLflow run %s from %s: %s", run.info.run_id,
                         redact_uri(logger.tracking_uri), error)
     return None

@@ -16,7 +16,7 @@ CHEAP = ("explain=default", "callbacks.explain.num_images=2", "callbacks.explain
 def _record(compose_train, *overrides):
     cfg = compose_train(*CHEAP, *overrides)
     orchestrate.run(cfg)
-    return records.read_record(records.result_path(cfg.paths.results_dir, cfg.run_name))
+    return records.read_record(records.view_path(cfg.paths.results_dir, cfg.run_name))
 
 
 def test_added_seed_skips_profiling_passes_and_explanations(compose_train):

@@ -18,7 +18,7 @@ def test_the_run_tests_the_averaged_weights_it_chose_on_validation_loss(compose_
     assert cfg.callbacks.best_checkpoint.monitor == "val_loss"
     assert cfg.callbacks.weight_averaging.decay == 0.9
     orchestrate.run(cfg)
-    record = records.read_record(records.result_path(cfg.paths.results_dir, cfg.run_name))
+    record = records.read_record(records.view_path(cfg.paths.results_dir, cfg.run_name))
     checkpoints = record.identity.checkpoint_dir(cfg.paths.checkpoint_dir)
     saved = read_checkpoint(checkpoints / "best.ckpt")
     averaged, raw = saved["state_dict"], saved["current_model_state"]

@@ -47,7 +47,7 @@ def _start(root: Path, data_root: Path, log: Path) -> subprocess.Popen:
 def _finished(root: Path) -> dict[tuple[int, int], records.RunRecord]:
     found = {}
     for _, record in records.iter_records(root / "results"):
-        assert not isinstance(record, records.InvalidResult), record
+        assert not isinstance(record, records.InvalidRecord), record
         found[(record.resolution, record.seed)] = record
     return found
 
@@ -75,7 +75,7 @@ def test_a_killed_adaptive_study_resumes_and_adds_only_what_its_decisions_ask(tm
                                                                                tiny_data_root: Path):
     # First invocation: killed once look 1's first added run (seed 1) has finished.
     process = _start(tmp_path, tiny_data_root, tmp_path / "first.log")
-    marker = records.result_path(tmp_path / "results", "tiny_cnn_32_seed1")
+    marker = records.view_path(tmp_path / "results", "tiny_cnn_32_seed1")
     deadline = time.monotonic() + 900
     while process.poll() is None and not marker.is_file() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -122,7 +122,7 @@ def test_a_record_is_never_paired_with_another_configs_predictions(compose_train
     foreign = records.run_dir(first.paths.results_dir, build.identify(other)) / "predictions.npz"
     assert foreign.is_file()  # B's, written before its kill
     os.replace(foreign, path.parent / "predictions.npz")
-    with pytest.raises(records.InvalidResult, match="belong to run"):
+    with pytest.raises(records.InvalidRecord, match="belong to run"):
         records.read_predictions(first.paths.results_dir, record)
     # And a run skipped as finished is this identity's: lr=0.001 is skipped, lr=0.05 is not.
     assert orchestrate.run_outcome(compose_train()).status == "skipped"

@@ -67,7 +67,7 @@ def test_a_file_that_is_not_a_record_is_named_with_the_reason(tmp_path: Path):
     (folder / "notes.json").write_text('{"hello": 1}')
     (folder / "broken.json").write_text("{")
     found = dict(records.iter_records(tmp_path))
-    assert isinstance(found[folder / "notes.json"], schema.InvalidResult)
+    assert isinstance(found[folder / "notes.json"], schema.InvalidRecord)
     assert "not a ResoMap run record" in str(found[folder / "notes.json"])
     assert "not readable JSON" in str(found[folder / "broken.json"])
 
@@ -111,10 +111,10 @@ def test_a_field_of_the_wrong_type_is_named_with_its_file(tmp_path: Path):
     payload["test_metrics"]["num_images"] = "many"
     path.write_text(json.dumps(payload))
     expected = rf"{re.escape(str(path))}.*field test_metrics.num_images: expected int, found str"
-    with pytest.raises(schema.InvalidResult, match=expected):
+    with pytest.raises(schema.InvalidRecord, match=expected):
         schema.read_record(path)
     ((where, found),) = list(records.iter_records(tmp_path))
-    assert where == path and isinstance(found, schema.InvalidResult)
+    assert where == path and isinstance(found, schema.InvalidRecord)
 
 
 @pytest.mark.parametrize(("field", "value", "expected"), [
@@ -131,7 +131,7 @@ def test_edited_or_unsafe_fields_are_refused(tmp_path: Path, field, value, expec
         node = node[key]
     node[field[-1]] = value
     path.write_text(json.dumps(payload))
-    with pytest.raises(schema.InvalidResult, match=re.escape(expected)):
+    with pytest.raises(schema.InvalidRecord, match=re.escape(expected)):
         schema.read_record(path)
 
 
@@ -142,7 +142,7 @@ def test_a_record_in_another_runs_folder_is_refused(tmp_path: Path):
     moved.parent.mkdir()
     path.rename(moved)
     found = dict(records.iter_records(tmp_path))
-    assert isinstance(found[moved], schema.InvalidResult) and "not of the folder" in str(found[moved])
+    assert isinstance(found[moved], schema.InvalidRecord) and "not of the folder" in str(found[moved])
 
 
 def test_results_of_the_earlier_layout_stay_readable_and_are_kept_when_a_view_replaces_them(tmp_path: Path):

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 def _record(cfg: DictConfig) -> records.RunRecord:
-    return records.read_record(records.result_path(cfg.paths.results_dir, cfg.run_name))
+    return records.read_record(records.view_path(cfg.paths.results_dir, cfg.run_name))
 
 
 def _folder(cfg: DictConfig, index: int = 0) -> Path:

@@ -37,7 +37,7 @@ def _out_of_memory_above(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
 
 
 def _result(cfg: DictConfig) -> results.RunRecord:
-    return results.read_record(results.result_path(cfg.paths.results_dir, cfg.run_name))
+    return results.read_record(results.view_path(cfg.paths.results_dir, cfg.run_name))
 
 
 def _last_checkpoint(cfg: DictConfig) -> Path:
@@ -67,7 +67,7 @@ def test_out_of_memory_at_the_floor_fails_the_run_without_a_result(compose_run, 
     floor = "data.batch_size=4 after 2 retries.*oom.min_batch_size=4"
     with pytest.raises(OutOfMemoryAtFloorError, match=floor):
         experiment.run(cfg)
-    assert not results.result_path(cfg.paths.results_dir, cfg.run_name).exists()
+    assert not results.view_path(cfg.paths.results_dir, cfg.run_name).exists()
 
 
 def _interrupted_run(compose_run, monkeypatch: pytest.MonkeyPatch) -> DictConfig:
@@ -81,7 +81,7 @@ def test_interrupt_saves_the_current_step_and_surfaces_as_keyboard_interrupt(com
     cfg = _interrupted_run(compose_run, monkeypatch)
     checkpoint = torch.load(_last_checkpoint(cfg), weights_only=True)
     assert checkpoint["global_step"] == 2  # mid-epoch: saved at the interrupt, not at an epoch end
-    assert not results.result_path(cfg.paths.results_dir, cfg.run_name).exists()
+    assert not results.view_path(cfg.paths.results_dir, cfg.run_name).exists()
 
 
 def test_checkpoint_with_arbitrary_objects_is_refused(compose_run, monkeypatch, tmp_path: Path):
@@ -92,7 +92,7 @@ def test_checkpoint_with_arbitrary_objects_is_refused(compose_run, monkeypatch, 
     torch.save(checkpoint, crafted)
     with pytest.raises(ResoMapError, match=f"Refusing to load checkpoint {crafted}.*weights_only=True"):
         experiment.run(compose_run(f"ckpt_path={crafted}", "data.batch_size=8"))
-    assert not results.result_path(cfg.paths.results_dir, cfg.run_name).exists()
+    assert not results.view_path(cfg.paths.results_dir, cfg.run_name).exists()
 
 
 def test_parallel_joblib_jobs_leave_every_result_valid(train_cli, tmp_path: Path):

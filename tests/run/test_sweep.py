@@ -39,7 +39,7 @@ def test_the_same_run_started_twice_at_once_is_trained_once(tmp_path: Path, tiny
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("ResoMap").experiment_id])
     assert [run.info.status for run in runs] == ["FINISHED"]
-    record = records.read_record(records.result_path(tmp_path / "results", "tiny_cnn_32"))
+    record = records.read_record(records.view_path(tmp_path / "results", "tiny_cnn_32"))
     assert record.epochs_run == 2
 
 

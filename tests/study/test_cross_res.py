@@ -23,7 +23,7 @@ def two_runs(compose_train) -> tuple[Path, list[records.RunRecord]]:
     for res in (32, 40):
         cfg = compose_train(f"res={res}", "trainer.max_epochs=2")
         orchestrate.run(cfg)
-        found.append(records.read_record(records.result_path(cfg.paths.results_dir, cfg.run_name)))
+        found.append(records.read_record(records.view_path(cfg.paths.results_dir, cfg.run_name)))
     return Path(cfg.paths.results_dir), found
 
 
@@ -112,7 +112,7 @@ def test_a_run_is_evaluated_only_at_its_neighbours(compose_train):
     for res in (32, 40, 48):
         cfg = compose_train(f"res={res}", "trainer.max_epochs=1")
         orchestrate.run(cfg)
-        runs.append(records.read_record(records.result_path(cfg.paths.results_dir, cfg.run_name)))
+        runs.append(records.read_record(records.view_path(cfg.paths.results_dir, cfg.run_name)))
     results_dir = Path(cfg.paths.results_dir)
     matrix = cross_res.build(runs, results_dir, [32, 40, 48]).matrix("tiny_cnn")
     assert {train: sorted(row) for train, row in matrix.items()} == {32: [32, 40], 40: [32, 40, 48],

@@ -13,7 +13,7 @@ from resomap.run import record_write as writer
 from resomap.run.identity import RunIdentity
 from resomap.study import costs
 from resomap.study.cost_figures import figure_value
-from resomap.study.results_table import SEED_COLUMNS, result_row
+from resomap.study.results_table import SEED_COLUMNS, record_row
 from resomap.study.runs import RunData
 
 OLD_PROFILING = {"median_time_sec": 0.01, "peak_cpu_memory_mb": 900.0, "cpu_memory_increase_mb": 12.0,
@@ -58,7 +58,7 @@ def test_a_record_with_the_old_key_names_is_read_under_the_new_ones(tmp_path: Pa
     # all_results.csv's row of that record has the new columns, the seed's first.
     run = RunData(path, record, None, {"balanced_accuracy": 0.5, "accuracy": 0.5, "macro_auroc": None},
                   {}, {}, "record")
-    row = result_row(run)
+    row = record_row(run)
     gpu_columns = {"profile_gpu_memory_peak_mib", "profile_gpu_memory_allocated_mib",
                    "profile_gpu_memory_reserved_mib"}
     assert gpu_columns <= set(SEED_COLUMNS) and gpu_columns <= set(row)
