@@ -62,9 +62,11 @@ def _bias_sentence(rec: Any, study: Study) -> str:
     decision = rec.decision
     if decision is None or decision.optimism is None:
         return ""
-    return (f"Winner's curse: picking the highest of {len(decision.estimates)} noisy estimates inflates "
-            f"the best's {study.settings.metric_label} by about {decision.optimism:.3f} (bootstrap estimate: "
-            "mean excess of the resampled best over its own estimate); the observed best stays best in "
+    # The bootstrap estimate is signed: at or below zero the selection shows no measurable inflation.
+    return (f"Winner's curse (picking the highest of {len(decision.estimates)} noisy estimates): the "
+            f"best's {study.settings.metric_label} is inflated by an estimated {decision.optimism:+.3f} "
+            "(bootstrap: mean excess of the resampled best over its own estimate; 0 or below, no "
+            "measurable inflation); the observed best stays best in "
             f"{decision.best_share:.0%} of the resamples.")
 
 

@@ -58,7 +58,7 @@ def test_two_agreeing_seeds_with_a_clear_effect_are_a_decision_with_its_cost(tmp
     row = ("| simple\\_cnn | 7 | 1.2 min | cpu: cpu-test | 224: 3, 320: 1, 512: 3 | 3 | 9 runs, about "
            "1.5 min | 2 |")
     assert row in markdown
-    assert f"inflates the best's balanced accuracy by about {decision.optimism:.3f}" in markdown
+    assert f"best's balanced accuracy is inflated by an estimated {decision.optimism:+.3f}" in markdown
 
 
 def _degenerate_probs(labels: np.ndarray) -> np.ndarray:
