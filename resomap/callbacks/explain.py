@@ -163,7 +163,7 @@ class Explain(pl.Callback):
         self.record_section(trainer, pl_module)
 
     def record_section(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        """``{"explain": {...}}`` for the result JSON, computed once per test."""
+        """``{"explain": {...}}`` for the run's record, computed once per test."""
         if self.section is None:
             datamodule = getattr(trainer, "datamodule", None)
             if not trainer.is_global_zero or datamodule is None or "test" not in datamodule.datasets:
