@@ -90,6 +90,8 @@ def _skip(cfg: DictConfig, identity: RunIdentity, settings: TrackingSettings) ->
     if done is not None:
         log.info("Skipping %s: finished with the same configuration (%s)", identity.run_name,
                  records.record_path(cfg.paths.results_dir, identity))
+        # Entering the context is the work: each store is made to hold the run FINISHED (a kill
+        # may have come between the record and the end of its MLflow run, or the store is new).
         with mirror.tracked_run(settings, identity, record=done):
             pass
         return done.objective(cfg.objective)
